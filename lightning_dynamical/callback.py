@@ -1,0 +1,359 @@
+"""``ActiveLearningLoop``: train until convergence, query the pool, grow the labeled set, repeat."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from lightning_dynamical import records
+from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
+from lightning_dynamical.oracle import DatasetOracle, Oracle, Query
+from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
+from lightning_dynamical.scoring.common import batch_inputs, batch_targets, check_logits, evaluation, to_model
+from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
+from lightning_dynamical.strategies.dynamical import DynamicAL
+
+Reset = Literal["none", "init"]
+
+
+class ActiveLearningLoop(Callback):
+    """Runs ``rounds`` active-learning rounds inside one ``trainer.fit``.
+
+    Each round trains on the labeled split until :class:`~lightning_dynamical.convergence.Convergence`
+    says so, evaluates test accuracy, scores the unlabeled pool with ``strategy``, asks the ``oracle`` to
+    label the top ``query_size`` samples, reloads the train loader and trains again. The trainer is
+    stopped after the last round's training. Needs an :class:`ActiveLearningDataModule`.
+
+    Args:
+        strategy: query strategy (default ``DynamicAL()``).
+        query_size: samples labeled per round (b).
+        rounds: query rounds (R); ``rounds + 1`` training phases, the first on the initial set.
+        patience: epochs without ``min_delta`` improvement of the train loss that end a round.
+        min_delta: minimum train-loss improvement.
+        train_acc_threshold: also end a round once accuracy on the labeled set reaches this.
+        max_epochs_per_round: cap on epochs per round.
+        min_epochs_per_round: floor on epochs per round.
+        pool_subset: score only a seeded random subset of this many pool samples per round.
+        reset: ``"none"`` keeps weights between rounds (warm start, the paper's); ``"init"`` re-initialises
+            weights (seeded) and clears optimizer state each round.
+        seed: seeds pool subsets and re-initialisation; same seed, same selections.
+        oracle: who labels the queries (default: the data set's own labels).
+        dirpath: where ``al_rounds.csv``, ``al_state.json`` and round checkpoints go (default: the
+            trainer's log directory).
+        save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
+            ``trainer.save_checkpoint``).
+        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
+        verbose: print a line per round.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy | None = None,
+        query_size: int = 500,
+        rounds: int = 5,
+        patience: int = 5,
+        min_delta: float = 1e-3,
+        train_acc_threshold: float | None = None,
+        max_epochs_per_round: int = 50,
+        min_epochs_per_round: int = 1,
+        pool_subset: int | None = None,
+        reset: Reset = "none",
+        seed: int = 0,
+        oracle: Oracle | None = None,
+        dirpath: str | None = None,
+        save_round_checkpoints: bool = True,
+        resume_from_state: str | None = None,
+        verbose: bool = True,
+    ) -> None:
+        if not isinstance(query_size, int) or query_size <= 0:
+            raise ValueError(f"query_size must be a positive int, got {query_size!r}")
+        if not isinstance(rounds, int) or rounds <= 0:
+            raise ValueError(f"rounds must be a positive int, got {rounds!r}")
+        if pool_subset is not None and pool_subset < query_size:
+            raise ValueError(f"pool_subset ({pool_subset}) must be None or >= query_size ({query_size})")
+        if reset not in ("none", "init"):
+            raise ValueError(f"reset must be 'none' or 'init', got {reset!r}")
+        if strategy is not None and not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a lightning_dynamical Strategy, got {type(strategy).__name__}")
+        self.strategy = strategy if strategy is not None else DynamicAL()
+        self.query_size = query_size
+        self.rounds = rounds
+        self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
+                                       min_epochs_per_round)
+        self.pool_subset = pool_subset
+        self.reset = reset
+        self.seed = seed
+        self.oracle = oracle if oracle is not None else DatasetOracle()
+        self.dirpath = dirpath
+        self.save_round_checkpoints = save_round_checkpoints
+        self.resume_from_state = resume_from_state
+        self.verbose = verbose
+        self.round = 0
+        self.history: list[dict[str, Any]] = []
+        self.finished = False
+        self._loss = MeanMetric()
+        self._rng_to_restore: dict[str, Any] | None = None
+        self._warned_small_pool = False
+
+    # ---- setup -----------------------------------------------------------------------------------------
+    @property
+    def datamodule(self) -> ActiveLearningDataModule:
+        return self._datamodule
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = trainer.datamodule
+        if not isinstance(dm, ActiveLearningDataModule):
+            raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
+                            f"; got {type(dm).__name__}")
+        self._datamodule = dm
+        self._is_global_zero = trainer.is_global_zero
+        dm.setup("fit")
+        if self.resume_from_state:
+            self._load_records_state(dm, self.resume_from_state)
+        if self.query_size > dm.num_unlabeled and not self.finished and self.round == 0:
+            raise ValueError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
+        dirpath = self.dirpath or trainer.log_dir or trainer.default_root_dir
+        self._dirpath = trainer.strategy.broadcast(str(dirpath))
+        if self.strategy.joint or type(self.strategy).select is not Strategy.select:
+            self._sharded = False
+        else:
+            self._sharded = trainer.world_size > 1
+        max_needed = (self.rounds + 1) * self.convergence.max_epochs
+        if trainer.max_epochs is not None and 0 <= trainer.max_epochs < max_needed:
+            rank_zero_warn(f"Trainer(max_epochs={trainer.max_epochs}) may stop before all {self.rounds} rounds "
+                           f"finish (up to {max_needed} epochs); use max_epochs=-1")
+
+    def _load_records_state(self, dm: ActiveLearningDataModule, path: str) -> None:
+        state = records.read_state(path)
+        snapshot = dm.state_dict()
+        try:
+            dm.load_state_dict({**snapshot, "labeled": state["labeled"], "dataset_size": state["dataset_size"],
+                                "given_labels": state.get("given_labels", [])})
+        except LabelError as err:
+            raise LabelError(f"{path} does not fit this pool: {err}") from err
+        self.round = int(state["round"])
+        self.history = list(state.get("history", []))
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self.datamodule
+        x = batch_inputs(next(iter(dm.eval_loader(dm.pool_dataset(range(min(2, dm.num_unlabeled)))))))
+        with evaluation(pl_module), torch.no_grad():
+            check_logits(pl_module(to_model(x, pl_module)), x.shape[0])
+        self._loss = self._loss.to(pl_module.device)
+        if self._rng_to_restore is not None:
+            _set_rng_state(self._rng_to_restore)
+            self._rng_to_restore = None
+        self._write_state()
+
+    # ---- per epoch -------------------------------------------------------------------------------------
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._loss.update(loss.detach().float().to(self._loss.device), batch_inputs(batch).shape[0])
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.finished:
+            return
+        loss = float(self._loss.compute()) if self._loss.update_count else math.inf
+        self._loss.reset()
+        accuracy = None
+        if self.convergence.accuracy_threshold is not None:
+            accuracy = self._accuracy(trainer, pl_module, self.datamodule.labeled_dataset(evaluation=True))
+        if not self.convergence.update(loss, accuracy):
+            return
+        self._end_round(trainer, pl_module)
+
+    # ---- one round -------------------------------------------------------------------------------------
+    def _end_round(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self.datamodule
+        test = dm.splits.test
+        row: dict[str, Any] = {
+            "round": self.round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled,
+            "test_acc": self._accuracy(trainer, pl_module, test) if test is not None else float("nan"),
+            "score_seconds": 0.0, "epochs": self.convergence.epochs,
+        }
+        metrics: dict[str, float] = {}
+        last = self.round >= self.rounds or dm.num_unlabeled == 0
+        snapshot = dm.state_dict()
+        try:
+            if not last:
+                metrics = self._query(trainer, pl_module, row)
+            self._log(trainer, row, metrics)
+        except BaseException:
+            dm.load_state_dict(snapshot)
+            raise
+        self.history.append(row)
+        if self.verbose:
+            rank_zero_info(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
+                           f"test_acc={row['test_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
+        if last:
+            if dm.num_unlabeled == 0 and self.round < self.rounds:
+                rank_zero_info(f"[active learning] the pool is empty after round {self.round}: stopping")
+            self.finished = True
+            trainer.should_stop = True
+            self._write_records()
+            return
+        self.round += 1
+        self.convergence.reset()
+        if self.reset == "init":
+            self._reinitialise(trainer, pl_module)
+        trainer.fit_loop._combined_loader = None
+        self._write_records()
+        if self.save_round_checkpoints:
+            trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
+
+    def _query(self, trainer: Trainer, pl_module: LightningModule, row: dict[str, Any]) -> dict[str, float]:
+        dm = self.datamodule
+        positions = list(range(dm.num_unlabeled))
+        if self.pool_subset is not None and self.pool_subset < len(positions):
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.round)
+            positions = sorted(torch.randperm(len(positions), generator=gen)[: self.pool_subset].tolist())
+        b = min(self.query_size, len(positions))
+        if b < self.query_size and not self._warned_small_pool:
+            rank_zero_warn(f"Round {self.round}: only {len(positions)} pool samples remain for query_size="
+                           f"{self.query_size}; labeling all of them")
+            self._warned_small_pool = True
+        start = time.perf_counter()
+        try:
+            chosen, scores = self._select(trainer, pl_module, positions, b)
+        except NonFiniteScoresError as err:
+            raise NonFiniteScoresError(f"Round {self.round}: {err}; the labeled set is unchanged") from err
+        row["score_seconds"] = round(time.perf_counter() - start, 4)
+        unlabeled = dm.unlabeled_indices
+        indices = [unlabeled[positions[p]] for p in chosen.tolist()]
+        check_agreement(trainer, indices, f"the round-{self.round} selection")
+        pseudo = getattr(self.strategy, "last_pseudo_labels", None)
+        query = Query(self.round, indices, scores[chosen] if scores is not None else None,
+                      pseudo[chosen] if isinstance(pseudo, Tensor) and len(pseudo) == len(positions) else None)
+        labels = self.oracle.label(dm, query)
+        dm.label(indices, labels)
+        self._last_query = query
+        return _score_stats(scores, chosen)
+
+    def _select(self, trainer: Trainer, pl_module: LightningModule, positions: list[int],
+                b: int) -> tuple[Tensor, Tensor | None]:
+        """Positions (into ``positions``) of the queried samples, and the scores if the strategy gave them."""
+        dm = self.datamodule
+        strategy = self.strategy
+        strategy.progress = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        labeled = dm.labeled_dataset(evaluation=True)
+        if not self._sharded:
+            strategy.reduce_sum = _identity
+            chosen = strategy.select(pl_module, dm.eval_loader(dm.pool_dataset(positions)), dm.eval_loader(labeled),
+                                     b)
+            return chosen, strategy.last_scores
+        rank, world = trainer.global_rank, trainer.world_size
+        strategy.reduce_sum = lambda t: reduce_sum(trainer, t)
+        mine = shard(positions, rank, world)
+        labeled_shard = torch.utils.data.Subset(labeled, shard(range(len(labeled)), rank, world))
+        local = strategy.score(pl_module, dm.eval_loader(dm.pool_dataset(mine)), dm.eval_loader(labeled_shard))
+        scores = gather_shards(trainer, local.double(), len(positions))
+        return top_b(check_finite(scores), b), scores
+
+    # ---- evaluation, reset, logging, records -------------------------------------------------------------
+    def _accuracy(self, trainer: Trainer, pl_module: LightningModule, dataset: Any) -> float:
+        """Accuracy on ``dataset`` in eval mode, each rank on its shard, reduced by torchmetrics."""
+        dm = self.datamodule
+        if trainer.world_size > 1:
+            dataset = torch.utils.data.Subset(dataset, shard(range(len(dataset)), trainer.global_rank,
+                                                             trainer.world_size))
+        metric: MulticlassAccuracy | None = None
+        with evaluation(pl_module), torch.no_grad():
+            for batch in dm.eval_loader(dataset):
+                logits = pl_module(to_model(batch_inputs(batch), pl_module))
+                if metric is None:
+                    metric = MulticlassAccuracy(logits.shape[1], average="micro").to(logits.device)
+                metric.update(logits, batch_targets(batch).to(logits.device))
+        if metric is None:
+            metric = MulticlassAccuracy(2, average="micro").to(pl_module.device)
+        return float(metric.compute())
+
+    def _reinitialise(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + self.round)
+            for module in pl_module.modules():
+                if callable(getattr(module, "reset_parameters", None)):
+                    module.reset_parameters()
+        for optimizer in trainer.optimizers:
+            optimizer.state.clear()
+
+    def _log(self, trainer: Trainer, row: dict[str, Any], extra: dict[str, float]) -> None:
+        metrics = {"al/round": row["round"], "al/labeled": row["labeled"], "al/pool": row["pool"],
+                   "al/test_acc": row["test_acc"], "al/score_seconds": row["score_seconds"],
+                   "al/epochs": row["epochs"], **extra}
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=trainer.global_step)
+
+    def _state(self) -> dict[str, Any]:
+        dm_state = self.datamodule.state_dict()
+        return {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
+                "given_labels": dm_state["given_labels"], "history": self.history,
+                "strategy": repr(self.strategy), "seed": self.seed}
+
+    def _write_state(self) -> None:
+        if self._is_global_zero:
+            records.write_state(self._dirpath, self._state())
+
+    def _write_records(self) -> None:
+        if self._is_global_zero:
+            records.write_rounds(self._dirpath, self.history)
+            records.write_state(self._dirpath, self._state())
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.verbose and self.history:
+            lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
+            lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | "
+                      f"{r['score_seconds']} |" for r in self.history]
+            rank_zero_info("\n".join(lines))
+
+    # ---- state -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
+                "convergence": self.convergence.state_dict(), "rng": _get_rng_state()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.round = int(state_dict["round"])
+        self.finished = bool(state_dict["finished"])
+        self.history = [dict(r) for r in state_dict["history"]]
+        self.convergence.load_state_dict(state_dict["convergence"])
+        self._rng_to_restore = state_dict.get("rng")
+
+
+def _identity(t: Tensor) -> Tensor:
+    return t
+
+
+def _score_stats(scores: Tensor | None, chosen: Tensor) -> dict[str, float]:
+    if scores is None or scores.numel() == 0:
+        return {}
+    s = scores.double()
+    return {"al/score_mean": float(s.mean()), "al/score_std": float(s.std()) if s.numel() > 1 else 0.0,
+            "al/score_max": float(s.max()), "al/score_min": float(s.min()),
+            "al/selected_score_mean": float(s[chosen].mean())}
+
+
+def _get_rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((3, tuple(state["python"]), None))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

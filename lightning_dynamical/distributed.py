@@ -1,0 +1,52 @@
+"""Sharding, gathering and agreement checks across ranks, all through ``trainer.strategy``."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import torch
+from lightning.pytorch import Trainer
+from torch import Tensor
+
+
+def shard(items: Sequence[int], rank: int, world_size: int) -> list[int]:
+    """Contiguous, non-overlapping shard ``rank`` of ``items``: every item in exactly one shard, no padding."""
+    n = len(items)
+    start, stop = n * rank // world_size, n * (rank + 1) // world_size
+    return list(items[start:stop])
+
+
+def reduce_sum(trainer: Trainer, tensor: Tensor) -> Tensor:
+    """Sum ``tensor`` over ranks (identity on one process)."""
+    if trainer.world_size == 1:
+        return tensor
+    return trainer.strategy.reduce(tensor.clone(), reduce_op="sum")
+
+
+def gather_shards(trainer: Trainer, local: Tensor, total: int) -> Tensor:
+    """Concatenate every rank's 1-D ``local`` tensor (shards made by :func:`shard` of ``total`` items)."""
+    world = trainer.world_size
+    if world == 1:
+        return local
+    sizes = [len(shard(range(total), r, world)) for r in range(world)]
+    padded = local.new_zeros(max(sizes))
+    padded[: local.numel()] = local
+    gathered = trainer.strategy.all_gather(padded.to(trainer.strategy.root_device)).cpu()
+    return torch.cat([gathered[r, : sizes[r]] for r in range(world)])
+
+
+def digest(indices: Sequence[int]) -> str:
+    return hashlib.sha256(",".join(map(str, indices)).encode()).hexdigest()
+
+
+def check_agreement(trainer: Trainer, indices: Sequence[int], what: str) -> None:
+    """Fail loudly unless every rank holds the same ``indices`` as rank 0."""
+    if trainer.world_size == 1:
+        return
+    mine = digest(indices)
+    theirs = trainer.strategy.broadcast(mine, src=0)
+    agree = reduce_sum(trainer, torch.tensor([float(mine == theirs)], device=trainer.strategy.root_device))
+    if int(agree.item()) != trainer.world_size:
+        raise RuntimeError(f"Ranks disagree on {what}: rank {trainer.global_rank} has digest {mine[:12]}, "
+                           f"rank 0 has {theirs[:12]}")

@@ -1,0 +1,301 @@
+"""``ActiveLearningDataModule``: the labeled and unlabeled split of a pool, its loaders and its state."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lightning_dynamical.data.splits import DatasetSplits
+
+
+class LabelError(ValueError):
+    """A ``label()`` call or a restored state names indices that cannot be labeled."""
+
+
+class RelabeledSubset(Dataset):
+    """A subset of a dataset whose targets may be replaced by labels an oracle gave."""
+
+    def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, int] | None = None) -> None:
+        self.dataset = dataset
+        self.indices = list(indices)
+        self.labels = labels or {}
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Any:
+        index = self.indices[i]
+        item = self.dataset[index]
+        if index in self.labels:
+            item = (item[0], torch.tensor(self.labels[index]), *item[2:])
+        return item
+
+
+def dataset_targets(dataset: Dataset) -> torch.Tensor:
+    """Integer targets of a map-style dataset, read from a ``targets``-like attribute when there is one."""
+    if isinstance(dataset, Subset):
+        return dataset_targets(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
+        return dataset.tensors[1].long().reshape(-1)
+    for attr in ("targets", "labels", "y"):
+        values = getattr(dataset, attr, None)
+        if values is not None and not callable(values) and len(values) == len(dataset):
+            return torch.as_tensor(list(values) if not hasattr(values, "__array__") else values).long()
+    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+
+
+class ActiveLearningDataModule(LightningDataModule):
+    """Holds a pool dataset and which of its samples are labeled.
+
+    Give datasets directly, wrap an existing DataModule with :meth:`from_datamodule`, or subclass and
+    override :meth:`build_splits` (built lazily at ``setup``). The initial labeled set of
+    ``initial_size`` samples is drawn with ``seed`` (class-balanced with ``balanced=True``).
+    ``val_size`` (an int, or a fraction of the pool) holds out a seeded validation split of the pool
+    when no validation set is given.
+
+    Indices everywhere are indices into the pool dataset. ``train_dataloader`` serves labeled samples
+    (training transform); ``pool_dataloader`` serves unlabeled samples in ascending index order with the
+    evaluation transform, so scores are aligned with :attr:`unlabeled_indices`.
+    """
+
+    def __init__(
+        self,
+        pool: Dataset | None = None,
+        val: Dataset | None = None,
+        test: Dataset | None = None,
+        pool_eval: Dataset | None = None,
+        *,
+        initial_size: int = 500,
+        balanced: bool = False,
+        val_size: int | float = 0,
+        batch_size: int = 64,
+        eval_batch_size: int = 256,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if initial_size <= 0:
+            raise ValueError(f"initial_size must be a positive int, got {initial_size}")
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
+        if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
+            raise ValueError(f"val_size must be an int >= 0 or a fraction in [0, 1), got {val_size}")
+        self.initial_size = initial_size
+        self.balanced = balanced
+        self.val_size = val_size
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+        self._splits: DatasetSplits | None = None
+        self._candidates: list[int] = []
+        self._labeled: list[int] = []
+        self._given_labels: dict[int, int] = {}
+        self._val_indices: list[int] = []
+        if pool is not None:
+            self._use(DatasetSplits(pool, pool_eval if pool_eval is not None else pool, val, test, 0))
+
+    @classmethod
+    def from_datamodule(cls, datamodule: LightningDataModule, **kwargs: Any) -> ActiveLearningDataModule:
+        """Wrap a user's DataModule: its train set becomes the pool, its val/test sets are kept.
+
+        Its ``batch_size`` is reused unless given. Pass ``pool_eval`` for a copy of the train set with the
+        evaluation transform if the train set augments.
+        """
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+        train = datamodule.train_dataloader()
+        kwargs.setdefault("batch_size", train.batch_size or 64)
+        val = _dataset_or_none(datamodule, "val_dataloader")
+        try:
+            datamodule.setup("test")
+        except Exception:  # noqa: BLE001 - a DataModule without a test stage simply has no test set
+            pass
+        test = _dataset_or_none(datamodule, "test_dataloader")
+        return cls(train.dataset, val, test, kwargs.pop("pool_eval", None), **kwargs)
+
+    def build_splits(self) -> DatasetSplits:
+        """Build the datasets; subclasses that are configured by name (CLI) override this."""
+        raise NotImplementedError(f"{type(self).__name__} was given no pool dataset and does not build one")
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        if self._splits is None:
+            self._use(self.build_splits())
+
+    def _use(self, splits: DatasetSplits) -> None:
+        if len(splits.pool) != len(splits.pool_eval):
+            raise ValueError(f"pool ({len(splits.pool)}) and pool_eval ({len(splits.pool_eval)}) differ in size")
+        self._splits = splits
+        n = len(splits.pool)
+        gen = torch.Generator().manual_seed(self.seed)
+        order = torch.randperm(n, generator=gen).tolist()
+        n_val = 0
+        if splits.val is None and self.val_size:
+            n_val = self.val_size if isinstance(self.val_size, int) else int(math.floor(self.val_size * n))
+        self._val_indices = sorted(order[:n_val])
+        self._candidates = sorted(order[n_val:])
+        if self.initial_size > len(self._candidates):
+            raise ValueError(f"initial_size={self.initial_size} exceeds the pool of {len(self._candidates)} samples")
+        if not self._labeled:
+            self._labeled = self._initial_indices(gen)
+
+    def _initial_indices(self, gen: torch.Generator) -> list[int]:
+        candidates = torch.tensor(self._candidates)
+        perm = candidates[torch.randperm(len(candidates), generator=gen)]
+        if not self.balanced:
+            return sorted(perm[: self.initial_size].tolist())
+        targets = dataset_targets(self.splits.pool)[perm]
+        classes = targets.unique().tolist()
+        per_class = [perm[targets == c].tolist() for c in classes]
+        chosen: list[int] = []
+        depth = 0
+        while len(chosen) < self.initial_size:
+            for members in per_class:
+                if depth < len(members) and len(chosen) < self.initial_size:
+                    chosen.append(members[depth])
+            depth += 1
+        return sorted(chosen)
+
+    # ---- the split -------------------------------------------------------------------------------------
+    def _ready(self) -> DatasetSplits:
+        if self._splits is None:
+            self.setup()
+        assert self._splits is not None
+        return self._splits
+
+    @property
+    def splits(self) -> DatasetSplits:
+        """The datasets (built on first use)."""
+        return self._ready()
+
+    @property
+    def labeled_indices(self) -> list[int]:
+        """Labeled pool indices, in the order they were labeled (initial set first, sorted)."""
+        self._ready()
+        return list(self._labeled)
+
+    @property
+    def unlabeled_indices(self) -> list[int]:
+        """Unlabeled pool indices in ascending order: the order of :meth:`pool_dataloader`."""
+        self._ready()
+        labeled = set(self._labeled)
+        return [i for i in self._candidates if i not in labeled]
+
+    @property
+    def num_labeled(self) -> int:
+        return len(self.labeled_indices)
+
+    @property
+    def num_unlabeled(self) -> int:
+        return len(self._candidates) - len(self.labeled_indices)
+
+    def label(self, indices: Iterable[int], labels: Iterable[int] | None = None) -> None:
+        """Move pool ``indices`` into the labeled set, optionally with oracle ``labels``.
+
+        Every index is checked first; an unknown, already labeled or repeated index raises
+        :class:`LabelError` and changes nothing.
+        """
+        idx = [int(i) for i in indices]
+        given = None if labels is None else [int(y) for y in labels]
+        self._check_new(idx)
+        if given is not None and len(given) != len(idx):
+            raise LabelError(f"got {len(given)} labels for {len(idx)} indices")
+        self._labeled.extend(idx)
+        if given is not None:
+            self._given_labels.update(zip(idx, given))
+
+    def _check_new(self, idx: list[int]) -> None:
+        self._ready()
+        candidates = set(self._candidates)
+        unknown = [i for i in idx if i not in candidates]
+        if unknown:
+            raise LabelError(f"indices {unknown[:10]} are not in the pool (valid: {len(candidates)} candidate "
+                             f"indices of a dataset of {len(self.splits.pool)})")
+        labeled = set(self._labeled)
+        already = [i for i in idx if i in labeled]
+        if already:
+            raise LabelError(f"indices {already[:10]} are already labeled")
+        if len(set(idx)) != len(idx):
+            seen: set[int] = set()
+            repeated = [i for i in idx if i in seen or seen.add(i)]
+            raise LabelError(f"indices {repeated[:10]} are repeated")
+
+    # ---- loaders ---------------------------------------------------------------------------------------
+    def labeled_dataset(self, evaluation: bool = False) -> Dataset:
+        """The labeled samples (training transform, or evaluation transform for scoring)."""
+        source = self.splits.pool_eval if evaluation else self.splits.pool
+        return RelabeledSubset(source, self.labeled_indices, self._given_labels)
+
+    def pool_dataset(self, positions: Sequence[int] | None = None) -> Dataset:
+        """Unlabeled samples (evaluation transform) in ascending index order, or at ``positions`` of it."""
+        unlabeled = self.unlabeled_indices
+        chosen = unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
+        return Subset(self.splits.pool_eval, chosen)
+
+    def eval_loader(self, dataset: Dataset) -> DataLoader:
+        """A non-shuffled loader with the evaluation batch size."""
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.labeled_dataset(), batch_size=self.batch_size, shuffle=True,
+                          num_workers=self.num_workers)
+
+    def pool_dataloader(self) -> DataLoader:
+        return self.eval_loader(self.pool_dataset())
+
+    def val_dataloader(self) -> DataLoader | list:
+        val = self.val_dataset
+        return self.eval_loader(val) if val is not None else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        test = self.splits.test
+        return self.eval_loader(test) if test is not None else []
+
+    @property
+    def val_dataset(self) -> Dataset | None:
+        if self.splits.val is not None:
+            return self.splits.val
+        return Subset(self.splits.pool_eval, self._val_indices) if self._val_indices else None
+
+    # ---- state -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        self._ready()
+        return {
+            "dataset_size": len(self.splits.pool),
+            "labeled": list(self._labeled),
+            "candidates": list(self._candidates),
+            "val_indices": list(self._val_indices),
+            "given_labels": [[i, y] for i, y in self._given_labels.items()],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a split; the state is validated against this pool before anything changes."""
+        self._ready()
+        size = int(state_dict["dataset_size"])
+        if size != len(self.splits.pool):
+            raise LabelError(f"state is for a pool of {size} samples; this pool has {len(self.splits.pool)}")
+        candidates = [int(i) for i in state_dict.get("candidates", self._candidates)]
+        if len(set(candidates)) != len(candidates) or any(not 0 <= i < size for i in candidates):
+            raise LabelError("state's candidate indices are out of range or repeated")
+        labeled = [int(i) for i in state_dict["labeled"]]
+        bad = [i for i in labeled if not 0 <= i < size]
+        if bad or len(set(labeled)) != len(labeled) or not set(labeled) <= set(candidates):
+            raise LabelError(f"state's labeled indices are unknown or repeated (e.g. {bad[:5]})")
+        self._candidates = sorted(candidates)
+        self._labeled = labeled
+        self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
+        self._given_labels = {int(i): int(y) for i, y in state_dict.get("given_labels", [])}
+
+
+def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | None:
+    try:
+        loader = getattr(datamodule, hook)()
+    except Exception:  # noqa: BLE001 - Lightning's default hooks raise MisconfigurationException
+        return None
+    return getattr(loader, "dataset", None)

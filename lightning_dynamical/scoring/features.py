@@ -1,0 +1,29 @@
+"""Penultimate features and logits in one forward: the inputs of the last ``nn.Linear`` head."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lightning_dynamical.scoring.common import check_logits, last_linear_name
+
+
+def head_of(model: nn.Module) -> nn.Linear:
+    """The model's last registered ``nn.Linear`` (its classifier head)."""
+    return model.get_submodule(last_linear_name(model))
+
+
+def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(h, logits)`` where ``h`` is the (flattened) input of the head and ``logits = model(x)``.
+
+    The caller chooses grad mode and model mode. The head must be applied to ``(batch, features)``.
+    """
+    head = head_of(model)
+    seen: list[Tensor] = []
+    handle = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
+    try:
+        logits = check_logits(model(x), x.shape[0])
+    finally:
+        handle.remove()
+    if len(seen) != 1 or seen[-1].ndim != 2:
+        raise ValueError("The classifier head must be called once per forward on (batch, features) inputs")
+    return seen[-1], logits

@@ -1,0 +1,97 @@
+"""One no-grad pass over a loader: softmax probabilities, penultimate features, MC-dropout passes."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from lightning_dynamical.scoring.common import batch_inputs, check_logits, evaluation, to_model
+from lightning_dynamical.scoring.features import features_and_logits
+
+DROPOUT_TYPES = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+)
+
+
+def collect(
+    model: nn.Module,
+    loader: Iterable[Any],
+    fn: Callable[[Tensor], tuple[Tensor, ...]],
+    progress: bool = False,
+    desc: str = "Inference",
+) -> tuple[Tensor, ...]:
+    """Apply ``fn`` to every batch's input (on the model's device, no grad) and concatenate on the CPU.
+
+    The caller sets the model's mode. Floating outputs are cast to float64 (scores are computed and ranked
+    in float64). An empty loader gives ``()``.
+    """
+    parts: list[tuple[Tensor, ...]] = []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
+            out = fn(to_model(batch_inputs(batch), model))
+            parts.append(tuple(t.detach().cpu().double() if t.is_floating_point() else t.detach().cpu()
+                               for t in out))
+    return tuple(torch.cat(ts) for ts in zip(*parts))
+
+
+def probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False) -> Tensor:
+    """``(N, C)`` softmax outputs in eval mode (every module's mode restored afterwards)."""
+    with evaluation(model):
+        out = collect(model, loader, lambda x: (softmax(check_logits(model(x), x.shape[0])),), progress,
+                      "Predicting")
+    return out[0] if out else torch.zeros(0, 0, dtype=torch.float64)
+
+
+def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False
+                               ) -> tuple[Tensor, Tensor]:
+    """``(h (N, D), p (N, C))``: inputs of the classifier head and softmax outputs, in eval mode."""
+
+    def fn(x: Tensor) -> tuple[Tensor, Tensor]:
+        h, logits = features_and_logits(model, x)
+        return h, softmax(logits)
+
+    with evaluation(model):
+        out = collect(model, loader, fn, progress, "Embedding")
+    if not out:
+        return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
+    return out[0], out[1]
+
+
+def has_dropout(model: nn.Module) -> bool:
+    """Whether the model contains a dropout module (needed for MC dropout)."""
+    return any(isinstance(m, DROPOUT_TYPES) for m in model.modules())
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module, seed: int) -> Iterator[nn.Module]:
+    """Eval mode except dropout modules (BatchNorm stays frozen), under a forked RNG seeded by ``seed``.
+
+    The CPU RNG and that of the model's device are forked, so the global RNG streams are left untouched
+    and the same seed gives the same dropout masks. Every module's mode is restored on exit.
+    """
+    if not has_dropout(model):
+        raise ValueError("MC dropout needs a model with an nn.Dropout-type module; this one has none")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    accelerated = device.type != "cpu"
+    forked = [device] if accelerated else []
+    with evaluation(model), torch.random.fork_rng(devices=forked, device_type=device.type if accelerated
+                                                  else "cuda"):
+        for m in model.modules():
+            if isinstance(m, DROPOUT_TYPES):
+                m.train()
+        torch.random.default_generator.manual_seed(seed)
+        if accelerated:
+            module = torch.get_device_module(device.type)
+            with module.device(device):
+                module.manual_seed(seed)
+        yield model
+
+
+def softmax(logits: Tensor) -> Tensor:
+    """Softmax over classes, in float64."""
+    return logits.double().softmax(-1)

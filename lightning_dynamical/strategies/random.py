@@ -1,0 +1,31 @@
+"""Uniform random selection, the baseline every strategy must beat."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dynamical.strategies.base import Strategy
+
+
+class Random(Strategy):
+    """I.i.d. uniform scores from a generator seeded by ``seed`` and the pool size.
+
+    Stateless (the pool shrinks every round, so each round draws anew), hence identical after a resume
+    and on every rank.
+    """
+
+    joint = True
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.seed = int(seed)
+
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(pool_loader.dataset))
+        scores = torch.rand(len(pool_loader.dataset), generator=gen, dtype=torch.float64)
+        self.last_scores = scores
+        return scores
