@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
@@ -37,4 +36,4 @@ def main(args: list[str] | None = None) -> ActiveLearningCLI:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
