@@ -17,9 +17,11 @@ from torchmetrics.classification import MulticlassAccuracy
 from lightning_dynamical import records
 from lightning_dynamical.convergence import Convergence
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
-from lightning_dynamical.oracle import DatasetOracle, Oracle, Query
+from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
+from lightning_dynamical.reporting import log_round_media
 from lightning_dynamical.scoring.common import batch_inputs, batch_targets, check_logits, evaluation, to_model
+from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 
@@ -53,6 +55,8 @@ class ActiveLearningLoop(Callback):
         save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
             ``trainer.save_checkpoint``).
         resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
+        log_approximation_ratio: log the paper's Eq. 14 ratio for each queried batch (one extra gradient
+            pass over S and the batch).
         verbose: print a line per round.
     """
 
@@ -73,6 +77,7 @@ class ActiveLearningLoop(Callback):
         dirpath: str | None = None,
         save_round_checkpoints: bool = True,
         resume_from_state: str | None = None,
+        log_approximation_ratio: bool = False,
         verbose: bool = True,
     ) -> None:
         if not isinstance(query_size, int) or query_size <= 0:
@@ -97,6 +102,7 @@ class ActiveLearningLoop(Callback):
         self.dirpath = dirpath
         self.save_round_checkpoints = save_round_checkpoints
         self.resume_from_state = resume_from_state
+        self.log_approximation_ratio = log_approximation_ratio
         self.verbose = verbose
         self.round = 0
         self.history: list[dict[str, Any]] = []
@@ -104,6 +110,7 @@ class ActiveLearningLoop(Callback):
         self._loss = MeanMetric()
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned_small_pool = False
+        self.pending: dict[str, Any] | None = None
 
     # ---- setup -----------------------------------------------------------------------------------------
     @property
@@ -144,7 +151,7 @@ class ActiveLearningLoop(Callback):
         except LabelError as err:
             raise LabelError(f"{path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
-        self.history = list(state.get("history", []))
+        self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
@@ -155,6 +162,8 @@ class ActiveLearningLoop(Callback):
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self.pending is not None:
+            self._collect_pending(trainer, pl_module)
         self._write_state()
 
     # ---- per epoch -------------------------------------------------------------------------------------
@@ -185,16 +194,28 @@ class ActiveLearningLoop(Callback):
             "test_acc": self._accuracy(trainer, pl_module, test) if test is not None else float("nan"),
             "score_seconds": 0.0, "epochs": self.convergence.epochs,
         }
-        metrics: dict[str, float] = {}
         last = self.round >= self.rounds or dm.num_unlabeled == 0
         snapshot = dm.state_dict()
         try:
-            if not last:
-                metrics = self._query(trainer, pl_module, row)
-            self._log(trainer, row, metrics)
+            query, metrics = (None, {}) if last else self._query(trainer, pl_module, row)
+            if query is not None:
+                if self.log_approximation_ratio:
+                    metrics["al/approximation_ratio"] = self._approximation_ratio(pl_module, query)
+                try:
+                    labels = self.oracle.label(dm, query)
+                except LabelsPending as pending:
+                    self._pause(trainer, row, query, metrics, pending)
+                    return
+                dm.label(query.indices, labels)
+            self._log(trainer, pl_module, row, metrics, query)
         except BaseException:
             dm.load_state_dict(snapshot)
             raise
+        self._advance(trainer, pl_module, row, last)
+
+    def _advance(self, trainer: Trainer, pl_module: LightningModule, row: dict[str, Any], last: bool) -> None:
+        """Record a finished round; then stop (last round) or start the next one."""
+        dm = self.datamodule
         self.history.append(row)
         if self.verbose:
             rank_zero_info(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
@@ -215,7 +236,30 @@ class ActiveLearningLoop(Callback):
         if self.save_round_checkpoints:
             trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
 
-    def _query(self, trainer: Trainer, pl_module: LightningModule, row: dict[str, Any]) -> dict[str, float]:
+    def _pause(self, trainer: Trainer, row: dict[str, Any], query: Query, metrics: dict[str, float],
+               pending: LabelsPending) -> None:
+        """Keep the query, save a checkpoint on every rank and stop: resuming from it collects the labels."""
+        self.pending = {"row": row, "metrics": metrics, "indices": list(query.indices),
+                        "scores": query.scores, "pseudo_labels": query.pseudo_labels}
+        path = records.join(self._dirpath, f"al_pending_round_{self.round}.ckpt")
+        trainer.save_checkpoint(path)
+        trainer.should_stop = True
+        rank_zero_info(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
+                       f"ckpt_path={path} once they are in.")
+
+    def _collect_pending(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        assert self.pending is not None
+        dm, p = self.datamodule, self.pending
+        query = Query(self.round, list(p["indices"]), p["scores"], p["pseudo_labels"])
+        labels = self.oracle.collect(dm, query)
+        dm.label(query.indices, labels)
+        self.pending = None
+        self._log(trainer, pl_module, p["row"], p["metrics"], query)
+        self._advance(trainer, pl_module, p["row"], last=False)
+
+    def _query(self, trainer: Trainer, pl_module: LightningModule,
+               row: dict[str, Any]) -> tuple[Query, dict[str, float]]:
+        """Score the pool and choose what to label (nothing changes yet)."""
         dm = self.datamodule
         positions = list(range(dm.num_unlabeled))
         if self.pool_subset is not None and self.pool_subset < len(positions):
@@ -236,12 +280,12 @@ class ActiveLearningLoop(Callback):
         indices = [unlabeled[positions[p]] for p in chosen.tolist()]
         check_agreement(trainer, indices, f"the round-{self.round} selection")
         pseudo = getattr(self.strategy, "last_pseudo_labels", None)
+        if not isinstance(pseudo, Tensor) or len(pseudo) != len(positions):
+            pseudo = None
         query = Query(self.round, indices, scores[chosen] if scores is not None else None,
-                      pseudo[chosen] if isinstance(pseudo, Tensor) and len(pseudo) == len(positions) else None)
-        labels = self.oracle.label(dm, query)
-        dm.label(indices, labels)
-        self._last_query = query
-        return _score_stats(scores, chosen)
+                      pseudo[chosen] if pseudo is not None else None)
+        self._last_pool_scores = scores
+        return query, _score_stats(scores, chosen)
 
     def _select(self, trainer: Trainer, pl_module: LightningModule, positions: list[int],
                 b: int) -> tuple[Tensor, Tensor | None]:
@@ -281,6 +325,13 @@ class ActiveLearningLoop(Callback):
             metric = MulticlassAccuracy(2, average="micro").to(pl_module.device)
         return float(metric.compute())
 
+    def _approximation_ratio(self, pl_module: LightningModule, query: Query) -> float:
+        """Eq. 14 for the queried batch, before it joins the labeled set."""
+        dm = self.datamodule
+        queried = torch.utils.data.Subset(dm.splits.pool_eval, query.indices)
+        return approximation_ratio(pl_module, dm.eval_loader(dm.labeled_dataset(evaluation=True)),
+                                   dm.eval_loader(queried), getattr(self.strategy, "params", None))
+
     def _reinitialise(self, trainer: Trainer, pl_module: LightningModule) -> None:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed * 1_000_003 + self.round)
@@ -290,12 +341,15 @@ class ActiveLearningLoop(Callback):
         for optimizer in trainer.optimizers:
             optimizer.state.clear()
 
-    def _log(self, trainer: Trainer, row: dict[str, Any], extra: dict[str, float]) -> None:
+    def _log(self, trainer: Trainer, pl_module: LightningModule, row: dict[str, Any], extra: dict[str, float],
+             query: Query | None) -> None:
         metrics = {"al/round": row["round"], "al/labeled": row["labeled"], "al/pool": row["pool"],
                    "al/test_acc": row["test_acc"], "al/score_seconds": row["score_seconds"],
                    "al/epochs": row["epochs"], **extra}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
+        log_round_media(trainer, self.history + [row], query, getattr(self, "_last_pool_scores", None),
+                        self.datamodule)
 
     def _state(self) -> dict[str, Any]:
         dm_state = self.datamodule.state_dict()
@@ -322,7 +376,8 @@ class ActiveLearningLoop(Callback):
     # ---- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
-                "convergence": self.convergence.state_dict(), "rng": _get_rng_state()}
+                "convergence": self.convergence.state_dict(), "rng": _get_rng_state(), "pending": self.pending,
+                "strategy": self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.round = int(state_dict["round"])
@@ -330,6 +385,9 @@ class ActiveLearningLoop(Callback):
         self.history = [dict(r) for r in state_dict["history"]]
         self.convergence.load_state_dict(state_dict["convergence"])
         self._rng_to_restore = state_dict.get("rng")
+        self.pending = state_dict.get("pending")
+        if state_dict.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
+            self.strategy.load_state_dict(state_dict["strategy"])
 
 
 def _identity(t: Tensor) -> Tensor:

@@ -1,13 +1,21 @@
-"""Oracles answer a query with labels; the simulated one reads the data set's own labels."""
+"""Oracles answer a query with labels: the simulated one reads the data set's own, ``FileOracle`` asks people."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from fsspec.core import url_to_fs
+from lightning.pytorch.utilities import rank_zero_only
+from PIL import Image
 from torch import Tensor
 
-from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical import records
+from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
+from lightning_dynamical.pool import ActiveLearningDataModule, dataset_targets
+from lightning_dynamical.reporting import image_array
 
 
 @dataclass
@@ -20,16 +28,117 @@ class Query:
     pseudo_labels: Tensor | None
 
 
+class LabelsPending(Exception):
+    """Raised by an oracle whose labels come later (people): the loop saves a checkpoint and pauses."""
+
+
 class Oracle:
     """Base oracle: ``label(datamodule, query)`` returns labels for ``query.indices``, or ``None`` to use the
-    data set's own targets."""
+    data set's own targets, or raises :class:`LabelsPending` to pause the run until :meth:`collect` can
+    return them (on resume from the pause checkpoint)."""
 
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
         raise NotImplementedError
+
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        """Labels for a query that was left pending; raise :class:`LabelsPending` if still missing."""
+        raise LabelsPending(f"{type(self).__name__} cannot collect pending labels")
 
 
 class DatasetOracle(Oracle):
     """Simulated annotator: the data set already holds the true labels."""
 
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        return None
+
+
+class FileOracle(Oracle):
+    """People label the queries through files in ``folder``; the run pauses until they are done.
+
+    ``label`` writes ``queries_round_<k>.csv`` (index, file, score, pseudo_label and an empty ``label``
+    column), its manifest ``queries_round_<k>.json`` and, for image data, one PNG per sample under
+    ``queries_round_<k>/`` (scaled up to at least ``min_image_size`` pixels so people can see them), then
+    raises :class:`LabelsPending`: the loop saves ``al_pending_round_<k>.ckpt`` and stops. Fill the
+    ``label`` column with class ids and resume from that checkpoint (``collect`` reads the CSV back,
+    validated), or run ``lightning-dynamical label import <csv> --state <al_state.json>`` and resume with
+    ``resume_from_state``. A CSV already in the folder is never overwritten: one that answers this very
+    query is used as is, one that is still unfilled pauses the run again.
+
+    Args:
+        folder: where the files go (local path or fsspec URL).
+        num_classes: valid labels are ``0..num_classes-1``; default: the data set's ``num_classes``, else
+            the largest target of the pool plus one.
+        min_image_size: smallest side of the written PNGs, in pixels (nearest-neighbour upscaling).
+    """
+
+    def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
+        if num_classes is not None and num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        self.folder = str(folder)
+        self.num_classes = num_classes
+        self.min_image_size = min_image_size
+
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        path = query_csv_path(self.folder, query.round)
+        fs, fs_path = url_to_fs(path)
+        if fs.exists(fs_path):
+            return self._answered(datamodule, query, path)
+        if rank_zero_only.rank == 0:
+            self._write(datamodule, query, path)
+        raise LabelsPending(f"fill the 'label' column of {path} with class ids 0..{self._classes(datamodule) - 1}")
+
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        path = query_csv_path(self.folder, query.round)
+        try:
+            return read_labels(path, query.indices, self._classes(datamodule))
+        except FileNotFoundError as err:
+            raise LabelsPending(f"{path} is missing; FileOracle({self.folder!r}) wrote it when the run paused") from err
+
+    def _answered(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> list[int]:
+        """Labels from a CSV that is already there; pauses if it is this query's but unfilled, else refuses."""
+        rows = read_rows(path)
+        if {_as_index(r.get("index")) for r in rows} - {None} != set(query.indices):
+            raise LabelFileError(f"{path} exists and answers another query; move it away (it is kept as is)")
+        try:
+            return parse_labels(rows, query.indices, self._classes(datamodule), path)
+        except LabelFileError as err:
+            raise LabelsPending(f"{path} is not filled in yet ({err})") from err
+
+    def _classes(self, datamodule: ActiveLearningDataModule) -> int:
+        if self.num_classes is not None:
+            return self.num_classes
+        if datamodule.splits.num_classes > 0:
+            return datamodule.splits.num_classes
+        return int(dataset_targets(datamodule.splits.pool_eval).max()) + 1
+
+    def _write(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> None:
+        scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
+        pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
+        rows = []
+        for index, score, pseudo_label in zip(query.indices, scores, pseudo):
+            image = image_array(datamodule.splits.pool_eval[index][0])
+            name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
+            if image is not None:
+                self._save_png(records.join(self.folder, name), image)
+            rows.append({"index": index, "file": name, "score": "" if score is None else score,
+                         "pseudo_label": "" if pseudo_label is None else int(pseudo_label)})
+        manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
+                    "num_classes": self._classes(datamodule), "dataset_size": len(datamodule.splits.pool)}
+        write_query(path, rows, manifest)
+
+    def _save_png(self, path: str, image: np.ndarray) -> None:
+        picture = Image.fromarray(image)
+        scale = max(1, math.ceil(self.min_image_size / min(picture.size)))
+        if scale > 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+        fs, fs_path = url_to_fs(path)
+        fs.makedirs(fs._parent(fs_path), exist_ok=True)
+        with fs.open(fs_path, "wb") as f:
+            picture.save(f, format="PNG")
+
+
+def _as_index(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
         return None

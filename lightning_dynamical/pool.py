@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from lightning_dynamical.data.splits import DatasetSplits
 
@@ -34,6 +34,27 @@ class RelabeledSubset(Dataset):
         if index in self.labels:
             item = (item[0], torch.tensor(self.labels[index]), *item[2:])
         return item
+
+
+class EpochShuffle(RandomSampler):
+    """A random order fixed by ``(seed, epoch)`` alone, like ``DistributedSampler``.
+
+    Lightning calls ``set_epoch`` every epoch, so a run resumed from a checkpoint shuffles exactly as an
+    uninterrupted one, however often the loader is iterated. It is a ``RandomSampler``, so Lightning
+    still recognises the loader as shuffled when it swaps in a ``DistributedSampler`` under DDP.
+    """
+
+    def __init__(self, data_source: Sized, seed: int) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
 def dataset_targets(dataset: Dataset) -> torch.Tensor:
@@ -243,8 +264,12 @@ class ActiveLearningDataModule(LightningDataModule):
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.labeled_dataset(), batch_size=self.batch_size, shuffle=True,
-                          num_workers=self.num_workers)
+        """Labeled samples (training transform), shuffled by :class:`EpochShuffle`."""
+        dataset = self.labeled_dataset()
+        seed = self.seed * 1_000_003 + len(self._labeled)
+        # The loader's own generator seeds its workers, so iterating it never draws from the global RNG.
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(dataset, seed),
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed))
 
     def pool_dataloader(self) -> DataLoader:
         return self.eval_loader(self.pool_dataset())

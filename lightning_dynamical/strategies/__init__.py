@@ -1,7 +1,26 @@
 """Query strategies: each a small class with ``score`` (and, for joint selection, ``select``)."""
 
+from lightning_dynamical.strategies.albl import ALBL
+from lightning_dynamical.strategies.badge import BADGE
+from lightning_dynamical.strategies.bald import BALD
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
+from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
+from lightning_dynamical.strategies.uncertainty import Entropy, LeastConfidence, Margin
 
-__all__ = ["DynamicAL", "NonFiniteScoresError", "Random", "Strategy", "check_finite", "top_b"]
+__all__ = [
+    "ALBL",
+    "BADGE",
+    "BALD",
+    "Coreset",
+    "DynamicAL",
+    "Entropy",
+    "LeastConfidence",
+    "Margin",
+    "NonFiniteScoresError",
+    "Random",
+    "Strategy",
+    "check_finite",
+    "top_b",
+]

@@ -68,6 +68,8 @@ class Exp4P:
 
 def fingerprint(x: Tensor) -> Tensor:
     """``(B,)`` int64 hash of each sample's bytes: identifies a sample across loaders without indices."""
+    if x.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long)
     rows = x.detach().cpu().contiguous().reshape(x.shape[0], -1).view(torch.uint8).numpy()
     return torch.tensor([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
                                         signed=True) for r in rows], dtype=torch.long)
@@ -92,7 +94,7 @@ class ALBL(Strategy):
 
     Args:
         strategies: the arms; default ``[Entropy(), Coreset(seed), Random(seed)]`` (uncertainty,
-            representativeness and random, as in the paper).
+            representativeness and random).
         seed: seed of the bandit draws and of the default strategies.
         horizon, p_min, delta: EXP4.P parameters (see :class:`Exp4P`).
     """
@@ -120,8 +122,18 @@ class ALBL(Strategy):
         self._last_count = 0
         self._fingerprints = torch.zeros(0, dtype=torch.long)
         self._query_probs = torch.zeros(0, dtype=torch.float64)
-        self.last_strategy: Strategy | None = None
-        self.last_reward: float | None = None
+        self._last_strategy: Strategy | None = None
+        self._last_reward: float | None = None
+
+    @property
+    def last_strategy(self) -> Strategy | None:
+        """The strategy that made the latest query (for logging)."""
+        return self._last_strategy
+
+    @property
+    def last_reward(self) -> float | None:
+        """The reward credited at the start of the latest ``select`` (``None`` before any)."""
+        return self._last_reward
 
     @property
     def probabilities(self) -> Tensor:
@@ -139,9 +151,9 @@ class ALBL(Strategy):
         self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int
     ) -> Tensor:
         if self._last_choice is not None:
-            self.last_reward = self._reward(model, labeled_loader)
-            if self.last_reward is not None:
-                self._bandit.update(self._last_choice, self.last_reward)
+            self._last_reward = self._reward(model, labeled_loader)
+            if self._last_reward is not None:
+                self._bandit.update(self._last_choice, self._last_reward)
         probs = self.probabilities
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._round)
         choice = int(torch.multinomial(probs, 1, generator=gen))
@@ -151,7 +163,7 @@ class ALBL(Strategy):
         self._fingerprints = torch.cat([self._fingerprints, queried])
         self._query_probs = torch.cat([self._query_probs, probs[choice].repeat(queried.numel())])
         self._last_choice, self._last_count, self._round = choice, queried.numel(), self._round + 1
-        self.last_strategy, self.last_scores = strategy, strategy.last_scores
+        self._last_strategy, self.last_scores = strategy, strategy.last_scores
         return positions
 
     def state_dict(self) -> dict[str, Any]:
@@ -200,6 +212,8 @@ class ALBL(Strategy):
         with evaluation(model), torch.no_grad():
             for batch in labeled_loader:
                 x, y = batch_inputs(batch), batch_targets(batch)
+                if y.ndim != 1:
+                    raise ValueError(f"ALBL needs class indices (batch,) as targets, got {tuple(y.shape)}")
                 pred = check_logits(model(to_model(x, model)), x.shape[0]).argmax(1).cpu()
                 keys = fingerprint(x).tolist()
                 w = torch.tensor([weight_of.get(k, 1.0) for k in keys], dtype=torch.float64)

@@ -10,7 +10,13 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_dynamical.scoring.common import batch_inputs, check_logits, evaluation, to_model
+from lightning_dynamical.scoring.common import (
+    batch_inputs,
+    check_logits,
+    evaluation,
+    model_device_dtype,
+    to_model,
+)
 from lightning_dynamical.scoring.features import features_and_logits
 
 DROPOUT_TYPES = (
@@ -76,11 +82,10 @@ def mc_dropout(model: nn.Module, seed: int) -> Iterator[nn.Module]:
     """
     if not has_dropout(model):
         raise ValueError("MC dropout needs a model with an nn.Dropout-type module; this one has none")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device_dtype(model)[0]
     accelerated = device.type != "cpu"
-    forked = [device] if accelerated else []
-    with evaluation(model), torch.random.fork_rng(devices=forked, device_type=device.type if accelerated
-                                                  else "cuda"):
+    devices, device_type = ([device], device.type) if accelerated else ([], "cuda")  # []: CPU RNG only
+    with evaluation(model), torch.random.fork_rng(devices, device_type=device_type):
         for m in model.modules():
             if isinstance(m, DROPOUT_TYPES):
                 m.train()

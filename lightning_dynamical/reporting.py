@@ -1,0 +1,103 @@
+"""Rich per-round logging (learning curve, score histogram, queried samples) for loggers that support it.
+
+Only a :class:`~lightning.pytorch.loggers.WandbLogger` gets these; other loggers see the loop's scalars only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import WandbLogger
+from torch import Tensor
+from torch.utils.data import Subset
+
+from lightning_dynamical.scoring.common import batch_inputs, batch_targets, evaluation, to_model
+
+if TYPE_CHECKING:
+    from lightning_dynamical.oracle import Query
+    from lightning_dynamical.pool import ActiveLearningDataModule
+
+MAX_THUMBNAILS = 256
+"""Queried samples beyond this many get no image in the table (the rows are all kept)."""
+
+
+def image_array(x: Any) -> np.ndarray | None:
+    """An image tensor ``(C, H, W)`` with ``C`` in {1, 3} as ``uint8`` ``(H, W)`` or ``(H, W, 3)``, else ``None``.
+
+    Each image is min-max scaled on its own: inputs are usually normalised, so their range is unknown.
+    """
+    if not isinstance(x, Tensor) or x.dim() != 3 or x.shape[0] not in (1, 3) or min(x.shape[1:]) < 2:
+        return None
+    if not (x.is_floating_point() or x.dtype == torch.uint8):
+        return None
+    x = x.detach().to("cpu", torch.float64)
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) / (hi - lo) if math.isfinite(lo) and math.isfinite(hi) and hi > lo else torch.zeros_like(x)
+    array = (x * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return array[:, :, 0] if array.shape[2] == 1 else array
+
+
+def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: Query | None,
+                    pool_scores: Tensor | None, datamodule: ActiveLearningDataModule) -> None:
+    """Log the learning curve so far, and for a query the pool-score histogram and the queried samples.
+
+    Does nothing without a ``WandbLogger`` or off rank zero; ``pool_scores`` is only read with a ``query``
+    (the loop keeps the previous round's scores on the last round).
+    """
+    loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+    if not loggers or not trainer.is_global_zero:
+        return
+    import wandb
+
+    media: dict[str, Any] = {}
+    curve = [[int(r["round"]), int(r["labeled"]), float(r["test_acc"])] for r in history
+             if math.isfinite(float(r["test_acc"]))]
+    if curve:
+        table = wandb.Table(columns=["round", "labeled", "test_acc"], data=curve)
+        media["al/learning_curve"] = wandb.plot.line(table, "labeled", "test_acc", title="Test accuracy vs labeled")
+    if query is not None:
+        if pool_scores is not None:
+            finite = pool_scores.detach().double().cpu()
+            finite = finite[torch.isfinite(finite)]
+            if finite.numel():
+                media["al/pool_scores"] = wandb.Histogram(finite.numpy(), num_bins=64)
+        media["al/queried"] = queried_table(trainer, query, datamodule)
+    for logger in loggers:
+        logger.log_metrics(media, step=trainer.global_step)
+
+
+def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningDataModule) -> Any:
+    """A ``wandb.Table`` with index, score, pseudo label, true label (and a thumbnail for image data).
+
+    Pseudo labels come from the strategy when it gave them, else from the model's argmax in eval mode.
+    """
+    import wandb
+
+    model = trainer.lightning_module
+    pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else None
+    predicted: list[int] = []
+    targets: list[int] = []
+    images: list[Any] = []
+    loader = datamodule.eval_loader(Subset(datamodule.splits.pool_eval, query.indices))
+    with evaluation(model), torch.no_grad():
+        for batch in loader:
+            x = batch_inputs(batch)
+            targets += batch_targets(batch).reshape(-1).tolist()
+            if pseudo is None:
+                predicted += model(to_model(x, model)).argmax(1).tolist()
+            for sample in x:
+                array = image_array(sample) if len(images) < MAX_THUMBNAILS else None
+                images.append(wandb.Image(array) if array is not None else None)
+    pseudo = pseudo if pseudo is not None else predicted
+    scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
+    columns = ["index", "score", "pseudo_label", "true_label"]
+    rows = [[int(i), s, int(p), int(y)] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
+    if any(image is not None for image in images):
+        columns.append("image")
+        rows = [row + [image] for row, image in zip(rows, images)]
+    return wandb.Table(columns=columns, data=rows)

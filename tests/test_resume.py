@@ -1,0 +1,109 @@
+"""Resume: a run interrupted after a round and resumed from its round checkpoint ends where an
+uninterrupted run ends; the labeled set survives weights-only checkpoints and al_state.json."""
+
+from __future__ import annotations
+
+import json
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
+from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical.models import DigitsCNN
+
+
+class Interrupt(L.Callback):
+    """Simulates a crash at the start of the first epoch of round ``at_round``."""
+
+    def __init__(self, loop: ActiveLearningLoop, at_round: int) -> None:
+        self.loop, self.at_round = loop, at_round
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.loop.round == self.at_round:
+            raise RuntimeError("simulated crash")
+
+
+def _digits_dm(seed: int = 0) -> ActiveLearningDataModule:
+    s = build_digits(test_size=300)
+    return ActiveLearningDataModule(s.pool, None, s.test, initial_size=40, batch_size=32, seed=seed)
+
+
+def _run(tmp, extra=(), ckpt_path=None, weights_only_ckpt=False):
+    L.seed_everything(0)
+    dm = _digits_dm()
+    loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3, max_epochs_per_round=3, patience=2,
+                              dirpath=str(tmp), verbose=False)
+    callbacks = [loop, *[c(loop) for c in extra]]
+    trainer = L.Trainer(max_epochs=-1, callbacks=callbacks, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)
+    trainer.fit(Classifier(DigitsCNN()), datamodule=dm, ckpt_path=ckpt_path)
+    return dm, loop, trainer
+
+
+def _comparable(path):
+    """al_state.json without wall-clock timings."""
+    state = json.loads(path.read_text())
+    for row in state["history"]:
+        row.pop("score_seconds")
+    return state
+
+
+def test_interrupted_run_resumes_to_the_same_state(tmp_path):
+    full, crash = tmp_path / "full", tmp_path / "crash"
+    dm_full, loop_full, _ = _run(full)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        _run(crash, extra=[lambda loop: Interrupt(loop, at_round=2)])
+    state_at_crash = json.loads((crash / "al_state.json").read_text())
+    assert state_at_crash["round"] == 2
+    dm, loop, _ = _run(crash, ckpt_path=str(crash / "al_round_1.ckpt"))
+    assert loop.round == 3 and loop.finished
+    assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
+    assert (crash / "al_rounds.csv").read_text().count("\n") == 5
+    assert dm.labeled_indices == dm_full.labeled_indices
+
+
+def test_checkpoint_holds_split_and_loads_weights_only(tmp_path):
+    dm, loop, trainer = _run(tmp_path)
+    ckpt = torch.load(tmp_path / "al_round_0.ckpt", weights_only=True)
+    dm_state = ckpt["ActiveLearningDataModule"]
+    assert len(dm_state["labeled"]) == 70
+    assert any("ActiveLearningLoop" in k for k in ckpt["callbacks"])
+    trainer.save_checkpoint(tmp_path / "w.ckpt", weights_only=True)
+    weights_only = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert weights_only["ActiveLearningDataModule"]["labeled"] == dm.labeled_indices
+
+
+def test_resume_from_state_rebuilds_split(tmp_path):
+    dm, *_ = _run(tmp_path / "a")
+    fresh = _digits_dm(seed=5)
+    assert fresh.labeled_indices != dm.labeled_indices[:40]
+    loop = ActiveLearningLoop(query_size=30, rounds=3, max_epochs_per_round=1, dirpath=str(tmp_path / "b"),
+                              resume_from_state=str(tmp_path / "a" / "al_state.json"), verbose=False)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, default_root_dir=tmp_path)
+    trainer.fit(Classifier(DigitsCNN()), datamodule=fresh)
+    assert fresh.labeled_indices == dm.labeled_indices
+    assert loop.round == 3 and loop.finished and len(loop.history) == 4
+
+
+@pytest.mark.parametrize("bad", [{"labeled": [0, 0]}, {"labeled": [10**6]}, {"dataset_size": 3}, "not json"])
+def test_invalid_state_file_refused(tmp_path, bad):
+    dm, *_ = _run(tmp_path / "a")
+    path = tmp_path / "a" / "al_state.json"
+    if bad == "not json":
+        path.write_text("{broken")
+    else:
+        path.write_text(json.dumps({**json.loads(path.read_text()), **bad}))
+    fresh = _digits_dm()
+    before = fresh.state_dict()
+    with pytest.raises(ValueError):
+        ActiveLearningLoop(query_size=30, rounds=1)._load_records_state(fresh, str(path))
+    assert fresh.state_dict() == before
+
+
+def test_tiny_dataset_round_trip():
+    dm = ActiveLearningDataModule(TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), initial_size=4)
+    assert dm.num_labeled == 4
