@@ -1,0 +1,50 @@
+"""One active-learning run on digits for the DDP tests: ``python ddp_run.py MODE DEVICES OUT``.
+
+MODE ``score``: float64, learning rate 0 and frozen BatchNorm statistics, so the weights at scoring time do
+not depend on how training was split across ranks; MODE ``train``: ordinary training for 2 rounds.
+Every rank writes ``rank<k>.json`` with its labeled set and history.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch import nn
+
+from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
+from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical.models import DigitsCNN
+
+
+class Frozen(Classifier):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+
+def main(mode: str, devices: int, out: Path) -> None:
+    L.seed_everything(0)
+    net = DigitsCNN()
+    if mode == "score":
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.0
+    s = build_digits(test_size=297)
+    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=60, batch_size=16, eval_batch_size=50)
+    loop = ActiveLearningLoop(DynamicAL(), query_size=25, rounds=1 if mode == "score" else 2,
+                              max_epochs_per_round=1 if mode == "score" else 2, dirpath=str(out), verbose=False)
+    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                        precision="64-true" if mode == "score" else "32-true", max_epochs=-1, callbacks=[loop],
+                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(out))
+    model = (Frozen if mode == "score" else Classifier)(net)
+    trainer.fit(model, datamodule=dm)
+    (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+        {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
