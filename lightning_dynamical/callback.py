@@ -16,7 +16,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical import records
 from lightning_dynamical.convergence import Convergence
-from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
+from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.reporting import log_round_media
@@ -176,6 +176,7 @@ class ActiveLearningLoop(Callback):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:
             return
+        sync_buffers(trainer, pl_module)
         loss = float(self._loss.compute()) if self._loss.update_count else math.inf
         self._loss.reset()
         accuracy = None

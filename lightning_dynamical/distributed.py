@@ -50,3 +50,17 @@ def check_agreement(trainer: Trainer, indices: Sequence[int], what: str) -> None
     if int(agree.item()) != trainer.world_size:
         raise RuntimeError(f"Ranks disagree on {what}: rank {trainer.global_rank} has digest {mine[:12]}, "
                            f"rank 0 has {theirs[:12]}")
+
+
+def sync_buffers(trainer: Trainer, module: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (BatchNorm running statistics drift apart under DDP, since each
+    rank's last training forward updates its own), so all ranks score and evaluate the same model."""
+    if trainer.world_size == 1:
+        return
+    buffers = dict(module.named_buffers())
+    if not buffers:
+        return
+    source = trainer.strategy.broadcast({n: b.detach().cpu() for n, b in buffers.items()}, src=0)
+    with torch.no_grad():
+        for name, value in source.items():
+            buffers[name].copy_(value)

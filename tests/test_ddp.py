@@ -43,6 +43,7 @@ def test_two_process_scoring_selects_like_one_process(tmp_path):
 def test_two_process_run_agrees_on_every_rank(tmp_path):
     ranks = _run("train", 2, tmp_path / "ddp")
     assert ranks[0]["labeled"] == ranks[1]["labeled"]
+    assert ranks[0]["buffers"] == ranks[1]["buffers"]  # BatchNorm statistics synced before scoring
     assert len(set(ranks[0]["labeled"])) == 110 and ranks[0]["round"] == 2
     state = json.loads((tmp_path / "ddp" / "al_state.json").read_text())
     assert state["labeled"] == ranks[0]["labeled"]
