@@ -281,10 +281,11 @@ class ActiveLearningLoop(Callback):
         indices = [unlabeled[positions[p]] for p in chosen.tolist()]
         check_agreement(trainer, indices, f"the round-{self.round} selection")
         pseudo = getattr(self.strategy, "last_pseudo_labels", None)
-        if not isinstance(pseudo, Tensor) or len(pseudo) != len(positions):
-            pseudo = None
-        query = Query(self.round, indices, scores[chosen] if scores is not None else None,
-                      pseudo[chosen] if pseudo is not None else None)
+        if isinstance(pseudo, Tensor) and len(pseudo) == len(positions):
+            pseudo = pseudo[chosen]
+        else:
+            pseudo = self._predict(pl_module, torch.utils.data.Subset(dm.splits.pool_eval, indices))
+        query = Query(self.round, indices, scores[chosen] if scores is not None else None, pseudo)
         self._last_pool_scores = scores
         return query, _score_stats(scores, chosen)
 
@@ -332,6 +333,13 @@ class ActiveLearningLoop(Callback):
         queried = torch.utils.data.Subset(dm.splits.pool_eval, query.indices)
         return approximation_ratio(pl_module, dm.eval_loader(dm.labeled_dataset(evaluation=True)),
                                    dm.eval_loader(queried), getattr(self.strategy, "params", None))
+
+    def _predict(self, pl_module: LightningModule, dataset: Any) -> Tensor:
+        """``argmax`` predictions in eval mode (pseudo labels for strategies that do not compute them)."""
+        with evaluation(pl_module), torch.no_grad():
+            preds = [pl_module(to_model(batch_inputs(b), pl_module)).argmax(1).cpu()
+                     for b in self.datamodule.eval_loader(dataset)]
+        return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
     def _reinitialise(self, trainer: Trainer, pl_module: LightningModule) -> None:
         with torch.random.fork_rng(devices=[]):

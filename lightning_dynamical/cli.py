@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
@@ -22,8 +23,8 @@ class ActiveLearningCLI(LightningCLI):
     """LightningCLI with any LightningModule and DataModule selectable by ``class_path``."""
 
 
-def main(args: list[str] | None = None) -> ActiveLearningCLI:
-    """Entry point of the ``lightning-dynamical`` console script (``fit``, ``validate``, ``test``)."""
+def run(args: list[str] | None = None) -> ActiveLearningCLI:
+    """Build and run the CLI; returns it (for tests and notebooks)."""
     default_wandb_offline()
     return ActiveLearningCLI(
         LightningModule,
@@ -33,6 +34,20 @@ def main(args: list[str] | None = None) -> ActiveLearningCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``lightning-dynamical`` console script (``fit``, ``validate``, ``test``).
+
+    ``label ...`` (``label import <csv> --state <al_state.json>``) is handed to :mod:`lightning_dynamical.labels`
+    and exits with its status.
+    """
+    argv = sys.argv[1:] if args is None else args
+    if argv and argv[0] == "label":
+        from lightning_dynamical.labels import main as label_main
+
+        raise SystemExit(label_main(argv[1:]))
+    run(args)
 
 
 if __name__ == "__main__":

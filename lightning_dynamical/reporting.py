@@ -81,13 +81,13 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
     model = trainer.lightning_module
     pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else None
     predicted: list[int] = []
-    targets: list[int] = []
+    targets: list[int | None] = []
     images: list[Any] = []
     loader = datamodule.eval_loader(Subset(datamodule.splits.pool_eval, query.indices))
     with evaluation(model), torch.no_grad():
         for batch in loader:
             x = batch_inputs(batch)
-            targets += batch_targets(batch).reshape(-1).tolist()
+            targets += _targets(batch, len(x))
             if pseudo is None:
                 predicted += model(to_model(x, model)).argmax(1).tolist()
             for sample in x:
@@ -96,8 +96,16 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
     columns = ["index", "score", "pseudo_label", "true_label"]
-    rows = [[int(i), s, int(p), int(y)] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
+    rows = [[int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
     if any(image is not None for image in images):
         columns.append("image")
         rows = [row + [image] for row, image in zip(rows, images)]
     return wandb.Table(columns=columns, data=rows)
+
+
+def _targets(batch: Any, n: int) -> list[int | None]:
+    """The batch's integer targets, or ``None`` each when the samples carry none (people label them)."""
+    try:
+        return [int(y) for y in batch_targets(batch).reshape(-1).tolist()]
+    except TypeError:
+        return [None] * n

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_digits_config_two_rounds(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    cmd = [sys.executable, "-m", "lightning_dynamical.cli", "fit", "--config", str(ROOT / "configs/digits.yaml"),
+    script = Path(sys.executable).parent / "lightning-dynamical"  # the installed console script
+    cmd = [str(script), "fit", "--config", str(ROOT / "configs/digits.yaml"),
            f"--trainer.default_root_dir={tmp_path}", f"--trainer.logger.init_args.save_dir={tmp_path}",
            "--trainer.enable_progress_bar=false", "--trainer.callbacks.init_args.rounds=2",
            "--trainer.callbacks.init_args.query_size=40", "--trainer.callbacks.init_args.max_epochs_per_round=4",
