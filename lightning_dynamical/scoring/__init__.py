@@ -1,5 +1,6 @@
 """Per-sample gradient engines and the pieces they share."""
 
+from lightning_dynamical.scoring.auto import AutoEngine
 from lightning_dynamical.scoring.common import (
     ParamSpec,
     batch_inputs,
@@ -9,25 +10,40 @@ from lightning_dynamical.scoring.common import (
     summed_gradient,
 )
 from lightning_dynamical.scoring.engine import Engine, PoolStatistics
+from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.func import FuncEngine
+from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
+from lightning_dynamical.scoring.layers import LayerRule, rule_for
 
 __all__ = [
+    "AutoEngine",
     "Engine",
+    "FastEngine",
     "FuncEngine",
+    "LastLayerEngine",
+    "LayerRule",
+    "NotLastLayerError",
     "ParamSpec",
     "PoolStatistics",
     "batch_inputs",
     "batch_targets",
     "evaluation",
     "make_engine",
+    "rule_for",
     "select_parameters",
     "summed_gradient",
 ]
 
+ENGINES: dict[str, type[Engine]] = {
+    "auto": AutoEngine,
+    "fast": FastEngine,
+    "func": FuncEngine,
+    "last_layer": LastLayerEngine,
+}
+
 
 def make_engine(name: str, chunk_size: int | None = 32) -> Engine:
-    """The engine called ``name`` (``"func"``; faster exact engines register here as they land)."""
-    engines = {"func": FuncEngine, "auto": FuncEngine}
-    if name not in engines:
-        raise ValueError(f"Unknown engine {name!r}; choose one of {sorted(engines)}")
-    return engines[name](chunk_size=chunk_size)
+    """The engine called ``name``: ``"auto"`` (fastest exact), ``"fast"``, ``"func"`` or ``"last_layer"``."""
+    if name not in ENGINES:
+        raise ValueError(f"Unknown engine {name!r}; choose one of {sorted(ENGINES)}")
+    return ENGINES[name](chunk_size=chunk_size)

@@ -3,27 +3,45 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
 
-from lightning_dynamical.scoring import ParamSpec, evaluation, make_engine, select_parameters, summed_gradient
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.scoring import (
+    ParamSpec,
+    PoolStatistics,
+    evaluation,
+    make_engine,
+    select_parameters,
+    summed_gradient,
+)
+from lightning_dynamical.strategies.base import Strategy, check_finite, top_b
 
 
 class DynamicAL(Strategy):
-    """``score_u = ||g_u||^2 + gamma * g_u . G_S``.
+    """``score_u = ||g_u||^2 + gamma * g_u . G_S``, optionally selected greedily in chunks.
 
     ``g_u`` is the gradient of ``CE_sum(f(x_u), argmax f(x_u))`` and ``G_S`` the summed gradient of the
     labeled set, both in eval mode over the parameters ``params``. ``gamma=0`` is expected gradient
     length; ``gamma=inf`` keeps only ``g_u . G_S``.
 
+    Greedy batch correction (``greedy_chunks=k > 1``): top-b of the per-sample scores ignores the cross
+    terms between queried samples in ``||G_S + G_Q||^2`` (Eq. 13). The batch is instead chosen in ``k``
+    chunks; after each chunk its summed pseudo-label gradient is added to ``G_Q`` and the rest of the pool
+    is re-scored by ``||g_u||^2 + gamma * g_u . (G_S + G_Q)`` (one dot-product pass per chunk). With
+    ``gamma=2`` this is the exact marginal gain ``||G_S + G_Q + g_u||^2 - ||G_S + G_Q||^2``; other gammas
+    keep the paper's weighting. ``k=1`` is the paper's top-b; ``gamma=0`` makes every ``k`` equal top-b.
+    Greedy selection needs the whole pool, so the strategy is then ``joint``.
+
     Args:
         gamma: weight of the training-dynamics term, ``>= 0`` or ``inf``.
         params: ``None`` (all trainable parameters), ``"last_layer"`` or a list of parameter names.
-        engine: per-sample gradient engine (``"auto"``, ``"func"``, ...).
+        engine: ``"auto"`` (fastest exact engine for the model), ``"fast"``, ``"func"`` or ``"last_layer"``.
         chunk_size: samples per vectorised gradient call (bounds memory).
+        greedy_chunks: number of chunks the query is selected in (1 = top-b).
     """
 
     def __init__(
@@ -32,31 +50,111 @@ class DynamicAL(Strategy):
         params: ParamSpec = None,
         engine: str = "auto",
         chunk_size: int | None = 32,
+        greedy_chunks: int = 1,
     ) -> None:
         super().__init__()
         gamma = float(gamma)
         if math.isnan(gamma) or gamma < 0:
             raise ValueError(f"gamma must be >= 0 or inf, got {gamma}")
+        if int(greedy_chunks) != greedy_chunks or greedy_chunks < 1:
+            raise ValueError(f"greedy_chunks must be a positive int, got {greedy_chunks}")
         self.gamma = gamma
         self.params = params if params is None or isinstance(params, str) else list(params)
         self.engine = engine
         self.chunk_size = chunk_size
+        self.greedy_chunks = int(greedy_chunks)
         self._engine = make_engine(engine, chunk_size)
+        self._last_statistics: PoolStatistics | None = None
+        self._last_gains: Tensor | None = None
+
+    @property
+    def joint(self) -> bool:  # type: ignore[override]
+        """Greedy selection needs the whole pool on every rank."""
+        return self.greedy_chunks > 1
+
+    @property
+    def last_pseudo_labels(self) -> Tensor | None:
+        """``argmax f(x_u)`` of the last scored pool, in pool order."""
+        return None if self._last_statistics is None else self._last_statistics.pseudo_labels
+
+    @property
+    def last_statistics(self) -> PoolStatistics | None:
+        """``||g_u||^2`` and ``g_u . G_S`` of the last scored pool (diagnostics)."""
+        return self._last_statistics
+
+    @property
+    def last_gains(self) -> Tensor | None:
+        """Greedy marginal gains of the last selection, in selection order (``None`` for top-b)."""
+        return self._last_gains
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
         with evaluation(model):
-            params = select_parameters(model, self.params)
-            directions = []
-            if self.gamma != 0:
-                g_s = summed_gradient(model, labeled_loader, params)
-                directions = [{n: self.reduce_sum(g) for n, g in g_s.items()}]
-            stats = self._engine.pool_statistics(model, pool_loader, params, directions, self.progress)
-        if self.gamma == 0:
-            scores = stats.sqnorm
-        elif math.isinf(self.gamma):
-            scores = stats.dots[:, 0]
-        else:
-            scores = stats.sqnorm + self.gamma * stats.dots[:, 0]
+            return self._score(model, pool_loader, labeled_loader)[0]
+
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int) -> Tensor:
+        """Top-b, or with ``greedy_chunks > 1`` the chunked greedy selection (positions in pool order)."""
+        self._last_gains = None
+        if self.greedy_chunks == 1 or self.gamma == 0:
+            return super().select(model, pool_loader, labeled_loader, query_size)
+        with evaluation(model):
+            scores, params = self._score(model, pool_loader, labeled_loader)
+            return self._greedy(model, pool_loader, params, check_finite(scores), query_size)
+
+    def _score(self, model: nn.Module, pool_loader: Any,
+               labeled_loader: Iterable[Any]) -> tuple[Tensor, dict[str, nn.Parameter]]:
+        params = select_parameters(model, self.params)
+        directions = []
+        if self.gamma != 0:
+            g_s = summed_gradient(model, labeled_loader, params)
+            directions = [{n: self.reduce_sum(g) for n, g in g_s.items()}]
+        stats = self._engine.pool_statistics(model, pool_loader, params, directions, self.progress)
+        self._last_statistics = stats
+        scores = self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None)
         self.last_scores = scores
-        self.last_pseudo_labels = stats.pseudo_labels
-        return scores
+        return scores, params
+
+    def _combine(self, sqnorm: Tensor, dots: Tensor | None) -> Tensor:
+        if dots is None:
+            return sqnorm
+        return dots if math.isinf(self.gamma) else sqnorm + self.gamma * dots
+
+    def _greedy(self, model: nn.Module, pool_loader: Any, params: dict[str, nn.Parameter], scores: Tensor,
+                query_size: int) -> Tensor:
+        """Select chunk by chunk; ``dots`` accumulates ``g_u . (G_S + G_Q)`` by linearity."""
+        n = scores.numel()
+        sqnorm = self._last_statistics.sqnorm
+        dots = self._last_statistics.dots[:, 0].clone()
+        remaining = torch.ones(n, dtype=torch.bool)
+        chosen, gains = [], []
+        sizes = chunk_sizes(min(query_size, n), self.greedy_chunks)
+        for i, size in enumerate(sizes):
+            candidates = remaining.nonzero().squeeze(1)
+            current = self._combine(sqnorm[candidates], dots[candidates])
+            picked = candidates[top_b(check_finite(current), size)]
+            chosen.append(picked)
+            gains.append(self._combine(sqnorm[picked], dots[picked]))
+            remaining[picked] = False
+            if i + 1 < len(sizes):
+                g_chunk = summed_gradient(model, subset_loader(pool_loader, picked.tolist()), params,
+                                          pseudo_labels=True)
+                rest = remaining.nonzero().squeeze(1)
+                stats = self._engine.pool_statistics(model, subset_loader(pool_loader, rest.tolist()), params,
+                                                     [g_chunk], self.progress)
+                dots[rest] += stats.dots[:, 0].to(dots)
+        self._last_gains = torch.cat(gains) if gains else scores.new_zeros(0)
+        return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
+
+
+def chunk_sizes(total: int, chunks: int) -> list[int]:
+    """``total`` split into at most ``chunks`` non-empty, nearly equal parts (larger first)."""
+    base, extra = divmod(total, chunks)
+    return [s for s in (base + (i < extra) for i in range(chunks)) if s > 0]
+
+
+def subset_loader(loader: Any, positions: Sequence[int]) -> DataLoader:
+    """A non-shuffled loader over ``positions`` of ``loader.dataset`` with the loader's batching."""
+    if not hasattr(loader, "dataset"):
+        raise TypeError("greedy_chunks > 1 needs a pool loader with a .dataset (e.g. a DataLoader)")
+    return DataLoader(Subset(loader.dataset, list(positions)), batch_size=getattr(loader, "batch_size", None) or 64,
+                      shuffle=False, collate_fn=getattr(loader, "collate_fn", None),
+                      num_workers=getattr(loader, "num_workers", 0))

@@ -1,0 +1,74 @@
+"""The layer-rule contract and the helpers every rule shares."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+Directions = Sequence[Mapping[str, Tensor]]
+"""Directions ``v_k``, each mapping a parameter attribute (``"weight"``, ``"bias"``) to a tensor shaped like it."""
+
+#: Cost of one element of memory traffic in multiply-adds (CPU matmuls do ~10x more multiply-adds per second
+#: than memory-bound passes move elements). Only used to rank exact algorithms.
+MEMORY_COST = 8.0
+
+
+class LayerRule(ABC):
+    """Per-sample gradient statistics of one layer type's parameters from ``(input, output gradient)``.
+
+    ``a`` is the layer's input and ``d`` the gradient of a sum of per-sample losses w.r.t. its output, both
+    batch-first; the layer must have been applied once to the batch.
+    """
+
+    def supports(self, module: nn.Module) -> bool:
+        """Whether this module's configuration is covered exactly (otherwise the caller falls back)."""
+        return True
+
+    @abstractmethod
+    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        """Explicit per-sample gradients ``{attr: (B, *param.shape)}`` for the attributes in ``wanted``."""
+
+    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+                   directions: Directions) -> tuple[Tensor, Tensor]:
+        """``(||g_i||^2 (B,), g_i . v_k (B, K))`` summed over the attributes in ``wanted``."""
+        return gradient_statistics(self.per_sample_gradients(module, a, d, wanted), directions)
+
+
+def gradient_statistics(grads: Mapping[str, Tensor], directions: Directions) -> tuple[Tensor, Tensor]:
+    """``(||g_i||^2 (B,), g_i . v_k (B, K))`` of explicit per-sample gradients ``{attr: (B, *shape)}``.
+
+    The (small) gradients are concatenated so that one norm and one matmul cover them all.
+    """
+    names = list(grads)
+    b = grads[names[0]].shape[0]
+    g = torch.cat([grads[n].reshape(b, -1) for n in names], 1)
+    return sqnorm(g), matvecs(g, [torch.cat([v[n].reshape(-1) for n in names]) for v in directions])
+
+
+def add_statistics(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
+    """Sum of several ``(sqnorm, dots)`` pairs (parameters add up: both are sums over parameters)."""
+    sq, dots = parts[0]
+    for s, t in parts[1:]:
+        sq, dots = sq + s, dots + t
+    return sq, dots
+
+
+def sqnorm(g: Tensor) -> Tensor:
+    """Per-sample squared norm of ``g: (B, ...)`` in one fused pass."""
+    return torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square()
+
+
+def matvecs(g: Tensor, weights: Sequence[Tensor]) -> Tensor:
+    """``(B, K)`` dot products of per-sample gradients ``g: (B, N)`` with flattened directions."""
+    if not weights:
+        return g.new_zeros(g.shape[0], 0)
+    return g @ torch.stack([w.reshape(-1) for w in weights], 1)
+
+
+def bias_statistics(d_sum: Tensor, directions: Directions) -> tuple[Tensor, Tensor]:
+    """Statistics of a bias whose per-sample gradient is ``d_sum: (B, n)``."""
+    return gradient_statistics({"bias": d_sum}, [{"bias": v["bias"]} for v in directions])

@@ -1,0 +1,299 @@
+"""``nn.Conv1d`` / ``nn.Conv2d`` (zero padding; any stride, padding, dilation, groups): five exact algorithms.
+
+A convolution is a matmul layer over output positions (:mod:`.matmul`), but unfolding the input copies it
+``kh * kw`` times, which costs more than the matmuls on a CPU. Besides the unfolded forms:
+
+* shifted direct (unit stride): with the output gradient laid out on the padded input's width, the inputs
+  read at kernel offset ``(i, j)`` are a contiguous range of the flattened padded input, so ``g_i`` is
+  ``kh * kw`` matmuls against shifted views, without any copy of the input;
+* shifted ghost (unit stride): the position Gram matrix of the columns is a sum of shifted blocks of the
+  pixel Gram matrix ``X^T X`` of the padded input;
+* grouped direct: the framework's own weight-gradient kernel with the batch folded into the groups.
+
+Dot products of the ghost forms run the layer's forward with the directions' weights. Which algorithm
+runs is measured once per call signature (:class:`~.tuning.Tuner`), among those a cost estimate keeps.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from collections.abc import Callable, Collection, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_dynamical.scoring.layers.base import (
+    MEMORY_COST,
+    Directions,
+    LayerRule,
+    add_statistics,
+    bias_statistics,
+    matvecs,
+    sqnorm,
+)
+from lightning_dynamical.scoring.layers.matmul import EFFICIENT_INNER, direct_statistics, ghost_norm
+from lightning_dynamical.scoring.layers.tuning import Tuner
+
+#: Candidates whose estimated cost exceeds the cheapest estimate by more than this factor are not tried.
+ESTIMATE_SLACK = 4.0
+
+
+class ConvGeometry:
+    """A convolution's input as a 2-D batch with its padding, kernel, stride, dilation and output size."""
+
+    def __init__(self, module: nn.Module, a: Tensor) -> None:
+        one_d = isinstance(module, nn.Conv1d)
+        self.x = a.unsqueeze(2) if one_d else a
+        self.kernel = (1, *module.kernel_size) if one_d else tuple(module.kernel_size)
+        self.stride = (1, *module.stride) if one_d else tuple(module.stride)
+        self.dilation = (1, *module.dilation) if one_d else tuple(module.dilation)
+        self.pads = _padding(module, one_d)
+        self.groups = module.groups
+        self.out_channels = module.out_channels
+        top, bottom, left, right = self.pads
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        self.batch, self.channels, h, w = self.x.shape
+        self.hp, self.wp = h + top + bottom, w + left + right
+        self.out_h = (self.hp - dh * (kh - 1) - 1) // sh + 1
+        self.out_w = (self.wp - dw * (kw - 1) - 1) // sw + 1
+        self.positions = self.out_h * self.out_w
+        self.grid = self.out_h * self.wp  # output positions on the padded width (shifted forms)
+        self.shiftable = self.stride == (1, 1) and self.kernel != (1, 1)
+
+    @functools.cached_property
+    def flat(self) -> Tensor:
+        """Zero-padded input flattened per channel, ``(B, C, hp * wp + tail)`` (tail for the last offset)."""
+        top, _, left, _ = self.pads
+        tail = (self.kernel[1] - 1) * self.dilation[1]
+        buf = self.x.new_zeros(self.batch, self.channels, self.hp * self.wp + tail)
+        inner = buf[:, :, : self.hp * self.wp].view(self.batch, self.channels, self.hp, self.wp)
+        inner[:, :, top: top + self.x.shape[2], left: left + self.x.shape[3]] = self.x
+        return buf
+
+    @functools.cached_property
+    def padded(self) -> Tensor:
+        """The zero-padded input ``(B, C, hp, wp)``."""
+        if not any(self.pads):
+            return self.x.contiguous()
+        return self.flat[:, :, : self.hp * self.wp].view(self.batch, self.channels, self.hp, self.wp)
+
+    def framework_input(self) -> tuple[Tensor, tuple[int, int]]:
+        """Input and padding for the framework's own convolution kernels (which pad symmetric padding)."""
+        top, bottom, left, right = self.pads
+        if top == bottom and left == right:
+            return self.x, (top, left)
+        return self.padded, (0, 0)
+
+    def offsets(self) -> list[int]:
+        """Flat offset of each kernel tap ``(i, j)`` in the padded input (row-major taps)."""
+        (kh, kw), (dh, dw) = self.kernel, self.dilation
+        return [i * dh * self.wp + j * dw for i, j in itertools.product(range(kh), range(kw))]
+
+    def columns(self) -> Tensor:
+        """The unfolded input ``(B, G, T, C_g * kh * kw)`` (one strided copy)."""
+        x, b, groups = self.padded, self.batch, self.groups
+        cg = self.channels // groups
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        if (kh, kw) == (1, 1):
+            x = x[:, :, ::sh, ::sw][:, :, : self.out_h, : self.out_w]
+            return x.reshape(b, groups, cg, -1).transpose(-1, -2)
+        s_b, s_c, s_h, s_w = x.stride()
+        view = x.as_strided((b, groups, self.out_h, self.out_w, cg, kh, kw),
+                            (s_b, cg * s_c, sh * s_h, sw * s_w, s_c, dh * s_h, dw * s_w))
+        return view.reshape(b, groups, self.positions, cg * kh * kw)
+
+    def output_positions(self, d: Tensor) -> Tensor:
+        """The output gradient as ``(B, G, T, C_out / G)``."""
+        return d.reshape(self.batch, self.groups, -1, self.positions).transpose(-1, -2)
+
+    def output_grid(self, d: Tensor) -> Tensor:
+        """The output gradient on the padded width, ``(B * G, C_out / G, out_h * wp)``, zero past ``out_w``."""
+        grid = d.new_zeros(self.batch, self.out_channels, self.out_h, self.wp)
+        grid[..., : self.out_w] = d.reshape(self.batch, self.out_channels, self.out_h, self.out_w)
+        return grid.reshape(self.batch * self.groups, -1, self.grid)
+
+    def weight(self, w: Tensor) -> Tensor:
+        """A weight-shaped tensor as ``(C_out, C_g, kh, kw)``."""
+        return w.reshape(self.out_channels, -1, *self.kernel)
+
+
+def _padding(module: nn.Module, one_d: bool) -> tuple[int, int, int, int]:
+    """``(top, bottom, left, right)`` zero padding, resolving ``"valid"`` and ``"same"`` as PyTorch does."""
+    kernel = module.kernel_size
+    if isinstance(module.padding, str):
+        if module.padding == "valid":
+            pads = [(0, 0)] * len(kernel)
+        else:
+            totals = [dil * (k - 1) for dil, k in zip(module.dilation, kernel)]
+            pads = [(t // 2, t - t // 2) for t in totals]
+    else:
+        pads = [(p, p) for p in module.padding]
+    if one_d:
+        pads = [(0, 0), *pads]
+    (top, bottom), (left, right) = pads
+    return top, bottom, left, right
+
+
+def forward_dots(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> Tensor:
+    """``g_i . W_k = sum_t d_t . (W_k * a)_t``: the layer's forward with the directions' weights."""
+    b, groups, k = geo.batch, geo.groups, len(weights)
+    if not k:
+        return d.new_zeros(b, 0)
+    w = torch.stack([geo.weight(v).reshape(groups, -1, *geo.weight(v).shape[1:]) for v in weights], 1)
+    x, padding = geo.framework_input()
+    out = F.conv2d(x, w.flatten(0, 2), None, geo.stride, padding, geo.dilation, groups)
+    return torch.einsum("bgkpt,bgpt->bk", out.reshape(b, groups, k, -1, geo.positions),
+                        d.reshape(b, groups, -1, geo.positions))
+
+
+def direct_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Unit stride: ``g_i`` tap by tap, one matmul with a shifted view of the padded input per tap."""
+    b, groups, length = geo.batch, geo.groups, geo.grid
+    cg = geo.channels // groups
+    flat = geo.flat.reshape(b * groups, cg, -1)
+    grid = geo.output_grid(d)
+    offsets = geo.offsets()
+    g = flat.new_empty(len(offsets), b * groups, grid.shape[1], cg)
+    for o, off in enumerate(offsets):
+        torch.bmm(grid, flat[:, :, off: off + length].transpose(1, 2), out=g[o])
+    g = g.reshape(len(offsets), b, -1)
+    sq = torch.linalg.vector_norm(g, dim=(0, 2)).square()
+    if not weights:
+        return sq, sq.new_zeros(b, 0)
+    w = torch.stack([geo.weight(v).reshape(groups, -1, cg, len(offsets)).permute(3, 0, 1, 2)
+                     .reshape(len(offsets), -1) for v in weights], -1)
+    return sq, torch.bmm(g, w).sum(0)
+
+
+def ghost_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Unit stride: ghost norm with the column Gram matrix taken from shifted blocks of ``X^T X``."""
+    b, groups, length = geo.batch, geo.groups, geo.grid
+    flat = geo.flat.reshape(b * groups, geo.channels // groups, -1)
+    pixels = flat.transpose(1, 2) @ flat
+    gram_a = sum(pixels[:, off: off + length, off: off + length] for off in geo.offsets())
+    grid = geo.output_grid(d)
+    gram_d = grid.transpose(1, 2) @ grid
+    sq = (gram_a * gram_d).reshape(b, -1).sum(1)
+    return sq, forward_dots(geo, d, weights)
+
+
+def direct_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Unfold, then form ``g_i`` with one matmul per sample and group."""
+    cols = geo.columns()
+    ws = [w.reshape(geo.groups, -1, cols.shape[-1]) for w in weights]
+    return direct_statistics(cols, geo.output_positions(d), ws)
+
+
+def ghost_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Unfold, then the ghost norm; dot products through the layer's forward."""
+    return ghost_norm(geo.columns(), geo.output_positions(d)), forward_dots(geo, d, weights)
+
+
+def direct_grouped(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """The framework's weight-gradient kernel with the batch folded into the groups gives every ``g_i``."""
+    b, cg = geo.batch, geo.channels // geo.groups
+    x, padding = geo.framework_input()
+    x = x.reshape(1, b * geo.channels, *x.shape[2:])
+    grad = d.reshape(1, b * geo.out_channels, geo.out_h, geo.out_w)
+    size = (b * geo.out_channels, cg, *geo.kernel)
+    g = torch.nn.grad.conv2d_weight(x, size, grad, geo.stride, padding, geo.dilation, b * geo.groups)
+    g = g.reshape(b, -1)
+    return sqnorm(g), matvecs(g, weights)
+
+
+Algorithm = Callable[[ConvGeometry, Tensor, Sequence[Tensor]], tuple[Tensor, Tensor]]
+
+ALGORITHMS: dict[str, Algorithm] = {
+    "direct_shifted": direct_shifted,
+    "ghost_shifted": ghost_shifted,
+    "direct_columns": direct_columns,
+    "ghost_columns": ghost_columns,
+    "direct_grouped": direct_grouped,
+}
+
+
+def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
+    """Rough per-sample cost (multiply-adds plus weighted memory traffic) of each applicable algorithm."""
+    groups, taps = geo.groups, geo.kernel[0] * geo.kernel[1]
+    cg, p = geo.channels // groups, geo.out_channels // groups
+    fan_in, t, grid, pixels = cg * taps, geo.positions, geo.grid, geo.hp * geo.wp
+    weight = groups * fan_in * p
+    passes = MEMORY_COST * (2 + directions) * weight  # write g_i, read it for the norm and each direction
+    forward = directions * t * weight
+    unfold = MEMORY_COST * groups * t * fan_in
+
+    def direct(inner: int) -> float:
+        return inner * weight / min(1.0, inner / EFFICIENT_INNER) + passes
+
+    costs = {
+        "direct_columns": unfold + direct(t),
+        "ghost_columns": unfold + groups * t * t * (fan_in + p + 2 * MEMORY_COST) + forward,
+        "direct_grouped": direct(t),
+    }
+    if geo.shiftable:
+        layout = MEMORY_COST * (geo.channels * pixels + geo.out_channels * grid)
+        costs["direct_shifted"] = layout + direct(grid)
+        costs["ghost_shifted"] = (layout + groups * (pixels**2 * cg + grid**2 * (p + taps + MEMORY_COST))
+                                  + forward)
+    return costs
+
+
+class ConvRule(LayerRule):
+    """Zero-padded ``nn.Conv1d`` / ``nn.Conv2d``.
+
+    Args:
+        algorithm: force one of :data:`ALGORITHMS` (for tests and benchmarks); ``None`` measures the
+            candidates a cost estimate keeps, once per call signature.
+    """
+
+    def __init__(self, algorithm: str | None = None) -> None:
+        if algorithm is not None and algorithm not in ALGORITHMS:
+            raise ValueError(f"Unknown convolution algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
+        self.algorithm = algorithm
+        self.tuner = Tuner()
+
+    def supports(self, module: nn.Module) -> bool:
+        return module.padding_mode == "zeros"
+
+    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        geo = ConvGeometry(module, a)
+        out = {}
+        if "weight" in wanted:
+            cols, dpos = geo.columns(), geo.output_positions(d)
+            out["weight"] = (dpos.transpose(-1, -2) @ cols).reshape(a.shape[0], *module.weight.shape)
+        if "bias" in wanted:
+            out["bias"] = d.reshape(a.shape[0], module.out_channels, -1).sum(2)
+        return out
+
+    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+                   directions: Directions) -> tuple[Tensor, Tensor]:
+        parts = []
+        if "weight" in wanted:
+            parts.append(self.weight_statistics(module, a, d, [v["weight"] for v in directions]))
+        if "bias" in wanted:
+            parts.append(bias_statistics(d.reshape(a.shape[0], module.out_channels, -1).sum(2), directions))
+        return add_statistics(parts)
+
+    def weight_statistics(self, module: nn.Module, a: Tensor, d: Tensor,
+                          weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """``(||g_W||^2, g_W . W_k)`` by the forced, known-fastest or measured-fastest algorithm."""
+        geo = ConvGeometry(module, a)
+        if self.algorithm is not None:
+            names = [self.algorithm] if self.algorithm in estimates(geo, len(weights)) else ["direct_columns"]
+        else:
+            costs = estimates(geo, len(weights))
+            cheapest = min(costs.values())
+            names = [n for n, c in costs.items() if c <= ESTIMATE_SLACK * cheapest]
+        key = (type(module), tuple(module.weight.shape), geo.kernel, geo.stride, geo.dilation, geo.pads,
+               geo.groups, tuple(a.shape), len(weights), a.dtype, a.device)
+        candidates = {n: functools.partial(_run, ALGORITHMS[n], module, a, d, weights) for n in names}
+        return self.tuner.run(key, candidates, a.device)
+
+
+def _run(algorithm: Algorithm, module: nn.Module, a: Tensor, d: Tensor,
+         weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """One algorithm on a fresh geometry, so that timings include its own layout copies."""
+    return algorithm(ConvGeometry(module, a), d, weights)

@@ -1,0 +1,94 @@
+"""Layers computing ``out_t = W a_t (+ b)`` per position ``t`` (per group): the direct and ghost forms.
+
+With per-sample columns ``A: (B, G, T, D)`` and output gradients ``D: (B, G, T, p)``, the weight gradient of
+sample ``i`` is ``g_i = D_i^T A_i`` per group. Either form it (``T D p`` multiply-adds, matmul with inner size
+``T``) or use the ghost norm ``||g_i||^2 = sum_{t,t'} (a_t . a_t')(d_t . d_t')`` (``T^2 (D + p)``) with
+``g_i . W = sum_t d_t . (W a_t)``, the layer's own forward with the direction's weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dynamical.scoring.layers.base import (
+    MEMORY_COST,
+    Directions,
+    LayerRule,
+    add_statistics,
+    bias_statistics,
+    matvecs,
+    sqnorm,
+)
+
+#: Matmul inner size below which a matmul runs proportionally below peak throughput.
+EFFICIENT_INNER = 64
+
+
+def prefer_ghost(positions: int, fan_in: int, fan_out: int, directions: int) -> bool:
+    """Whether the ghost form is cheaper than forming ``g_i`` (estimated per sample and group)."""
+    t, n_in, n_out = positions, fan_in, fan_out
+    direct = t * n_in * n_out / min(1.0, t / EFFICIENT_INNER) + MEMORY_COST * n_in * n_out * (2 + directions)
+    ghost = t * t * (n_in + n_out) + directions * t * n_in * n_out
+    return ghost < direct
+
+
+def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Form ``g_i = D_i^T A_i``, then its norm and one matvec per direction (weights shaped ``(G, p, D)``)."""
+    g = (dpos.transpose(-1, -2) @ cols).reshape(cols.shape[0], -1)
+    return sqnorm(g), matvecs(g, weights)
+
+
+def ghost_norm(cols: Tensor, dpos: Tensor) -> Tensor:
+    """``sum_{t,t'} (a_t . a_t')(d_t . d_t')`` per sample, without forming ``g_i``."""
+    gram_a = cols @ cols.transpose(-1, -2)
+    gram_d = dpos @ dpos.transpose(-1, -2)
+    return (gram_a * gram_d).reshape(cols.shape[0], -1).sum(1)
+
+
+def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Ghost norm, and ``g_i . W = sum_t d_t . (W a_t)`` through the columns (weights shaped ``(G, p, D)``)."""
+    sq = ghost_norm(cols, dpos)
+    if not weights:
+        return sq, sq.new_zeros(cols.shape[0], 0)
+    out = torch.einsum("bgtd,gkpd->bgtkp", cols, torch.stack(list(weights), 1))
+    return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)
+
+
+def columns_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Weight statistics from columns ``(B, G, T, D)``, by whichever form :func:`prefer_ghost` picks."""
+    _, groups, t, fan_in = cols.shape
+    ws = [w.reshape(groups, -1, fan_in) for w in weights]
+    if prefer_ghost(t, fan_in, dpos.shape[-1], len(ws)):
+        return ghost_statistics(cols, dpos, ws)
+    return direct_statistics(cols, dpos, ws)
+
+
+class LinearRule(LayerRule):
+    """``nn.Linear`` on ``(B, ..., F)`` inputs; all middle dimensions are positions."""
+
+    def _columns(self, a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
+        b = a.shape[0]
+        return a.reshape(b, 1, -1, a.shape[-1]), d.reshape(b, 1, -1, d.shape[-1])
+
+    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        cols, dpos = self._columns(a, d)
+        out = {}
+        if "weight" in wanted:
+            out["weight"] = (dpos.transpose(-1, -2) @ cols).reshape(a.shape[0], *module.weight.shape)
+        if "bias" in wanted:
+            out["bias"] = dpos.sum(2).reshape(a.shape[0], -1)
+        return out
+
+    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+                   directions: Directions) -> tuple[Tensor, Tensor]:
+        cols, dpos = self._columns(a, d)
+        parts = []
+        if "weight" in wanted:
+            parts.append(columns_statistics(cols, dpos, [v["weight"] for v in directions]))
+        if "bias" in wanted:
+            parts.append(bias_statistics(dpos.sum(2).reshape(a.shape[0], -1), directions))
+        return add_statistics(parts)

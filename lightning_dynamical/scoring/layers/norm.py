@@ -1,0 +1,79 @@
+"""Normalisation layers ``y = xhat * weight + bias``: per-sample gradients ``d * xhat`` and ``d``, reduced.
+
+Their per-sample gradients are as small as the layer's channels, so they are always formed explicitly.
+``xhat`` comes from the layer's own functional forward without the affine part.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Collection
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lightning_dynamical.scoring.layers.base import LayerRule
+
+
+class _NormRule(LayerRule):
+    @abstractmethod
+    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+        """``xhat``: the layer's forward without the affine part."""
+
+    def reduce(self, module: nn.Module, t: Tensor) -> Tensor:
+        """Sum ``t`` (shaped like the output) over all but the batch and the channel dimension."""
+        return t.reshape(t.shape[0], t.shape[1], -1).sum(2)
+
+    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        out = {}
+        if "weight" in wanted:
+            out["weight"] = self.reduce(module, d * self.normalized(module, a))
+        if "bias" in wanted:
+            out["bias"] = self.reduce(module, d)
+        return out
+
+
+class BatchNormRule(_NormRule):
+    """``nn.BatchNorm1d/2d/3d`` normalising with its running statistics (eval mode).
+
+    ``xhat = (a - mean) / sqrt(var + eps)`` with per-channel constants, so the weight gradient is
+    ``sum_s d (a - mean)`` scaled per channel: one centring pass and one reduction.
+    """
+
+    def supports(self, module: nn.Module) -> bool:
+        return not module.training and module.running_mean is not None and module.running_var is not None
+
+    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+        return F.batch_norm(a, module.running_mean, module.running_var, None, None, False, 0.0, module.eps)
+
+    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        b, c = a.shape[:2]
+        d = d.reshape(b, c, -1)
+        out = {}
+        if "weight" in wanted:
+            centred = a.reshape(b, c, -1) - module.running_mean.unsqueeze(1)
+            scale = torch.rsqrt(module.running_var + module.eps)
+            out["weight"] = torch.einsum("bcs,bcs->bc", d, centred) * scale
+        if "bias" in wanted:
+            out["bias"] = d.sum(2)
+        return out
+
+
+class GroupNormRule(_NormRule):
+    """``nn.GroupNorm`` (per-sample statistics, so exact in any mode)."""
+
+    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+        return F.group_norm(a, module.num_groups, None, None, module.eps)
+
+
+class LayerNormRule(_NormRule):
+    """``nn.LayerNorm`` over the trailing ``normalized_shape`` dimensions."""
+
+    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+        return F.layer_norm(a, module.normalized_shape, None, None, module.eps)
+
+    def reduce(self, module: nn.Module, t: Tensor) -> Tensor:
+        return t.reshape(t.shape[0], -1, *module.normalized_shape).sum(1)

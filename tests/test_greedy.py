@@ -1,0 +1,111 @@
+"""Greedy batch correction: chunked selection against an explicit brute-force greedy maximisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_dynamical import DynamicAL
+from lightning_dynamical.scoring import evaluation
+from lightning_dynamical.strategies.dynamical import chunk_sizes
+from tests.brute_force import labeled_grad, per_sample_grads
+from tests.models import TinyCNN, trained_like
+
+N_POOL, B = 10, 4
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads, and threads stall on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _problem(seed: int = 0):
+    torch.manual_seed(seed)
+    model = trained_like(TinyCNN(), torch.randn(16, 1, 6, 6)).double()
+    pool_x = torch.randn(N_POOL, 1, 6, 6, dtype=torch.float64)
+    lab_x = torch.randn(6, 1, 6, 6, dtype=torch.float64)
+    lab_y = torch.randint(0, 4, (6,))
+    pool = DataLoader(TensorDataset(pool_x, torch.zeros(N_POOL, dtype=torch.long)), batch_size=3)
+    labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=4)
+    with evaluation(model):
+        g, _ = per_sample_grads(model, pool_x)
+        g_s = labeled_grad(model, lab_x, lab_y)
+    return model, pool, labeled, g.detach(), g_s.detach()
+
+
+def _brute_force_greedy(g: torch.Tensor, g_s: torch.Tensor, sizes: list[int], gamma: float) -> list[int]:
+    """Chunk by chunk, the samples of largest ``||g_u||^2 + gamma g_u . (G_S + G_Q)``, then update ``G_Q``."""
+    total, chosen = g_s.clone(), []
+    for size in sizes:
+        rest = [u for u in range(g.shape[0]) if u not in chosen]
+        dots = g[rest] @ total
+        gains = dots if math.isinf(gamma) else g[rest].pow(2).sum(1) + gamma * dots
+        picked = [rest[i] for i in torch.sort(gains, descending=True, stable=True).indices[:size].tolist()]
+        chosen += picked
+        total = total + g[picked].sum(0)
+    return chosen
+
+
+def test_chunk_sizes():
+    assert chunk_sizes(10, 3) == [4, 3, 3]
+    assert chunk_sizes(2, 4) == [1, 1]
+    assert chunk_sizes(5, 1) == [5]
+    assert chunk_sizes(0, 3) == []
+
+
+@pytest.mark.parametrize("engine", ["fast", "func"])
+def test_one_by_one_greedy_maximises_the_summed_gradient_norm(engine):
+    model, pool, labeled, g, g_s = _problem()
+    strategy = DynamicAL(gamma=2.0, engine=engine, greedy_chunks=B)
+    chosen = strategy.select(model, pool, labeled, B).tolist()
+    total, expected = g_s.clone(), []
+    for _ in range(B):  # explicit: the u maximising ||G_S + G_Q + g_u||^2
+        rest = [u for u in range(N_POOL) if u not in expected]
+        best = max(rest, key=lambda u: float((total + g[u]).pow(2).sum()))
+        expected.append(best)
+        total = total + g[best]
+    assert chosen == expected
+    gains = [float((g_s + g[expected[:i]].sum(0) + g[u]).pow(2).sum() - (g_s + g[expected[:i]].sum(0)).pow(2).sum())
+             for i, u in enumerate(expected)]
+    torch.testing.assert_close(strategy.last_gains, torch.tensor(gains, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("gamma", [1.0, math.inf])
+@pytest.mark.parametrize("chunks", [2, 3])
+def test_chunked_greedy_matches_brute_force(chunks, gamma):
+    model, pool, labeled, g, g_s = _problem(seed=1)
+    chosen = DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B + 1).tolist()
+    assert chosen == _brute_force_greedy(g, g_s, chunk_sizes(B + 1, chunks), gamma)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_one_chunk_and_gamma_zero_are_top_b(gamma):
+    model, pool, labeled, *_ = _problem(seed=2)
+    plain = DynamicAL(gamma=gamma)
+    top = plain.select(model, pool, labeled, B)
+    chunks = 1 if gamma else 3
+    assert torch.equal(DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B), top)
+    assert set(top.tolist()) == set(plain.last_scores.argsort(descending=True)[:B].tolist())
+
+
+def test_greedy_is_joint_and_keeps_the_model_untouched():
+    model, pool, labeled, *_ = _problem(seed=3)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strategy = DynamicAL(greedy_chunks=2)
+    assert strategy.joint and not DynamicAL().joint
+    chosen = strategy.select(model, pool, labeled, N_POOL + 5)
+    assert sorted(chosen.tolist()) == list(range(N_POOL))
+    assert model.training and model.bn.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert strategy.last_scores.shape == (N_POOL,) and strategy.last_pseudo_labels.shape == (N_POOL,)
+    assert "greedy_chunks=2" in repr(strategy)
+    with pytest.raises(ValueError, match="greedy_chunks"):
+        DynamicAL(greedy_chunks=0)
