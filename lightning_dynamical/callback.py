@@ -133,10 +133,7 @@ class ActiveLearningLoop(Callback):
             raise ValueError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
         dirpath = self.dirpath or trainer.log_dir or trainer.default_root_dir
         self._dirpath = trainer.strategy.broadcast(str(dirpath))
-        if self.strategy.joint or type(self.strategy).select is not Strategy.select:
-            self._sharded = False
-        else:
-            self._sharded = trainer.world_size > 1
+        self._sharded = trainer.world_size > 1 and not self.strategy.joint
         max_needed = (self.rounds + 1) * self.convergence.max_epochs
         if trainer.max_epochs is not None and 0 <= trainer.max_epochs < max_needed:
             rank_zero_warn(f"Trainer(max_epochs={trainer.max_epochs}) may stop before all {self.rounds} rounds "

@@ -35,7 +35,7 @@ def test_shards_cover_everything_once():
 def test_two_process_scoring_selects_like_one_process(tmp_path):
     one = _run("score", 1, tmp_path / "one")
     two = _run("score", 2, tmp_path / "two")
-    assert two[0]["world"] == 2
+    assert two[0]["world"] == 2 and two[0]["sharded"] and not one[0]["sharded"]
     assert one[0]["labeled"] == two[0]["labeled"] == two[1]["labeled"]
     assert len(one[0]["labeled"]) == 85
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from torch import nn
 
+from lightning_dynamical.scoring import make_engine
 from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
-from lightning_dynamical.scoring.func import FuncEngine
 
 
 def approximation_ratio(model: nn.Module, labeled_loader: Iterable[Any], query_loader: Iterable[Any],
@@ -22,7 +22,7 @@ def approximation_ratio(model: nn.Module, labeled_loader: Iterable[Any], query_l
         theta = select_parameters(model, params)
         g_s = summed_gradient(model, labeled_loader, theta)
         g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True)
-        sq = FuncEngine().pool_statistics(model, query_loader, theta).sqnorm.sum()
+        sq = make_engine("auto").pool_statistics(model, query_loader, theta).sqnorm.sum()
     cross = sum((g_q[n].double() * g_s[n].double()).sum() for n in theta)
     norm_q = sum(g_q[n].double().pow(2).sum() for n in theta)
     return float((sq.double() + 2 * cross) / (norm_q + 2 * cross))

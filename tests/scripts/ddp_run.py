@@ -43,7 +43,7 @@ def main(mode: str, devices: int, out: Path) -> None:
     model = (Frozen if mode == "score" else Classifier)(net)
     trainer.fit(model, datamodule=dm)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
-        {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
+        {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size, "sharded": loop._sharded,
          "buffers": [b.double().sum().item() for b in model.buffers()]}))
 
 
