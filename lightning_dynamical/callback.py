@@ -24,6 +24,7 @@ from lightning_dynamical.scoring.common import batch_inputs, batch_targets, chec
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
+from lightning_dynamical.strategies.inference import probabilities
 
 Reset = Literal["none", "init"]
 
@@ -152,7 +153,8 @@ class ActiveLearningLoop(Callback):
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
-        x = batch_inputs(next(iter(dm.eval_loader(dm.pool_dataset(range(min(2, dm.num_unlabeled)))))))
+        probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
+        x = batch_inputs(next(iter(dm.eval_loader(probe))))
         with evaluation(pl_module), torch.no_grad():
             check_logits(pl_module(to_model(x, pl_module)), x.shape[0])
         self._loss = self._loss.to(pl_module.device)
@@ -281,7 +283,8 @@ class ActiveLearningLoop(Callback):
         if isinstance(pseudo, Tensor) and len(pseudo) == len(positions):
             pseudo = pseudo[chosen]
         else:
-            pseudo = self._predict(pl_module, torch.utils.data.Subset(dm.splits.pool_eval, indices))
+            queried = dm.eval_loader(torch.utils.data.Subset(dm.splits.pool_eval, indices))
+            pseudo = probabilities(pl_module, queried).argmax(1)
         query = Query(self.round, indices, scores[chosen] if scores is not None else None, pseudo)
         self._last_pool_scores = scores
         return query, _score_stats(scores, chosen)
@@ -330,13 +333,6 @@ class ActiveLearningLoop(Callback):
         queried = torch.utils.data.Subset(dm.splits.pool_eval, query.indices)
         return approximation_ratio(pl_module, dm.eval_loader(dm.labeled_dataset(evaluation=True)),
                                    dm.eval_loader(queried), getattr(self.strategy, "params", None))
-
-    def _predict(self, pl_module: LightningModule, dataset: Any) -> Tensor:
-        """``argmax`` predictions in eval mode (pseudo labels for strategies that do not compute them)."""
-        with evaluation(pl_module), torch.no_grad():
-            preds = [pl_module(to_model(batch_inputs(b), pl_module)).argmax(1).cpu()
-                     for b in self.datamodule.eval_loader(dataset)]
-        return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
     def _reinitialise(self, trainer: Trainer, pl_module: LightningModule) -> None:
         with torch.random.fork_rng(devices=[]):
