@@ -15,12 +15,13 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical import records
+from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits, to_model
 from lightning_dynamical.convergence import Convergence
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.reporting import log_round_media
-from lightning_dynamical.scoring.common import batch_inputs, batch_targets, check_logits, evaluation, to_model
+from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
@@ -154,9 +155,9 @@ class ActiveLearningLoop(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
         probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
-        x = batch_inputs(next(iter(dm.eval_loader(probe))))
+        x = batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key)
         with evaluation(pl_module), torch.no_grad():
-            check_logits(pl_module(to_model(x, pl_module)), x.shape[0])
+            forward_logits(pl_module, to_model(x, pl_module))
         self._loss = self._loss.to(pl_module.device)
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
@@ -170,7 +171,8 @@ class ActiveLearningLoop(Callback):
                            batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
-            self._loss.update(loss.detach().float().to(self._loss.device), batch_inputs(batch).shape[0])
+            n = batch_size(batch_inputs(batch, self.datamodule.label_key))
+            self._loss.update(loss.detach().float().to(self._loss.device), n)
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:
@@ -284,7 +286,7 @@ class ActiveLearningLoop(Callback):
             pseudo = pseudo[chosen]
         else:
             queried = dm.eval_loader(torch.utils.data.Subset(dm.splits.pool_eval, indices))
-            pseudo = probabilities(pl_module, queried).argmax(1)
+            pseudo = probabilities(pl_module, queried, label_key=self.datamodule.label_key).argmax(1)
         query = Query(self.round, indices, scores[chosen] if scores is not None else None, pseudo)
         self._last_pool_scores = scores
         return query, _score_stats(scores, chosen)
@@ -295,6 +297,7 @@ class ActiveLearningLoop(Callback):
         dm = self.datamodule
         strategy = self.strategy
         strategy.progress = trainer.is_global_zero and trainer.progress_bar_callback is not None
+        strategy.label_key = self.datamodule.label_key
         labeled = dm.labeled_dataset(evaluation=True)
         if not self._sharded:
             strategy.reduce_sum = _identity
@@ -319,10 +322,10 @@ class ActiveLearningLoop(Callback):
         metric: MulticlassAccuracy | None = None
         with evaluation(pl_module), torch.no_grad():
             for batch in dm.eval_loader(dataset):
-                logits = pl_module(to_model(batch_inputs(batch), pl_module))
+                logits = forward_logits(pl_module, to_model(batch_inputs(batch, dm.label_key), pl_module))
                 if metric is None:
                     metric = MulticlassAccuracy(logits.shape[1], average="micro").to(logits.device)
-                metric.update(logits, batch_targets(batch).to(logits.device))
+                metric.update(logits, batch_targets(batch, dm.label_key).to(logits.device))
         if metric is None:
             metric = MulticlassAccuracy(2, average="micro").to(pl_module.device)
         return float(metric.compute())

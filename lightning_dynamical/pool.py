@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
+from lightning_dynamical.batches import LABEL_KEY, batch_targets
 from lightning_dynamical.data.splits import DatasetSplits
 
 
@@ -20,10 +21,12 @@ class LabelError(ValueError):
 class RelabeledSubset(Dataset):
     """A subset of a dataset whose targets may be replaced by labels an oracle gave."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, int] | None = None) -> None:
+    def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, int] | None = None,
+                 label_key: str = LABEL_KEY) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.labels = labels or {}
+        self.label_key = label_key
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -32,7 +35,10 @@ class RelabeledSubset(Dataset):
         index = self.indices[i]
         item = self.dataset[index]
         if index in self.labels:
-            item = (item[0], torch.tensor(self.labels[index]), *item[2:])
+            label = torch.tensor(self.labels[index])
+            if isinstance(item, Mapping):
+                return {**item, self.label_key: label}
+            item = (item[0], label, *item[2:])
         return item
 
 
@@ -57,17 +63,17 @@ class EpochShuffle(RandomSampler):
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
-def dataset_targets(dataset: Dataset) -> torch.Tensor:
+def dataset_targets(dataset: Dataset, label_key: str = LABEL_KEY) -> torch.Tensor:
     """Integer targets of a map-style dataset, read from a ``targets``-like attribute when there is one."""
     if isinstance(dataset, Subset):
-        return dataset_targets(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+        return dataset_targets(dataset.dataset, label_key)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
         return dataset.tensors[1].long().reshape(-1)
     for attr in ("targets", "labels", "y"):
         values = getattr(dataset, attr, None)
         if values is not None and not callable(values) and len(values) == len(dataset):
             return torch.as_tensor(list(values) if not hasattr(values, "__array__") else values).long()
-    return torch.tensor([int(dataset[i][1]) for i in range(len(dataset))], dtype=torch.long)
+    return torch.tensor([int(batch_targets(dataset[i], label_key)) for i in range(len(dataset))], dtype=torch.long)
 
 
 class ActiveLearningDataModule(LightningDataModule):
@@ -98,6 +104,7 @@ class ActiveLearningDataModule(LightningDataModule):
         eval_batch_size: int = 256,
         num_workers: int = 0,
         seed: int = 0,
+        label_key: str = LABEL_KEY,
     ) -> None:
         super().__init__()
         if initial_size <= 0:
@@ -113,6 +120,7 @@ class ActiveLearningDataModule(LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
         self.seed = seed
+        self.label_key = label_key
         self._splits: DatasetSplits | None = None
         self._candidates: list[int] = []
         self._labeled: list[int] = []
@@ -171,7 +179,7 @@ class ActiveLearningDataModule(LightningDataModule):
         perm = candidates[torch.randperm(len(candidates), generator=gen)]
         if not self.balanced:
             return sorted(perm[: self.initial_size].tolist())
-        targets = dataset_targets(self.splits.pool)[perm]
+        targets = dataset_targets(self.splits.pool, self.label_key)[perm]
         classes = targets.unique().tolist()
         per_class = [perm[targets == c].tolist() for c in classes]
         chosen: list[int] = []
@@ -251,7 +259,7 @@ class ActiveLearningDataModule(LightningDataModule):
     def labeled_dataset(self, evaluation: bool = False) -> Dataset:
         """The labeled samples (training transform, or evaluation transform for scoring)."""
         source = self.splits.pool_eval if evaluation else self.splits.pool
-        return RelabeledSubset(source, self.labeled_indices, self._given_labels)
+        return RelabeledSubset(source, self.labeled_indices, self._given_labels, self.label_key)
 
     def pool_dataset(self, positions: Sequence[int] | None = None) -> Dataset:
         """Unlabeled samples (evaluation transform) in ascending index order, or at ``positions`` of it."""

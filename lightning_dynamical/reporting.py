@@ -16,7 +16,8 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torch.utils.data import Subset
 
-from lightning_dynamical.scoring.common import batch_inputs, batch_targets, evaluation, to_model
+from lightning_dynamical.batches import batch_size, forward_logits, split_batch, to_model
+from lightning_dynamical.scoring.common import evaluation
 
 if TYPE_CHECKING:
     from lightning_dynamical.oracle import Query
@@ -86,12 +87,14 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
     loader = datamodule.eval_loader(Subset(datamodule.splits.pool_eval, query.indices))
     with evaluation(model), torch.no_grad():
         for batch in loader:
-            x = batch_inputs(batch)
-            targets += _targets(batch, len(x))
+            x, y = split_batch(batch, datamodule.label_key)
+            n = batch_size(x)
+            targets += [int(t) for t in y.reshape(-1).tolist()] if y is not None else [None] * n
             if pseudo is None:
-                predicted += model(to_model(x, model)).argmax(1).tolist()
-            for sample in x:
-                array = image_array(sample) if len(images) < MAX_THUMBNAILS else None
+                predicted += forward_logits(model, to_model(x, model)).argmax(1).tolist()
+            for i in range(n):
+                sample = x[i] if isinstance(x, Tensor) else None
+                array = image_array(sample) if sample is not None and len(images) < MAX_THUMBNAILS else None
                 images.append(wandb.Image(array) if array is not None else None)
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
@@ -101,11 +104,3 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
         columns.append("image")
         rows = [row + [image] for row, image in zip(rows, images)]
     return wandb.Table(columns=columns, data=rows)
-
-
-def _targets(batch: Any, n: int) -> list[int | None]:
-    """The batch's integer targets, or ``None`` each when the samples carry none (people label them)."""
-    try:
-        return [int(y) for y in batch_targets(batch).reshape(-1).tolist()]
-    except TypeError:
-        return [None] * n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 
@@ -13,7 +14,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from lightning_dynamical import DynamicAL
 from lightning_dynamical.scoring import (
     FastEngine,
-    FuncEngine,
     NotLastLayerError,
     evaluation,
     make_engine,
@@ -317,7 +317,7 @@ def test_last_layer(name, engine):
 
 def test_last_layer_engine_rejects_other_parameters():
     model, pool, labeled, *_ = _problem("cnn")
-    with pytest.raises(NotLastLayerError, match="classifier head 'fc'"):
+    with pytest.raises(NotLastLayerError, match=r"also has \['conv.weight"):
         DynamicAL(params=None, engine="last_layer").score(model, pool, labeled)
     with pytest.raises(NotLastLayerError, match="conv.weight"):
         DynamicAL(params=["fc.weight", "conv.weight"], engine="last_layer").score(model, pool, labeled)
@@ -325,7 +325,7 @@ def test_last_layer_engine_rejects_other_parameters():
 
 def test_tied_head_weight_is_not_a_last_layer_parameter():
     model, pool, labeled, pool_x, lab_x, lab_y = _problem("tied")
-    with pytest.raises(NotLastLayerError, match="shares parameters"):
+    with pytest.raises(NotLastLayerError, match="used 2 times"):
         DynamicAL(params=["emb.weight"], engine="last_layer").score(model, pool, labeled)
     _score_and_check(model, pool, labeled, pool_x, lab_x, lab_y, (2.0,), ["emb.weight"], "auto", 1e-8)
 
@@ -342,31 +342,25 @@ def test_auto_uses_the_closed_form_for_the_head(monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("custom", {"conv.weight", "conv.bias", "lin.weight", "lin.bias", "scale.scale"}),
+    ("custom", {"lin.weight", "scale.scale"}),  # reflect-padded conv and the subclass's bias are covered
     ("tied", {"emb.weight", "mix.weight", "mix.bias"}),
     ("odd", {"no_grad.weight", "no_grad.bias"}),
     ("cnn", set()),
     ("resnet_block", set()),
 ])
-def test_fallback_covers_exactly_the_unknown_parameters(monkeypatch, name, expected):
-    model, pool, labeled, *_ = _problem(name)
-    seen: set[str] = set()
-    original = FuncEngine.per_sample_gradients
-
-    def spy(self, model, x, y, params):
-        seen.update(params)
-        return original(self, model, x, y, params)
-
-    monkeypatch.setattr(FuncEngine, "per_sample_gradients", spy)
-    DynamicAL(engine="fast").score(model, pool, labeled)
-    assert seen == expected
+def test_fallback_covers_exactly_the_unproven_parameters(name, expected):
+    model, pool, *_ = _problem(name)
+    paths = DynamicAL(engine="fast").explain(model, next(iter(pool)))
+    assert [p.name for p in paths] == [n for n, p in model.named_parameters() if p.requires_grad]
+    assert {p.name for p in paths if p.path == "vmap"} == expected
+    assert all(p.path.startswith(("fast (", "unused")) for p in paths if p.name not in expected)
+    assert all(p.reason for p in paths if p.name in expected)
 
 
 @pytest.mark.parametrize("algorithm", sorted(conv.ALGORITHMS))
 @pytest.mark.parametrize("name", ["cnn", "resnet_block", "conv1d", "groupnorm"])
 def test_every_convolution_algorithm(monkeypatch, name, algorithm):
-    for kind in (nn.Conv1d, nn.Conv2d):
-        monkeypatch.setitem(RULES, kind, conv.ConvRule(algorithm))
+    monkeypatch.setitem(RULES, "conv", conv.ConvRule(algorithm))
     model, pool, labeled, pool_x, lab_x, lab_y = _problem(name, seed=4)
     _score_and_check(model, pool, labeled, pool_x, lab_x, lab_y, (2.0,), None, "fast", 1e-8)
 
@@ -378,12 +372,19 @@ def test_linear_direct_and_ghost_forms(monkeypatch, ghost):
     _score_and_check(model, pool, labeled, pool_x, lab_x, lab_y, (2.0,), None, "fast", 1e-8)
 
 
-def test_batch_statistics_models_go_to_torch_func(monkeypatch):
+def test_batch_statistics_models_go_to_the_exact_path():
     model, _, _, pool_x, *_ = _problem("resnet_block", seed=6)
     model.train()  # BatchNorm normalises with batch statistics: samples are not independent
-    sentinel = (torch.zeros(N_POOL), torch.zeros(N_POOL, 0), torch.zeros(N_POOL, dtype=torch.long))
-    monkeypatch.setattr(FuncEngine, "batch_statistics", lambda *args: sentinel)
-    assert FastEngine().batch_statistics(model, pool_x, select_parameters(model, None), []) is sentinel
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    engine = FastEngine()
+    params = select_parameters(model, None)
+    sq, _, _ = engine.batch_statistics(model, pool_x, params, [])
+    g, _ = per_sample_grads(copy.deepcopy(model), pool_x)  # each sample alone, as the exact path scores it
+    torch.testing.assert_close(sq, g.pow(2).sum(1), rtol=1e-8, atol=0)
+    assert {p.path for p in engine.paths.values()} == {"loop"}
+    assert all("batch statistics" in p.reason for p in engine.paths.values())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
 
 
 def test_chunking_does_not_change_results():

@@ -1,35 +1,30 @@
 """Per-sample gradient engines and the pieces they share."""
 
 from lightning_dynamical.scoring.auto import AutoEngine
-from lightning_dynamical.scoring.common import (
-    ParamSpec,
-    batch_inputs,
-    batch_targets,
-    evaluation,
-    select_parameters,
-    summed_gradient,
-)
-from lightning_dynamical.scoring.engine import Engine, PoolStatistics
+from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
+from lightning_dynamical.scoring.engine import Engine, ParameterPath, PoolStatistics
+from lightning_dynamical.scoring.exact import ExactGradients, ScoringError
 from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.func import FuncEngine
 from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
-from lightning_dynamical.scoring.layers import LayerRule, rule_for
+from lightning_dynamical.scoring.layers import LayerRule, register_op
 
 __all__ = [
     "AutoEngine",
     "Engine",
+    "ExactGradients",
     "FastEngine",
     "FuncEngine",
     "LastLayerEngine",
     "LayerRule",
     "NotLastLayerError",
     "ParamSpec",
+    "ParameterPath",
     "PoolStatistics",
-    "batch_inputs",
-    "batch_targets",
+    "ScoringError",
     "evaluation",
     "make_engine",
-    "rule_for",
+    "register_op",
     "select_parameters",
     "summed_gradient",
 ]

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from lightning_dynamical.batches import Inputs
 from lightning_dynamical.scoring.engine import Engine
 from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
@@ -17,17 +18,28 @@ class AutoEngine(Engine):
     name = "auto"
 
     def __init__(self, chunk_size: int | None = 32) -> None:
+        super().__init__()
         self.fast = FastEngine(chunk_size)
         self.last_layer = LastLayerEngine()
 
     def batch_statistics(
         self,
         model: nn.Module,
-        x: Tensor,
+        inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
+        engine: Engine = self.last_layer if self._head_only(model, params) else self.fast
         try:
-            return self.last_layer.batch_statistics(model, x, params, directions)
+            out = engine.batch_statistics(model, inputs, params, directions)
         except NotLastLayerError:
-            return self.fast.batch_statistics(model, x, params, directions)
+            engine = self.fast
+            out = engine.batch_statistics(model, inputs, params, directions)
+        self.paths = engine.paths
+        return out
+
+    @staticmethod
+    def _head_only(model: nn.Module, params: Mapping[str, nn.Parameter]) -> bool:
+        """Whether the selection is a subset of one ``nn.Linear``'s weight and bias (a candidate head)."""
+        ids = {id(p) for p in params.values()}
+        return any(isinstance(m, nn.Linear) and ids <= {id(m.weight), id(m.bias)} for m in model.modules())

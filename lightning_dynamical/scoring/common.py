@@ -1,4 +1,4 @@
-"""Pieces every scoring engine shares: batches, parameter selection, eval mode, summed gradients."""
+"""Pieces every scoring engine shares: parameter selection, eval mode, summed gradients."""
 
 from __future__ import annotations
 
@@ -9,41 +9,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
+
 ParamSpec = str | Sequence[str] | None
 """Which parameters form theta: ``None`` (all trainable), ``"last_layer"``, or a list of names."""
-
-
-def batch_inputs(batch: Any) -> Tensor:
-    """The input tensor of a batch: the batch itself, or the first element of a tuple/list."""
-    if isinstance(batch, Tensor):
-        return batch
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
-        return batch[0]
-    raise TypeError(
-        f"A batch must be a tensor or a tuple/list whose first element is the input tensor, got {type(batch)}"
-    )
-
-
-def batch_targets(batch: Any) -> Tensor:
-    """The target tensor of a labeled batch: the second element of a tuple/list."""
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[1], Tensor):
-        return batch[1]
-    raise TypeError(f"A labeled batch must be a tuple/list (input, target, ...), got {type(batch)}")
-
-
-def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """The device and floating dtype of the model's first parameter (CPU/float32 for parameter-free models)."""
-    for p in model.parameters():
-        return p.device, p.dtype
-    return torch.device("cpu"), torch.get_default_dtype()
-
-
-def to_model(x: Tensor, model: nn.Module) -> Tensor:
-    """Move an input to the model's device, casting floating inputs to the model's dtype."""
-    device, dtype = model_device_dtype(model)
-    if x.is_floating_point():
-        return x.to(device=device, dtype=dtype, non_blocking=True)
-    return x.to(device=device, non_blocking=True)
 
 
 def last_linear_name(model: nn.Module) -> str:
@@ -86,20 +55,12 @@ def evaluation(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def check_logits(out: Any, batch_size: int) -> Tensor:
-    """Fail clearly unless the model returned logits of shape (batch, classes)."""
-    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != batch_size:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-        raise ValueError(f"The model must return logits of shape (batch, classes); got {shape} for a batch of "
-                         f"{batch_size}")
-    return out
-
-
 def summed_gradient(
     model: nn.Module,
     loader: Iterable[Any],
     params: Mapping[str, nn.Parameter],
     pseudo_labels: bool = False,
+    label_key: str = LABEL_KEY,
 ) -> dict[str, Tensor]:
     """Sum over a loader of grad_theta CE_sum(model(x), y), one batched backward per batch.
 
@@ -110,10 +71,10 @@ def summed_gradient(
     tensors = [params[n] for n in names]
     total = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in tensors]
     for batch in loader:
-        x = to_model(batch_inputs(batch), model)
+        inputs = to_model(batch_inputs(batch, label_key), model)
         with torch.enable_grad():
-            logits = check_logits(model(x), x.shape[0])
-            y = logits.argmax(1) if pseudo_labels else batch_targets(batch).to(logits.device)
+            logits = forward_logits(model, inputs)
+            y = logits.argmax(1) if pseudo_labels else batch_targets(batch, label_key).to(logits.device)
             loss = nn.functional.cross_entropy(logits, y, reduction="sum")
             grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for acc, g in zip(total, grads):

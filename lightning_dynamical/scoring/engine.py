@@ -1,4 +1,4 @@
-"""The contract every per-sample gradient engine fulfils."""
+"""The contract every per-sample gradient engine fulfils, and the record of which path each parameter took."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from lightning_dynamical.batches import LABEL_KEY, Inputs, batch_inputs, to_model
+
+#: Paths that cost about a training step; every other path is reported as slow.
+FAST_PATHS = ("fast", "unused", "last_layer")
 
 
 @dataclass
@@ -25,20 +31,37 @@ class PoolStatistics:
     pseudo_labels: Tensor
 
 
+@dataclass(frozen=True)
+class ParameterPath:
+    """How one parameter was scored: ``path`` (``"fast (linear)"``, ``"unused"``, ``"last_layer"``, ``"vmap"``,
+    ``"loop"``) and, for the slow paths, ``reason``."""
+
+    name: str
+    path: str
+    reason: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.path}" + (f" ({self.reason})" if self.reason else "")
+
+
 class Engine(ABC):
     """Computes :class:`PoolStatistics` without storing per-sample gradients for the whole pool."""
 
     name: str = "engine"
 
+    def __init__(self) -> None:
+        self.paths: dict[str, ParameterPath] = {}
+        self._warned: set[frozenset[str]] = set()
+
     @abstractmethod
     def batch_statistics(
         self,
         model: nn.Module,
-        x: Tensor,
+        inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(sqnorm (B,), dots (B, K), pseudo_labels (B,))`` for one input batch already on the model's device."""
+        """``(sqnorm (B,), dots (B, K), pseudo_labels (B,))`` for one batch's inputs on the model's device."""
 
     def pool_statistics(
         self,
@@ -47,15 +70,14 @@ class Engine(ABC):
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]] = (),
         progress: bool = False,
+        label_key: str = LABEL_KEY,
     ) -> PoolStatistics:
         """Run :meth:`batch_statistics` over a loader; results are gathered on the CPU."""
-        from lightning_dynamical.scoring.common import batch_inputs, to_model
-
         sq, dots, labels = [], [], []
         bar = tqdm(loader, desc=f"Scoring pool ({self.name})", leave=False, disable=not progress, unit="batch")
         for batch in bar:
-            x = to_model(batch_inputs(batch), model)
-            s, d, y = self.batch_statistics(model, x, params, directions)
+            s, d, y = self.batch_statistics(model, to_model(batch_inputs(batch, label_key), model), params,
+                                            directions)
             sq.append(s.detach().cpu())
             dots.append(d.detach().cpu())
             labels.append(y.detach().cpu())
@@ -64,6 +86,32 @@ class Engine(ABC):
             return PoolStatistics(torch.zeros(0, dtype=dtype), torch.zeros(0, len(directions), dtype=dtype),
                                   torch.zeros(0, dtype=torch.long))
         return PoolStatistics(torch.cat(sq), torch.cat(dots), torch.cat(labels))
+
+    def explain(self, model: nn.Module, inputs: Inputs, params: Mapping[str, nn.Parameter]) -> list[ParameterPath]:
+        """Score one batch and return every selected parameter's path (model mode as the caller set it)."""
+        self.batch_statistics(model, inputs, params, [])
+        return [self.paths[n] for n in params]
+
+    def record(self, paths: Mapping[str, ParameterPath]) -> None:
+        """Remember each parameter's path for this batch; warn once per set of parameters on a slow path."""
+        self.paths = dict(paths)
+        slow = {n: p for n, p in paths.items() if not p.path.startswith(FAST_PATHS)}
+        key = frozenset(f"{n}:{p.path}" for n, p in slow.items())
+        if not slow or key in self._warned:
+            return
+        self._warned.add(key)
+        by_reason: dict[str, list[str]] = {}
+        for n, p in slow.items():
+            by_reason.setdefault(f"{p.path}: {p.reason}", []).append(n)
+        lines = [f"  {len(names)} on {why} -> {_names(names)}" for why, names in by_reason.items()]
+        rank_zero_warn(f"{self.name} engine: {len(slow)} of {len(paths)} selected parameters are scored on a slow "
+                       "exact path (scores stay exact):\n" + "\n".join(lines)
+                       + "\nDynamicAL.explain(model, batch) lists every parameter's path.", category=UserWarning)
+
+
+def _names(names: Sequence[str], limit: int = 4) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
 
 
 def flat_dots(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]], batch: int) -> Tensor:
@@ -79,3 +127,10 @@ def flat_dots(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Ten
         first = next(iter(grads.values()))
         return first.new_zeros(batch, len(directions))
     return out
+
+
+def explicit_statistics(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]],
+                        batch: int) -> tuple[Tensor, Tensor]:
+    """``(||g_i||^2, g_i . v_k)`` from explicit per-sample gradients (the one place this is done)."""
+    sq = sum(g.reshape(batch, -1).pow(2).sum(1) for g in grads.values())
+    return sq, flat_dots(grads, directions, batch)  # type: ignore[return-value]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.common import check_logits, last_linear_name
+from lightning_dynamical.batches import Inputs, forward_logits
+from lightning_dynamical.scoring.common import last_linear_name
 
 
 def head_of(model: nn.Module) -> nn.Linear:
@@ -12,8 +13,8 @@ def head_of(model: nn.Module) -> nn.Linear:
     return model.get_submodule(last_linear_name(model))
 
 
-def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``(h, logits)`` where ``h`` is the (flattened) input of the head and ``logits = model(x)``.
+def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tensor]:
+    """``(h, logits)`` where ``h`` is the (flattened) input of the head and ``logits`` the model's.
 
     The caller chooses grad mode and model mode. The head must be applied to ``(batch, features)``.
     """
@@ -21,7 +22,7 @@ def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
     seen: list[Tensor] = []
     handle = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
     try:
-        logits = check_logits(model(x), x.shape[0])
+        logits = forward_logits(model, inputs)
     finally:
         handle.remove()
     if len(seen) != 1 or seen[-1].ndim != 2:

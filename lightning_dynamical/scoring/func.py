@@ -1,4 +1,4 @@
-"""Reference engine: exact per-sample gradients with ``torch.func`` (``functional_call`` + ``vmap(grad)``)."""
+"""Reference engine: exact per-sample gradients of every selected parameter with ``torch.func``."""
 
 from __future__ import annotations
 
@@ -6,14 +6,15 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
 
-from lightning_dynamical.scoring.common import check_logits
-from lightning_dynamical.scoring.engine import Engine, flat_dots
+from lightning_dynamical.batches import Inputs, batch_size, forward_logits
+from lightning_dynamical.scoring.engine import Engine, ParameterPath, explicit_statistics
+from lightning_dynamical.scoring.exact import ExactGradients
 
 
 class FuncEngine(Engine):
-    """Materialises each chunk's per-sample gradients for the selected parameters; works for any model.
+    """``vmap(grad)`` over each chunk of samples, materialising their gradients; raises
+    :class:`~lightning_dynamical.scoring.exact.ScoringError` where ``vmap`` cannot run the model.
 
     Args:
         chunk_size: samples per ``vmap`` call; bounds memory at ``chunk_size * n_params`` floats.
@@ -22,34 +23,20 @@ class FuncEngine(Engine):
     name = "func"
 
     def __init__(self, chunk_size: int | None = 32) -> None:
-        if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+        super().__init__()
+        self.exact = ExactGradients(chunk_size, allow_loop=False)
         self.chunk_size = chunk_size
-
-    def per_sample_gradients(
-        self, model: nn.Module, x: Tensor, y: Tensor, params: Mapping[str, nn.Parameter]
-    ) -> dict[str, Tensor]:
-        """``{name: (B, *shape)}`` gradients of ``CE(model(x_i), y_i)`` for each sample (model mode as set)."""
-        selected = {n: p.detach() for n, p in params.items()}
-        constants = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
-        constants.update(dict(model.named_buffers()))
-
-        def loss(theta: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
-            logits = functional_call(model, {**constants, **theta}, (xi.unsqueeze(0),))
-            return nn.functional.cross_entropy(logits, yi.unsqueeze(0), reduction="sum")
-
-        return vmap(grad(loss), in_dims=(None, 0, 0), chunk_size=self.chunk_size)(selected, x, y)
 
     def batch_statistics(
         self,
         model: nn.Module,
-        x: Tensor,
+        inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
         with torch.no_grad():
-            y = check_logits(model(x), x.shape[0]).argmax(1)
-        grads = self.per_sample_gradients(model, x, y, params)
-        b = x.shape[0]
-        sqnorm = sum(g.reshape(b, -1).pow(2).sum(1) for g in grads.values())
-        return sqnorm, flat_dots(grads, directions, b), y
+            y = forward_logits(model, inputs).argmax(1)
+        grads, path, _ = self.exact.gradients(model, inputs, y, params)
+        self.paths = {n: ParameterPath(n, path) for n in params}  # chosen by the user: no warning
+        sq, dots = explicit_statistics(grads, directions, batch_size(inputs))
+        return sq, dots, y

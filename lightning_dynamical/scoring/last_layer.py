@@ -1,8 +1,8 @@
 """Closed form for the classifier head: per-sample gradients of the last ``nn.Linear`` at inference cost.
 
 For ``logits = W h + b`` and ``CE(logits, argmax logits)``, the gradient w.r.t. the logits is
-``e = softmax(logits) - onehot(argmax)``, so ``g_W = e h^T`` and ``g_b = e``. One forward without autograd
-gives ``h`` and ``e``; the Linear layer rule turns them into ``||g||^2`` and ``g . v``.
+``e = softmax(logits) - onehot(argmax)``, so ``g_W = e h^T`` and ``g_b = e``. One forward (no backward)
+gives ``h`` and ``e``; the linear rule turns them into ``||g||^2`` and ``g . v``.
 """
 
 from __future__ import annotations
@@ -12,40 +12,13 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.common import last_linear_name
-from lightning_dynamical.scoring.engine import Engine
-from lightning_dynamical.scoring.features import features_and_logits
-from lightning_dynamical.scoring.layers import rule_for
+from lightning_dynamical.batches import Inputs, forward_logits
+from lightning_dynamical.scoring.engine import Engine, ParameterPath
+from lightning_dynamical.scoring.trace import Watch, prove, run_probe
 
 
 class NotLastLayerError(ValueError):
     """The selected parameters, or the model, do not fit the last-layer closed form."""
-
-
-def head_attributes(model: nn.Module, params: Mapping[str, nn.Parameter]) -> dict[str, str]:
-    """``{attr: name}`` of the head's selected parameters; raises unless every selected one is the head's."""
-    try:
-        prefix = last_linear_name(model)
-    except ValueError as err:
-        raise NotLastLayerError(str(err)) from err
-    head = model.get_submodule(prefix)
-    attrs, others = {}, []
-    for name, p in params.items():
-        attr = next((a for a in ("weight", "bias") if getattr(head, a, None) is p), None)
-        if attr is None:
-            others.append(name)
-        else:
-            attrs[attr] = name
-    if others or rule_for(head) is None:
-        raise NotLastLayerError(
-            f"engine='last_layer' scores only the parameters of the classifier head {prefix!r} (a plain "
-            f"nn.Linear), but the selection also has {others}. Use params='last_layer', or engine='auto' or "
-            "'fast' for other parameters.")
-    ids = {id(params[name]) for name in attrs.values()}
-    if any(id(p) in ids for m in model.modules() if m is not head for p in m._parameters.values()):
-        raise NotLastLayerError(f"the head {prefix!r} shares parameters with other modules; its gradient is not "
-                                "the closed form. Use engine='auto' or 'fast'.")
-    return attrs
 
 
 def output_gradient(logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -57,35 +30,45 @@ def output_gradient(logits: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class LastLayerEngine(Engine):
-    """Exact scores for the head's parameters from one ``no_grad`` forward (for ``params="last_layer"``)."""
+    """Exact scores for the head's parameters from one forward without backward (for ``params="last_layer"``).
+
+    Proven on every batch like the fast engine: the selected parameters must be consumed once, by the one
+    ``F.linear`` call whose output the model returns as its logits, with the samples on dim 0.
+    """
 
     name = "last_layer"
 
     def __init__(self, chunk_size: int | None = None) -> None:
+        super().__init__()
         self.chunk_size = chunk_size  # accepted for a uniform constructor; the closed form needs no chunks
 
     def batch_statistics(
         self,
         model: nn.Module,
-        x: Tensor,
+        inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        attrs = head_attributes(model, params)
-        head = model.get_submodule(last_linear_name(model))
-        outputs: list[Tensor] = []
-        handle = head.register_forward_hook(lambda _m, _args, out: outputs.append(out))
-        try:
-            with torch.no_grad():
-                h, logits = features_and_logits(model, x)
-        except ValueError as err:
-            raise NotLastLayerError(f"engine='last_layer' cannot use this model's head: {err}") from err
-        finally:
-            handle.remove()
-        if len(outputs) != 1 or outputs[0] is not logits:
-            raise NotLastLayerError("engine='last_layer' needs the model to return the head's output as logits")
-        e, y = output_gradient(logits)
-        local = [{attr: v[name] for attr, name in attrs.items()} for v in directions]
+        watch = Watch(params)
+        with torch.enable_grad(), watch:
+            logits = forward_logits(model, inputs)
+        b = logits.shape[0]
+        probe = run_probe(model, inputs, params) if b > 1 else None
+        covered, reasons = prove(watch, logits, params, probe)
+        heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
+        others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
+        if others:
+            raise NotLastLayerError(
+                "engine='last_layer' scores only the parameters of the linear layer whose output is the logits; "
+                f"the selection also has {others}. Use params='last_layer', or engine='auto' or 'fast'.")
+        if reasons:
+            why = "; ".join(f"{n}: {r}" for n, r in reasons.items())
+            raise NotLastLayerError(f"engine='last_layer' cannot prove its closed form here ({why}). "
+                                    "Use engine='auto' or 'fast'.")
+        site = heads[0]
         with torch.no_grad():
-            sq, dots = rule_for(head).statistics(head, h, e, attrs, local)
+            e, y = output_gradient(logits.detach())
+            local = [{attr: v[name] for attr, name in site.wanted.items()} for v in directions]
+            sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
+        self.paths = {n: ParameterPath(n, "last_layer") for n in params}
         return sq, dots, y

@@ -12,14 +12,16 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from lightning_dynamical.scoring.common import (
+from lightning_dynamical.batches import (
+    Inputs,
     batch_inputs,
+    batch_size,
     batch_targets,
-    check_logits,
-    evaluation,
+    forward_logits,
     model_device_dtype,
     to_model,
 )
+from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.random import Random
@@ -66,13 +68,17 @@ class Exp4P:
         self.log_weights += self.p_min / 2 * (r_hat + self.bonus / p)
 
 
-def fingerprint(x: Tensor) -> Tensor:
+def fingerprint(x: Inputs) -> Tensor:
     """``(B,)`` int64 hash of each sample's bytes: identifies a sample across loaders without indices."""
-    if x.shape[0] == 0:
+    b = batch_size(x)
+    if b == 0:
         return torch.zeros(0, dtype=torch.long)
-    rows = x.detach().cpu().contiguous().reshape(x.shape[0], -1).view(torch.uint8).numpy()
-    return torch.tensor([int.from_bytes(hashlib.blake2b(r.tobytes(), digest_size=8).digest(), "little",
-                                        signed=True) for r in rows], dtype=torch.long)
+    parts = [x] if isinstance(x, Tensor) else [v for _, v in sorted(x.items()) if isinstance(v, Tensor)
+                                               and v.ndim > 0 and v.shape[0] == b]
+    rows = [t.detach().cpu().contiguous().reshape(b, -1).view(torch.uint8).numpy() for t in parts]
+    return torch.tensor([int.from_bytes(hashlib.blake2b(b"".join(r[i].tobytes() for r in rows),
+                                                        digest_size=8).digest(), "little", signed=True)
+                         for i in range(b)], dtype=torch.long)
 
 
 class ALBL(Strategy):
@@ -193,14 +199,15 @@ class ALBL(Strategy):
     def _prepared(self, index: int) -> Strategy:
         """The strategy at ``index`` with this instance's DDP reducer and progress setting."""
         strategy = self.strategies[index]
-        strategy.reduce_sum, strategy.progress = self.reduce_sum, self.progress
+        strategy.reduce_sum, strategy.progress, strategy.label_key = self.reduce_sum, self.progress, self.label_key
         return strategy
 
     def _pool_fingerprints(self, pool_loader: Any, positions: Tensor, chunk: int = 256) -> Tensor:
         """Fingerprints of the pool samples at ``positions``, collated as the pool loader collates them."""
         collate = getattr(pool_loader, "collate_fn", None) or default_collate
         idx = positions.tolist()
-        parts = [fingerprint(batch_inputs(collate([pool_loader.dataset[i] for i in idx[s : s + chunk]])))
+        parts = [fingerprint(batch_inputs(collate([pool_loader.dataset[i] for i in idx[s : s + chunk]]),
+                                          self.label_key))
                  for s in range(0, len(idx), chunk)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
@@ -211,10 +218,10 @@ class ALBL(Strategy):
         num = den = found = 0.0
         with evaluation(model), torch.no_grad():
             for batch in labeled_loader:
-                x, y = batch_inputs(batch), batch_targets(batch)
+                x, y = batch_inputs(batch, self.label_key), batch_targets(batch, self.label_key)
                 if y.ndim != 1:
                     raise ValueError(f"ALBL needs class indices (batch,) as targets, got {tuple(y.shape)}")
-                pred = check_logits(model(to_model(x, model)), x.shape[0]).argmax(1).cpu()
+                pred = forward_logits(model, to_model(x, model)).argmax(1).cpu()
                 keys = fingerprint(x).tolist()
                 w = torch.tensor([weight_of.get(k, 1.0) for k in keys], dtype=torch.float64)
                 num += float((w * (pred == y.cpu()).double()).sum())

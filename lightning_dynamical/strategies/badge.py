@@ -8,19 +8,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.scoring.features import head_of
 from lightning_dynamical.strategies.base import Strategy, check_finite
 from lightning_dynamical.strategies.inference import features_and_probabilities
 
 
-def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False
-                               ) -> tuple[Tensor, Tensor]:
+def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False,
+                               label_key: str = LABEL_KEY) -> tuple[Tensor, Tensor]:
     """Factors ``(a (N, C), h (N, D'))`` of the embeddings ``g_i = a_i (x) h_i``.
 
     ``g_i`` is the gradient of ``CE(f(x_i), argmax f(x_i))`` w.r.t. the head's weight and bias:
     ``a = softmax - onehot(argmax)`` and ``h`` the head's input, with a trailing 1 for the bias.
     """
-    h, p = features_and_probabilities(model, loader, progress)
+    h, p = features_and_probabilities(model, loader, progress, label_key)
     a = p.clone()
     if a.numel():
         a[torch.arange(a.shape[0]), a.argmax(1)] -= 1
@@ -77,7 +78,7 @@ class BADGE(Strategy):
 
     def _factors(self, model: nn.Module, pool_loader: Any) -> tuple[Tensor, Tensor, Tensor]:
         """``(a, h, norms)``; raises on non-finite embeddings and records the norms as ``last_scores``."""
-        a, h = gradient_embedding_factors(model, pool_loader, self.progress)
+        a, h = gradient_embedding_factors(model, pool_loader, self.progress, self.label_key)
         norms = check_finite((a.pow(2).sum(1) * h.pow(2).sum(1)).sqrt())
         self.last_scores = norms
         return a, h, norms

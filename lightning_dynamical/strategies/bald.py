@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.common import check_logits
+from lightning_dynamical.batches import Inputs, forward_logits
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.inference import collect, mc_dropout, softmax
 from lightning_dynamical.strategies.uncertainty import entropy
@@ -40,12 +40,12 @@ class BALD(Strategy):
         self.seed = int(seed)
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        def fn(x: Tensor) -> tuple[Tensor]:
-            passes = [softmax(check_logits(model(x), x.shape[0])) for _ in range(self.mc_samples)]
+        def fn(x: Inputs) -> tuple[Tensor]:
+            passes = [softmax(forward_logits(model, x)) for _ in range(self.mc_samples)]
             return (mutual_information(torch.stack(passes, 1)),)
 
         with mc_dropout(model, self.seed):
-            out = collect(model, pool_loader, fn, self.progress, "BALD")
+            out = collect(model, pool_loader, fn, self.progress, "BALD", self.label_key)
         scores = out[0] if out else torch.zeros(0, dtype=torch.float64)
         self.last_scores = scores
         return scores

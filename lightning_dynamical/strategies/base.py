@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.batches import LABEL_KEY
+
 Reducer = Callable[[Tensor], Tensor]
 
 
@@ -21,7 +23,8 @@ class Strategy:
     ``score(model, pool_loader, labeled_loader)`` returns a CPU tensor of shape ``(len(pool_loader.dataset),)``
     aligned with the pool loader's order. ``select`` returns positions into that order. Under DDP the loop
     installs a ``reduce_sum`` (an all-reduce over ranks) that strategies use for quantities summed over the
-    labeled set; single-process it is the identity.
+    labeled set; single-process it is the identity. Dict batches hold their targets under ``label_key``
+    (the loop sets it from the data module).
     """
 
     #: True where ``select`` needs the whole pool at once (joint batch selection); such strategies are
@@ -32,6 +35,7 @@ class Strategy:
         self.reduce_sum: Reducer = _identity
         self.progress: bool = False
         self.last_scores: Tensor | None = None
+        self.label_key: str = LABEL_KEY
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
         raise NotImplementedError
@@ -43,7 +47,7 @@ class Strategy:
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
-                         and k not in ("reduce_sum", "progress", "last_scores"))
+                         and k not in ("reduce_sum", "progress", "last_scores", "label_key"))
         return f"{type(self).__name__}({args})"
 
 

@@ -73,8 +73,8 @@ class Coreset(Strategy):
     def _features(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]
                   ) -> tuple[Tensor, Tensor, Tensor]:
         """``(pool features, squared distance to the nearest labeled sample, scores)``; non-finite raise."""
-        pool = features_and_probabilities(model, pool_loader, self.progress)[0]
-        labeled = features_and_probabilities(model, labeled_loader, self.progress)[0]
+        pool = features_and_probabilities(model, pool_loader, self.progress, self.label_key)[0]
+        labeled = features_and_probabilities(model, labeled_loader, self.progress, self.label_key)[0]
         for feats in (pool, labeled):
             if feats.shape[0]:
                 check_finite(feats.abs().amax(1))

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
+from lightning_dynamical.batches import LABEL_KEY, batch_inputs, to_model
 from lightning_dynamical.scoring import (
+    ParameterPath,
     ParamSpec,
     PoolStatistics,
     evaluation,
@@ -42,6 +44,7 @@ class DynamicAL(Strategy):
         engine: ``"auto"`` (fastest exact engine for the model), ``"fast"``, ``"func"`` or ``"last_layer"``.
         chunk_size: samples per vectorised gradient call (bounds memory).
         greedy_chunks: number of chunks the query is selected in (1 = top-b).
+        label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
     """
 
     def __init__(
@@ -51,6 +54,7 @@ class DynamicAL(Strategy):
         engine: str = "auto",
         chunk_size: int | None = 32,
         greedy_chunks: int = 1,
+        label_key: str = LABEL_KEY,
     ) -> None:
         super().__init__()
         gamma = float(gamma)
@@ -63,6 +67,7 @@ class DynamicAL(Strategy):
         self.engine = engine
         self.chunk_size = chunk_size
         self.greedy_chunks = int(greedy_chunks)
+        self.label_key = label_key
         self._engine = make_engine(engine, chunk_size)
         self._last_statistics: PoolStatistics | None = None
         self._last_gains: Tensor | None = None
@@ -87,6 +92,13 @@ class DynamicAL(Strategy):
         """Greedy marginal gains of the last selection, in selection order (``None`` for top-b)."""
         return self._last_gains
 
+    def explain(self, model: nn.Module, batch: Any) -> list[ParameterPath]:
+        """How each selected parameter is scored on ``batch`` (a pool batch as the loader yields it): the
+        fast closed form (and which op), ``unused``, ``last_layer``, or a slow exact path with the reason."""
+        params = select_parameters(model, self.params)
+        with evaluation(model):
+            return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params)
+
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
         with evaluation(model):
             return self._score(model, pool_loader, labeled_loader)[0]
@@ -105,9 +117,9 @@ class DynamicAL(Strategy):
         params = select_parameters(model, self.params)
         directions = []
         if self.gamma != 0:
-            g_s = summed_gradient(model, labeled_loader, params)
+            g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key)
             directions = [{n: self.reduce_sum(g) for n, g in g_s.items()}]
-        stats = self._engine.pool_statistics(model, pool_loader, params, directions, self.progress)
+        stats = self._engine.pool_statistics(model, pool_loader, params, directions, self.progress, self.label_key)
         self._last_statistics = stats
         scores = self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None)
         self.last_scores = scores
@@ -136,10 +148,10 @@ class DynamicAL(Strategy):
             remaining[picked] = False
             if i + 1 < len(sizes):
                 g_chunk = summed_gradient(model, subset_loader(pool_loader, picked.tolist()), params,
-                                          pseudo_labels=True)
+                                          pseudo_labels=True, label_key=self.label_key)
                 rest = remaining.nonzero().squeeze(1)
                 stats = self._engine.pool_statistics(model, subset_loader(pool_loader, rest.tolist()), params,
-                                                     [g_chunk], self.progress)
+                                                     [g_chunk], self.progress, self.label_key)
                 dots[rest] += stats.dots[:, 0].to(dots)
         self._last_gains = torch.cat(gains) if gains else scores.new_zeros(0)
         return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)

@@ -10,13 +10,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_dynamical.scoring.common import (
-    batch_inputs,
-    check_logits,
-    evaluation,
-    model_device_dtype,
-    to_model,
-)
+from lightning_dynamical.batches import LABEL_KEY, Inputs, batch_inputs, forward_logits, model_device_dtype, to_model
+from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.features import features_and_logits
 
 DROPOUT_TYPES = (
@@ -27,9 +22,10 @@ DROPOUT_TYPES = (
 def collect(
     model: nn.Module,
     loader: Iterable[Any],
-    fn: Callable[[Tensor], tuple[Tensor, ...]],
+    fn: Callable[[Inputs], tuple[Tensor, ...]],
     progress: bool = False,
     desc: str = "Inference",
+    label_key: str = LABEL_KEY,
 ) -> tuple[Tensor, ...]:
     """Apply ``fn`` to every batch's input (on the model's device, no grad) and concatenate on the CPU.
 
@@ -39,30 +35,31 @@ def collect(
     parts: list[tuple[Tensor, ...]] = []
     with torch.no_grad():
         for batch in tqdm(loader, desc=desc, leave=False, disable=not progress, unit="batch"):
-            out = fn(to_model(batch_inputs(batch), model))
+            out = fn(to_model(batch_inputs(batch, label_key), model))
             parts.append(tuple(t.detach().cpu().double() if t.is_floating_point() else t.detach().cpu()
                                for t in out))
     return tuple(torch.cat(ts) for ts in zip(*parts))
 
 
-def probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False) -> Tensor:
+def probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False,
+                  label_key: str = LABEL_KEY) -> Tensor:
     """``(N, C)`` softmax outputs in eval mode (every module's mode restored afterwards)."""
     with evaluation(model):
-        out = collect(model, loader, lambda x: (softmax(check_logits(model(x), x.shape[0])),), progress,
-                      "Predicting")
+        out = collect(model, loader, lambda x: (softmax(forward_logits(model, x)),), progress, "Predicting",
+                      label_key)
     return out[0] if out else torch.zeros(0, 0, dtype=torch.float64)
 
 
-def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False
-                               ) -> tuple[Tensor, Tensor]:
+def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False,
+                               label_key: str = LABEL_KEY) -> tuple[Tensor, Tensor]:
     """``(h (N, D), p (N, C))``: inputs of the classifier head and softmax outputs, in eval mode."""
 
-    def fn(x: Tensor) -> tuple[Tensor, Tensor]:
+    def fn(x: Inputs) -> tuple[Tensor, Tensor]:
         h, logits = features_and_logits(model, x)
         return h, softmax(logits)
 
     with evaluation(model):
-        out = collect(model, loader, fn, progress, "Embedding")
+        out = collect(model, loader, fn, progress, "Embedding", label_key)
     if not out:
         return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
     return out[0], out[1]

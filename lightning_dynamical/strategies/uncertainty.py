@@ -25,7 +25,7 @@ class _SoftmaxUncertainty(Strategy):
         raise NotImplementedError
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        p = probabilities(model, pool_loader, self.progress)
+        p = probabilities(model, pool_loader, self.progress, self.label_key)
         scores = self.uncertainty(p) if p.numel() else p.new_zeros(p.shape[0])
         self.last_scores = scores
         return scores

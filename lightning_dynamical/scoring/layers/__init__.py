@@ -7,31 +7,7 @@ forming ``g_i`` (ghost norm). This package is the only place with per-layer grad
 engine, the last-layer closed form and gradient embeddings all use these rules.
 """
 
-from torch import nn
-
 from lightning_dynamical.scoring.layers.base import Directions, LayerRule, gradient_statistics
-from lightning_dynamical.scoring.layers.conv import ConvRule
-from lightning_dynamical.scoring.layers.embedding import EmbeddingRule
-from lightning_dynamical.scoring.layers.matmul import LinearRule
-from lightning_dynamical.scoring.layers.norm import BatchNormRule, GroupNormRule, LayerNormRule
+from lightning_dynamical.scoring.layers.ops import OPS, RULES, OpCall, bind, register_op
 
-__all__ = ["RULES", "Directions", "LayerRule", "gradient_statistics", "rule_for"]
-
-RULES: dict[type[nn.Module], LayerRule] = {
-    nn.Linear: LinearRule(),
-    nn.Conv1d: ConvRule(),
-    nn.Conv2d: ConvRule(),
-    nn.BatchNorm1d: BatchNormRule(),
-    nn.BatchNorm2d: BatchNormRule(),
-    nn.BatchNorm3d: BatchNormRule(),
-    nn.LayerNorm: LayerNormRule(),
-    nn.GroupNorm: GroupNormRule(),
-    nn.Embedding: EmbeddingRule(),
-}
-"""Rules by exact module type: a subclass may override ``forward``, so it falls back instead."""
-
-
-def rule_for(module: nn.Module) -> LayerRule | None:
-    """The rule covering this module exactly, or ``None`` (unknown type or unsupported configuration)."""
-    rule = RULES.get(type(module))
-    return rule if rule is not None and rule.supports(module) else None
+__all__ = ["OPS", "RULES", "Directions", "LayerRule", "OpCall", "bind", "gradient_statistics", "register_op"]

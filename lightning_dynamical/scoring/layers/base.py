@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 Directions = Sequence[Mapping[str, Tensor]]
 """Directions ``v_k``, each mapping a parameter attribute (``"weight"``, ``"bias"``) to a tensor shaped like it."""
@@ -23,16 +24,16 @@ class LayerRule(ABC):
     batch-first; the layer must have been applied once to the batch.
     """
 
-    def supports(self, module: nn.Module) -> bool:
+    def supports(self, module: Any) -> bool:
         """Whether this module's configuration is covered exactly (otherwise the caller falls back)."""
         return True
 
     @abstractmethod
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         """Explicit per-sample gradients ``{attr: (B, *param.shape)}`` for the attributes in ``wanted``."""
 
-    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+    def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
         """``(||g_i||^2 (B,), g_i . v_k (B, K))`` summed over the attributes in ``wanted``."""
         return gradient_statistics(self.per_sample_gradients(module, a, d, wanted), directions)

@@ -19,10 +19,11 @@ from __future__ import annotations
 import functools
 import itertools
 from collections.abc import Callable, Collection, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import (
     MEMORY_COST,
@@ -43,8 +44,8 @@ ESTIMATE_SLACK = 4.0
 class ConvGeometry:
     """A convolution's input as a 2-D batch with its padding, kernel, stride, dilation and output size."""
 
-    def __init__(self, module: nn.Module, a: Tensor) -> None:
-        one_d = isinstance(module, nn.Conv1d)
+    def __init__(self, module: Any, a: Tensor) -> None:
+        one_d = module.weight.ndim == 3
         self.x = a.unsqueeze(2) if one_d else a
         self.kernel = (1, *module.kernel_size) if one_d else tuple(module.kernel_size)
         self.stride = (1, *module.stride) if one_d else tuple(module.stride)
@@ -119,7 +120,7 @@ class ConvGeometry:
         return w.reshape(self.out_channels, -1, *self.kernel)
 
 
-def _padding(module: nn.Module, one_d: bool) -> tuple[int, int, int, int]:
+def _padding(module: Any, one_d: bool) -> tuple[int, int, int, int]:
     """``(top, bottom, left, right)`` zero padding, resolving ``"valid"`` and ``"same"`` as PyTorch does."""
     kernel = module.kernel_size
     if isinstance(module.padding, str):
@@ -254,10 +255,10 @@ class ConvRule(LayerRule):
         self.algorithm = algorithm
         self.tuner = Tuner()
 
-    def supports(self, module: nn.Module) -> bool:
+    def supports(self, module: Any) -> bool:
         return module.padding_mode == "zeros"
 
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         geo = ConvGeometry(module, a)
         out = {}
@@ -268,7 +269,7 @@ class ConvRule(LayerRule):
             out["bias"] = d.reshape(a.shape[0], module.out_channels, -1).sum(2)
         return out
 
-    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+    def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
         parts = []
         if "weight" in wanted:
@@ -277,7 +278,7 @@ class ConvRule(LayerRule):
             parts.append(bias_statistics(d.reshape(a.shape[0], module.out_channels, -1).sum(2), directions))
         return add_statistics(parts)
 
-    def weight_statistics(self, module: nn.Module, a: Tensor, d: Tensor,
+    def weight_statistics(self, module: Any, a: Tensor, d: Tensor,
                           weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """``(||g_W||^2, g_W . W_k)`` by the forced, known-fastest or measured-fastest algorithm."""
         geo = ConvGeometry(module, a)
@@ -293,7 +294,7 @@ class ConvRule(LayerRule):
         return self.tuner.run(key, candidates, a.device)
 
 
-def _run(algorithm: Algorithm, module: nn.Module, a: Tensor, d: Tensor,
+def _run(algorithm: Algorithm, module: Any, a: Tensor, d: Tensor,
          weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """One algorithm on a fresh geometry, so that timings include its own layout copies."""
     return algorithm(ConvGeometry(module, a), d, weights)

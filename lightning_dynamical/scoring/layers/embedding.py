@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import Directions, LayerRule
 
@@ -18,10 +19,10 @@ class EmbeddingRule(LayerRule):
     gradients (linear in the number of lookups); ``g_i . V = sum_t d_t . V[idx_t]`` is a lookup in ``V``.
     """
 
-    def supports(self, module: nn.Module) -> bool:
+    def supports(self, module: Any) -> bool:
         return module.max_norm is None and not module.scale_grad_by_freq
 
-    def _flat(self, module: nn.Module, idx: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _flat(self, module: Any, idx: Tensor, d: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(idx (B, T), d (B, T, E), row keys (B*T,))`` with padding lookups masked out."""
         b = idx.shape[0]
         idx, d = idx.reshape(b, -1), d.reshape(b, -1, d.shape[-1])
@@ -30,7 +31,7 @@ class EmbeddingRule(LayerRule):
         offsets = module.num_embeddings * torch.arange(b, device=idx.device).unsqueeze(1)
         return idx, d, (idx + offsets).reshape(-1)
 
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         if "weight" not in wanted:
             return {}
@@ -39,7 +40,7 @@ class EmbeddingRule(LayerRule):
         g = d.new_zeros(b * module.num_embeddings, e).index_add_(0, keys, d.reshape(-1, e))
         return {"weight": g.reshape(b, module.num_embeddings, e)}
 
-    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+    def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
         b, k = a.shape[0], len(directions)
         if "weight" not in wanted:

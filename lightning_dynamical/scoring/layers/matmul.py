@@ -9,9 +9,10 @@ sample ``i`` is ``g_i = D_i^T A_i`` per group. Either form it (``T D p`` multipl
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import (
     MEMORY_COST,
@@ -73,7 +74,7 @@ class LinearRule(LayerRule):
         b = a.shape[0]
         return a.reshape(b, 1, -1, a.shape[-1]), d.reshape(b, 1, -1, d.shape[-1])
 
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         cols, dpos = self._columns(a, d)
         out = {}
@@ -83,7 +84,7 @@ class LinearRule(LayerRule):
             out["bias"] = dpos.sum(2).reshape(a.shape[0], -1)
         return out
 
-    def statistics(self, module: nn.Module, a: Tensor, d: Tensor, wanted: Collection[str],
+    def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
         cols, dpos = self._columns(a, d)
         parts = []

@@ -8,24 +8,25 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Collection
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import LayerRule
 
 
 class _NormRule(LayerRule):
     @abstractmethod
-    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+    def normalized(self, module: Any, a: Tensor) -> Tensor:
         """``xhat``: the layer's forward without the affine part."""
 
-    def reduce(self, module: nn.Module, t: Tensor) -> Tensor:
+    def reduce(self, module: Any, t: Tensor) -> Tensor:
         """Sum ``t`` (shaped like the output) over all but the batch and the channel dimension."""
         return t.reshape(t.shape[0], t.shape[1], -1).sum(2)
 
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         out = {}
         if "weight" in wanted:
@@ -42,13 +43,13 @@ class BatchNormRule(_NormRule):
     ``sum_s d (a - mean)`` scaled per channel: one centring pass and one reduction.
     """
 
-    def supports(self, module: nn.Module) -> bool:
+    def supports(self, module: Any) -> bool:
         return not module.training and module.running_mean is not None and module.running_var is not None
 
-    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+    def normalized(self, module: Any, a: Tensor) -> Tensor:
         return F.batch_norm(a, module.running_mean, module.running_var, None, None, False, 0.0, module.eps)
 
-    def per_sample_gradients(self, module: nn.Module, a: Tensor, d: Tensor,
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         b, c = a.shape[:2]
         d = d.reshape(b, c, -1)
@@ -65,15 +66,15 @@ class BatchNormRule(_NormRule):
 class GroupNormRule(_NormRule):
     """``nn.GroupNorm`` (per-sample statistics, so exact in any mode)."""
 
-    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+    def normalized(self, module: Any, a: Tensor) -> Tensor:
         return F.group_norm(a, module.num_groups, None, None, module.eps)
 
 
 class LayerNormRule(_NormRule):
     """``nn.LayerNorm`` over the trailing ``normalized_shape`` dimensions."""
 
-    def normalized(self, module: nn.Module, a: Tensor) -> Tensor:
+    def normalized(self, module: Any, a: Tensor) -> Tensor:
         return F.layer_norm(a, module.normalized_shape, None, None, module.eps)
 
-    def reduce(self, module: nn.Module, t: Tensor) -> Tensor:
+    def reduce(self, module: Any, t: Tensor) -> Tensor:
         return t.reshape(t.shape[0], -1, *module.normalized_shape).sum(1)

@@ -1,0 +1,139 @@
+"""The batch and output contract: inputs and targets from any batch, logits from any output.
+
+A batch is a tensor (inputs only), a tuple/list ``(inputs, target, ...)``, or a mapping (Hugging Face
+style) whose ``label_key`` entry is the target and whose other entries are the model's keyword inputs.
+The model is called as ``model(**inputs)`` for mappings and ``model(inputs)`` otherwise; its output is
+the logits tensor itself, an object with ``.logits`` (a ``ModelOutput``), a mapping with ``"logits"``,
+or a tuple/list whose first element is the logits. Anything else: override the model's ``forward``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+Inputs = Tensor | dict[str, Any]
+"""What the model is called with: one tensor, or keyword inputs."""
+
+LABEL_KEY = "labels"
+
+
+def split_batch(batch: Any, label_key: str = LABEL_KEY) -> tuple[Inputs, Tensor | None]:
+    """``(inputs, target or None)`` of a batch (see the module docstring for the accepted forms)."""
+    if isinstance(batch, Tensor):
+        return batch, None
+    if isinstance(batch, Mapping):
+        inputs = {k: v for k, v in batch.items() if k != label_key}
+        if not any(isinstance(v, Tensor) for v in inputs.values()):
+            raise TypeError(f"A dict batch needs at least one tensor input besides {label_key!r}; got keys "
+                            f"{sorted(batch)}")
+        target = batch.get(label_key)
+        return inputs, target if isinstance(target, Tensor) else None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+        target = batch[1] if len(batch) >= 2 and isinstance(batch[1], Tensor) else None
+        return batch[0], target
+    raise TypeError("A batch must be a tensor, a tuple/list whose first element is the input tensor, or a dict "
+                    f"of model inputs; got {type(batch).__name__}")
+
+
+def batch_inputs(batch: Any, label_key: str = LABEL_KEY) -> Inputs:
+    """The model inputs of a batch."""
+    return split_batch(batch, label_key)[0]
+
+
+def batch_targets(batch: Any, label_key: str = LABEL_KEY) -> Tensor:
+    """The targets of a labeled batch: its second element, or its ``label_key`` entry."""
+    target = split_batch(batch, label_key)[1]
+    if target is None:
+        where = f"a {label_key!r} entry" if isinstance(batch, Mapping) else "a second element"
+        raise TypeError(f"A labeled batch needs {where} holding the targets; got {type(batch).__name__}")
+    return target
+
+
+def batch_size(inputs: Inputs) -> int:
+    """Samples in the inputs: dim 0 of the tensor, or of the first tensor of keyword inputs."""
+    if isinstance(inputs, Tensor):
+        return inputs.shape[0]
+    for v in inputs.values():
+        if isinstance(v, Tensor) and v.ndim > 0:
+            return v.shape[0]
+    raise TypeError(f"Keyword inputs need a batched tensor; got keys {sorted(inputs)}")
+
+
+def take(inputs: Inputs, positions: Tensor | Sequence[int]) -> Inputs:
+    """The samples at ``positions`` (every tensor whose dim 0 is the batch is indexed; others kept)."""
+    b = batch_size(inputs)
+    idx = torch.as_tensor(positions, dtype=torch.long)
+    if isinstance(inputs, Tensor):
+        return inputs[idx.to(inputs.device)]
+    return {k: v[idx.to(v.device)] if _batched(v, b) else v for k, v in inputs.items()}
+
+
+def batched_mask(inputs: Inputs) -> Any:
+    """``vmap`` ``in_dims`` for the inputs: 0 for every tensor whose dim 0 is the batch, else ``None``."""
+    if isinstance(inputs, Tensor):
+        return 0
+    b = batch_size(inputs)
+    return {k: 0 if _batched(v, b) else None for k, v in inputs.items()}
+
+
+def unsqueeze(inputs: Inputs, mask: Any) -> Inputs:
+    """Undo ``vmap``'s removal of the batch dimension (one sample becomes a batch of one)."""
+    if isinstance(inputs, Tensor):
+        return inputs.unsqueeze(0)
+    return {k: v.unsqueeze(0) if mask[k] == 0 else v for k, v in inputs.items()}
+
+
+def _batched(v: Any, b: int) -> bool:
+    return isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b
+
+
+def to_model(inputs: Inputs, model: nn.Module) -> Inputs:
+    """Move inputs to the model's device, casting floating tensors to the model's dtype."""
+    device, dtype = model_device_dtype(model)
+
+    def move(v: Any) -> Any:
+        if not isinstance(v, Tensor):
+            return v
+        if v.is_floating_point():
+            return v.to(device=device, dtype=dtype, non_blocking=True)
+        return v.to(device=device, non_blocking=True)
+
+    return move(inputs) if isinstance(inputs, Tensor) else {k: move(v) for k, v in inputs.items()}
+
+
+def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of the model's first parameter (CPU/float32 for parameter-free models)."""
+    for p in model.parameters():
+        return p.device, p.dtype
+    return torch.device("cpu"), torch.get_default_dtype()
+
+
+def call(model: nn.Module, inputs: Inputs) -> Any:
+    """``model(**inputs)`` for keyword inputs, else ``model(inputs)``."""
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def logits_of(output: Any, batch: int) -> Tensor:
+    """The ``(batch, classes)`` logits in a model output; fails clearly otherwise."""
+    logits = output
+    if not isinstance(logits, Tensor):
+        if isinstance(output, Mapping) and "logits" in output:
+            logits = output["logits"]
+        elif isinstance(getattr(output, "logits", None), Tensor):
+            logits = output.logits
+        elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+            logits = output[0]
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
+        raise ValueError(f"The model must return logits of shape (batch, classes) (a tensor, .logits, "
+                         f"['logits'] or a tuple with logits first); got {shape} for a batch of {batch}")
+    return logits
+
+
+def forward_logits(model: nn.Module, inputs: Inputs) -> Tensor:
+    """Call the model on the inputs and return its ``(batch, classes)`` logits."""
+    return logits_of(call(model, inputs), batch_size(inputs))

@@ -1,0 +1,122 @@
+"""Exact per-sample gradients for any model: ``torch.func`` where it can, a per-sample autograd loop elsewhere.
+
+``vmap`` cannot run data-dependent control flow (Hugging Face attention masks), ``.item()`` (DeBERTa) or
+saved-tensor hooks (gradient checkpointing); a loop of one forward and one ``autograd.grad`` per sample
+runs every model the way it runs in training, only slower. :class:`ExactGradients` tries ``vmap`` once per
+model and parameter set and remembers why it failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from lightning_dynamical.batches import (
+    Inputs,
+    batch_size,
+    batched_mask,
+    forward_logits,
+    logits_of,
+    take,
+    unsqueeze,
+)
+
+
+class ScoringError(RuntimeError):
+    """An engine cannot score this model; the message says why and which engine can."""
+
+
+def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor],
+                   chunk_size: int | None) -> dict[str, Tensor]:
+    """``{name: (B, *shape)}`` gradients of ``CE(model(x_i), y_i)`` per sample with ``vmap(grad)``."""
+    selected = {n: p.detach() for n, p in params.items()}
+    constants = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
+    constants.update(dict(model.named_buffers()))
+    mask = batched_mask(inputs)
+
+    def loss(theta: dict[str, Tensor], xi: Inputs, yi: Tensor) -> Tensor:
+        one = unsqueeze(xi, mask)
+        state = {**constants, **theta}
+        out = functional_call(model, state, (), one) if isinstance(one, dict) else functional_call(model, state, (one,))
+        return nn.functional.cross_entropy(logits_of(out, 1), yi.unsqueeze(0), reduction="sum")
+
+    return vmap(grad(loss), in_dims=(None, mask, 0), chunk_size=chunk_size)(selected, inputs, y)
+
+
+def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The same gradients from one forward and one ``torch.autograd.grad`` per sample (any model)."""
+    names = list(params)
+    tensors = [params[n] for n in names]
+    rows: list[list[Tensor]] = [[] for _ in names]
+    with _requiring_grad(tensors), buffers_kept(model), torch.enable_grad():
+        for i in range(batch_size(inputs)):
+            loss = nn.functional.cross_entropy(forward_logits(model, take(inputs, [i])), y[i: i + 1], reduction="sum")
+            grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+            for row, g, p in zip(rows, grads, tensors):
+                row.append(torch.zeros_like(p) if g is None else g.detach())
+    return {n: torch.stack(row) for n, row in zip(names, rows)}
+
+
+@contextlib.contextmanager
+def _requiring_grad(tensors: list[Tensor]) -> Iterator[None]:
+    """Let frozen parameters that were selected anyway be differentiated, restoring the flags afterwards."""
+    frozen = [t for t in tensors if not t.requires_grad]
+    for t in frozen:
+        t.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for t in frozen:
+            t.requires_grad_(False)
+
+
+@contextlib.contextmanager
+def buffers_kept(model: nn.Module) -> Iterator[None]:
+    """Undo buffer updates of the per-sample forwards (BatchNorm running statistics in train mode)."""
+    saved = [(b, b.clone()) for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, value in saved:
+                b.copy_(value)
+
+
+def failure_reason(err: BaseException) -> str:
+    """The first line of an exception, shortened, for warnings and ``explain``."""
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return f"{type(err).__name__}: {first[:160]}"
+
+
+class ExactGradients:
+    """Per-sample gradients by ``vmap`` where it works for this model, else by the per-sample loop."""
+
+    def __init__(self, chunk_size: int | None = 32, allow_loop: bool = True) -> None:
+        if chunk_size is not None and chunk_size <= 0:
+            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+        self.chunk_size = chunk_size
+        self.allow_loop = allow_loop
+        self._no_vmap: dict[tuple[int, tuple[str, ...]], str] = {}
+
+    def gradients(self, model: nn.Module, inputs: Inputs, y: Tensor,
+                  params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str, str]:
+        """``(grads, path, reason)`` with path ``"vmap"`` or ``"loop"`` and why the loop was needed."""
+        key = (id(model), tuple(params))
+        hooked = [n for n, p in params.items() if getattr(p, "_backward_hooks", None)]
+        if hooked:
+            self._no_vmap[key] = f"{hooked} have gradient hooks, which torch.func does not run"
+        if key not in self._no_vmap:
+            try:
+                return vmap_gradients(model, inputs, y, params, self.chunk_size), "vmap", ""
+            except Exception as err:  # any vmap limitation: the loop below is exact for every model
+                if not self.allow_loop:
+                    raise ScoringError(
+                        f"engine='func' cannot score this model: torch.func.vmap failed ({failure_reason(err)}). "
+                        "The default engine='auto' scores it exactly, with a per-sample loop where vmap fails."
+                    ) from err
+                self._no_vmap[key] = f"vmap failed: {failure_reason(err)}"
+        return loop_gradients(model, inputs, y, params), "loop", self._no_vmap[key]

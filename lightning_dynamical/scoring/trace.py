@@ -1,0 +1,208 @@
+"""Run-time proof of what the fast engine assumes, on every batch.
+
+The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a parameter only if
+
+1. it is consumed by exactly one call of a covered function (``F.linear``, ``conv2d``, ...), and by nothing
+   else: no second call (tied weights), no functional reuse (``h @ emb.weight.T``), no op hidden from Python;
+2. dim 0 of that call's input holds the samples, one row each (a seq-first encoder feeds ``(T, B, E)``,
+   which looks batch-first when ``T == B``);
+3. samples are independent in the forward, so the output gradient's rows are per-sample gradients;
+4. the call's input is not changed in place afterwards.
+
+A :class:`Watch` (a ``TorchFunctionMode``) sees every torch function that receives a selected parameter
+during the forward and records the covered calls (1). The autograd graph is walked to count the nodes that
+consume each parameter, which catches uses the mode cannot see (1). A probe forward of two samples of the
+batch, in reverse order, must reproduce each covered call's input rows and the logits (2, 3). Anything not
+proven goes to an exact path, with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.autograd.graph import GradientEdge, get_gradient_edge
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves
+
+from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
+from lightning_dynamical.scoring.layers import OpCall, bind
+
+
+@dataclass(eq=False)
+class Site:
+    """One covered call that consumed selected parameters during the forward."""
+
+    index: int
+    call: OpCall
+    names: dict[str, str]
+    version: int
+    out: Tensor | None = None
+    edge: GradientEdge | None = None
+    problem: str | None = None
+    wanted: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> bool:
+        """Whether some of its parameters are proven covered (its statistics are then computed)."""
+        return bool(self.wanted)
+
+
+GradientHook = Callable[[Site, Tensor], None]
+
+
+class Watch(TorchFunctionMode):
+    """Records every use of the selected parameters during a forward; hooks covered calls' output gradients."""
+
+    def __init__(self, params: Mapping[str, Tensor], hook: GradientHook | None = None) -> None:
+        super().__init__()
+        self.ids = {id(p): n for n, p in params.items()}
+        self.hook = hook
+        self.sites: list[Site] = []
+        self.uses: dict[str, list[tuple[str, Site | None]]] = defaultdict(list)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        found = [self.ids[id(t)] for t in tree_leaves((args, kwargs)) if id(t) in self.ids]
+        if not found:
+            return out
+        call = bind(func, args, kwargs)
+        names = {} if call is None else {r: self.ids[id(t)] for r, t in call.roles.items() if id(t) in self.ids}
+        if call is None or sorted(names.values()) != sorted(found):
+            what = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
+            what = what.replace("TensorBase.", "Tensor.").replace("_TensorBase.", "Tensor.")
+            for name in found:
+                self.uses[name].append((what, None))
+            return out
+        site = Site(len(self.sites), call, names, call.a._version)
+        self.sites.append(site)
+        for name in names.values():
+            self.uses[name].append((f"{call.op} (call {site.index})", site))
+        return self._hook(site, out)
+
+    def _hook(self, site: Site, out: Any) -> Any:
+        """Keep the output and hook its gradient (registered now: before any in-place change downstream)."""
+        if not isinstance(out, Tensor):
+            site.problem = f"{site.call.op} returned {type(out).__name__}"
+            return out
+        if self.hook is None:
+            site.out = out
+            return out
+        if not torch.is_grad_enabled():
+            site.problem = f"{site.call.op} ran without gradients (e.g. inside reentrant checkpointing)"
+            return out
+        replaced = out
+        if not out.requires_grad:  # nothing upstream needs grad: restart the graph here
+            replaced = out.detach().requires_grad_().clone()
+        site.out = replaced
+        site.edge = get_gradient_edge(replaced)
+        hook = self.hook
+        replaced.register_hook(lambda d: hook(site, d))
+        return replaced
+
+
+def consumers(root: Tensor, params: Mapping[str, Tensor]) -> dict[str, int]:
+    """How many autograd nodes consume each parameter in the graph of ``root`` (0: not in the graph)."""
+    ids = {id(p): n for n, p in params.items()}
+    counts = dict.fromkeys(params, 0)
+    if root.grad_fn is None:
+        return counts
+    seen = {root.grad_fn}
+    stack = [root.grad_fn]
+    while stack:
+        node = stack.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            variable = getattr(nxt, "variable", None)
+            if variable is not None and id(variable) in ids:
+                counts[ids[id(variable)]] += 1
+            elif nxt not in seen:
+                seen.add(nxt)
+                stack.append(nxt)
+    return counts
+
+
+def _close(probe: Tensor, full: Tensor) -> bool:
+    """Whether a probe tensor reproduces the corresponding batch rows (shape, and values up to rounding)."""
+    if probe.shape != full.shape or probe.dtype != full.dtype:
+        return False
+    if not probe.is_floating_point():
+        return bool(torch.equal(probe, full))
+    tol = {torch.float64: 1e-9, torch.float32: 1e-4}.get(probe.dtype, 1e-2)
+    scale = full.detach().abs().max().clamp_min(1e-30)
+    return bool(((probe.detach() - full.detach()).abs().max() <= tol * scale).item())
+
+
+def probe_positions(b: int) -> list[int]:
+    """The two samples the probe forward takes, in reverse order (a layout mix-up cannot pass unnoticed)."""
+    return [b - 1, 0]
+
+
+def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor]) -> tuple[Watch, Tensor]:
+    """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch`."""
+    watch = Watch(params)
+    with torch.no_grad(), watch:
+        logits = forward_logits(model, take(inputs, probe_positions(batch_size(inputs))))
+    return watch, logits
+
+
+def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tuple[Watch, Tensor] | None,
+          graph: bool = True) -> tuple[dict[str, str], dict[str, str]]:
+    """``(covered, reasons)``: the path of each proven parameter (``"fast (op)"`` or ``"unused"``), and why
+    each other parameter is not proven. Sets ``site.wanted`` for the covered calls."""
+    b = logits.shape[0]
+    counts = consumers(logits, params) if graph else None
+    global_problem = None
+    if probe is not None:
+        rows = probe_positions(b)
+        if not _close(probe[1], logits[rows]):
+            global_problem = "samples are not independent: the logits of two samples alone differ from the batch's"
+    covered: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for name in params:
+        uses = watch.uses.get(name, [])
+        if not uses:
+            if counts is not None and counts[name] > 0:
+                reasons[name] = "consumed by an op the tracer cannot see (TorchScript, C++ extension, ...)"
+            else:
+                covered[name] = "unused"
+        elif len(uses) > 1:
+            reasons[name] = f"used {len(uses)} times in one forward: {', '.join(u for u, _ in uses)}"
+        elif uses[0][1] is None:
+            reasons[name] = f"used by {uses[0][0]}, which has no closed form"
+    for site in watch.sites:
+        problem = site.problem or global_problem or _site_problem(site, b, probe)
+        for role, name in site.names.items():
+            if name in reasons or name in covered:
+                continue
+            if counts is not None and counts[name] > 1:
+                reasons[name] = f"consumed by {counts[name]} autograd nodes: also by an op the tracer cannot see"
+            elif problem:
+                reasons[name] = problem
+            else:
+                covered[name] = f"fast ({site.call.op})"
+                site.wanted[role] = name
+    return covered, reasons
+
+
+def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str | None:
+    a, op = site.call.a, site.call.op
+    if a.ndim == 0 or a.shape[0] != b or site.out is None or site.out.ndim == 0 or site.out.shape[0] != b:
+        return f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the batch of {b}"
+    if a._version != site.version:
+        return f"{op} call {site.index}: its input was modified in place after the call"
+    if probe is not None:
+        twins = probe[0].sites
+        twin = twins[site.index] if site.index < len(twins) else None
+        if twin is None or twin.call.op != op or twin.names != site.names:
+            return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
+        if not _close(twin.call.a, a[probe_positions(b)]):
+            return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
+                    "two samples does not reproduce its rows; e.g. a sequence-first layout)")
+    return None
