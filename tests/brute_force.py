@@ -52,3 +52,36 @@ def dynamical_scores(model: nn.Module, pool_x: Tensor, lab_x: Tensor, lab_y: Ten
         return (dots if math.isinf(gamma) else sq + gamma * dots).detach()
     finally:
         model.train(was_training)
+
+
+def _one(inputs, i):
+    """Sample ``i`` of a tensor or of a dict of batched tensors, as a batch of one (test-local code)."""
+    if isinstance(inputs, dict):
+        return {k: v[i : i + 1] for k, v in inputs.items()}
+    return inputs[i : i + 1]
+
+
+def _logits(model: nn.Module, inputs) -> Tensor:
+    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    if isinstance(out, dict):
+        return out["logits"]
+    if isinstance(out, tuple):
+        return out[0]
+    return out.logits if hasattr(out, "logits") else out
+
+
+def any_per_sample_grads(model: nn.Module, inputs, targets: Tensor | None = None) -> Tensor:
+    """``(N, P)`` flattened gradients of CE(f(x_i), y_i) per sample, for tensor or dict inputs and any output
+    kind; ``y_i`` is ``argmax f(x_i)`` unless ``targets`` are given."""
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = dict(model.named_parameters())
+    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
+    rows = []
+    for i in range(n):
+        logits = _logits(model, _one(inputs, i))
+        y = logits.argmax(1).detach() if targets is None else targets[i : i + 1]
+        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        grads = torch.autograd.grad(loss, [params[k] for k in names], allow_unused=True)
+        rows.append(torch.cat([(g if g is not None else torch.zeros_like(params[k])).reshape(-1)
+                               for k, g in zip(names, grads)]))
+    return torch.stack(rows)

@@ -100,18 +100,16 @@ class Engine(ABC):
         if not slow or key in self._warned:
             return
         self._warned.add(key)
-        by_reason: dict[str, list[str]] = {}
-        for n, p in slow.items():
-            by_reason.setdefault(f"{p.path}: {p.reason}", []).append(n)
-        lines = [f"  {len(names)} on {why} -> {_names(names)}" for why, names in by_reason.items()]
+        counts: dict[str, int] = {}
+        for p in slow.values():
+            counts[p.path] = counts.get(p.path, 0) + 1
+        shown = [f"  {p}"[:240] for p in list(slow.values())[:3]]
+        more = [f"  ... and {len(slow) - 3} more"] if len(slow) > 3 else []
         rank_zero_warn(f"{self.name} engine: {len(slow)} of {len(paths)} selected parameters are scored on a slow "
-                       "exact path (scores stay exact):\n" + "\n".join(lines)
-                       + "\nDynamicAL.explain(model, batch) lists every parameter's path.", category=UserWarning)
-
-
-def _names(names: Sequence[str], limit: int = 4) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+                       f"exact path ({', '.join(f'{k}: {v}' for k, v in counts.items())}); scores stay exact.\n"
+                       + "\n".join(shown + more)
+                       + "\nDynamicAL.explain(model, batch) lists every parameter's path and reason.",
+                       category=UserWarning)
 
 
 def flat_dots(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]], batch: int) -> Tensor:

@@ -74,8 +74,9 @@ class Watch(TorchFunctionMode):
         call = bind(func, args, kwargs)
         names = {} if call is None else {r: self.ids[id(t)] for r, t in call.roles.items() if id(t) in self.ids}
         if call is None or sorted(names.values()) != sorted(found):
-            what = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
-            what = what.replace("TensorBase.", "Tensor.").replace("_TensorBase.", "Tensor.")
+            if not _differentiable(out):
+                return out
+            what = function_name(func)
             for name in found:
                 self.uses[name].append((what, None))
             return out
@@ -104,6 +105,25 @@ class Watch(TorchFunctionMode):
         hook = self.hook
         replaced.register_hook(lambda d: hook(site, d))
         return replaced
+
+
+def _differentiable(out: Any) -> bool:
+    """Whether an output can carry gradient back to a parameter (``.dtype``, ``.shape``, ``.detach()`` cannot)."""
+    tensors = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
+    return any(t.requires_grad for t in tensors) if torch.is_grad_enabled() else bool(tensors)
+
+
+def function_name(func: Any) -> str:
+    """A readable name for a torch function: ``Tensor.T``, ``Tensor.mul``, ``torch.addmm``, ``F.linear``."""
+    owner = getattr(func, "__self__", None)
+    if type(owner).__name__ == "getset_descriptor":  # a property such as Tensor.T
+        return f"Tensor.{owner.__name__}"
+    name = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
+    prefixes = (("_TensorBase.", "Tensor."), ("TensorBase.", "Tensor."), ("_VariableFunctionsClass.", "torch."))
+    for prefix, short in prefixes:
+        if name.startswith(prefix):
+            return short + name[len(prefix):]
+    return name
 
 
 def consumers(root: Tensor, params: Mapping[str, Tensor]) -> dict[str, int]:
