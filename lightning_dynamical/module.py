@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_dynamical.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits
+
 
 class Classifier(LightningModule):
-    """Cross-entropy training of ``net`` (``forward`` returns its logits).
+    """Cross-entropy training of ``net`` on ``(inputs, target)`` batches or dict batches.
+
+    A dict batch (Hugging Face style) holds the target under ``label_key`` and the network's keyword
+    inputs under its other keys; the network is then called as ``net(**inputs)``. Its output is the
+    logits or any output :mod:`lightning_dynamical.batches` reads logits from (``.logits``, ...).
 
     Args:
-        net: the network, ``(batch, ...) -> (batch, num_classes)``.
+        net: the network, ``(batch, ...) -> (batch, num_classes)`` (or keyword inputs to logits).
         num_classes: number of classes (for the accuracy metrics).
         optimizer: ``"adam"`` or ``"sgd"`` (with ``momentum``).
         lr: learning rate.
         weight_decay: L2 penalty.
         momentum: SGD momentum.
+        label_key: the target's key in dict batches.
     """
 
     def __init__(
@@ -30,6 +37,7 @@ class Classifier(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         momentum: float = 0.9,
+        label_key: str = LABEL_KEY,
     ) -> None:
         super().__init__()
         if lr <= 0:
@@ -40,25 +48,31 @@ class Classifier(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | None = None, **inputs: Any) -> Any:
+        """``net(x)`` for a tensor batch, ``net(**inputs)`` for the keyword inputs of a dict batch."""
+        if x is None:
+            return self.net(**inputs)
+        if inputs:
+            raise TypeError(f"Classifier takes a tensor or keyword inputs, not both; got x and {sorted(inputs)}")
         return self.net(x)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str, metric: MulticlassAccuracy) -> Tensor:
-        x, y = batch[0], batch[1]
-        logits = self(x)
+    def _step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
+        inputs = batch_inputs(batch, self.hparams.label_key)
+        y = batch_targets(batch, self.hparams.label_key)
+        logits = forward_logits(self, inputs)
         loss = nn.functional.cross_entropy(logits, y)
         metric(logits, y)
         self.log(f"{stage}_loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(y))
         self.log(f"{stage}_acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step(batch, "train", self.train_acc)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "val", self.val_acc)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+    def test_step(self, batch: Any, batch_idx: int) -> None:
         self._step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_dynamical.data.ag_news import build_ag_news
 from lightning_dynamical.data.caltech101 import build_caltech101
 from lightning_dynamical.data.cifar10 import build_cifar10
 from lightning_dynamical.data.digits import build_digits
@@ -123,3 +124,31 @@ class ImageFolderDataModule(ActiveLearningDataModule):
     def build_splits(self) -> DatasetSplits:
         return build_image_folder(self.root, image_size=self.image_size, val_fraction=self.val_fraction,
                                   test_fraction=self.test_fraction, seed=self.split_seed, augment=self.augment)
+
+
+class AGNewsDataModule(ActiveLearningDataModule):
+    """AG News from ``<root>/<file>`` (``label,title,description`` rows), as dict batches of token ids.
+
+    A seeded split (``split_seed``) holds out ``test_size`` items; the pool keeps ``pool_size`` of the
+    others (all when ``None``). The word vocabulary (at most ``vocab_size`` ids, words seen ``min_freq``
+    times) comes from the pool texts; give the network the same ``vocab_size``. Items are truncated or
+    padded to ``max_length`` tokens.
+    """
+
+    def __init__(self, *, root: str = "data", file: str = "ag_news/test.csv", pool_size: int | None = None,
+                 test_size: int = 1000, vocab_size: int = 8000, min_freq: int = 2, max_length: int = 64,
+                 split_seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+        self.file = file
+        self.pool_size = pool_size
+        self.test_size = test_size
+        self.vocab_size = vocab_size
+        self.min_freq = min_freq
+        self.max_length = max_length
+        self.split_seed = split_seed
+
+    def build_splits(self) -> DatasetSplits:
+        return build_ag_news(self.root, self.file, pool_size=self.pool_size, test_size=self.test_size,
+                             vocab_size=self.vocab_size, min_freq=self.min_freq, max_length=self.max_length,
+                             seed=self.split_seed, label_key=self.label_key)

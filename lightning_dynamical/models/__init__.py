@@ -1,9 +1,13 @@
-"""The paper's networks: each returns logits and ends in an ``nn.Linear`` head (the last Linear)."""
+"""The networks: each returns logits and ends in an ``nn.Linear`` head (the last Linear).
+
+The paper's image networks take an image batch; ``TextTransformer`` takes ``input_ids``/``attention_mask``.
+"""
 
 from lightning_dynamical.models.cifar_cnn import CifarCNN
 from lightning_dynamical.models.digits_cnn import DigitsCNN
 from lightning_dynamical.models.mlp import MLP
 from lightning_dynamical.models.resnet import resnet18
+from lightning_dynamical.models.text_transformer import TextTransformer
 from lightning_dynamical.models.vgg import VGG, vgg11
 
-__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "resnet18", "vgg11"]
+__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "TextTransformer", "resnet18", "vgg11"]
