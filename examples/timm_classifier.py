@@ -1,0 +1,87 @@
+"""dynamicAL with a timm network (random init, ``pretrained=False``) on scikit-learn's 8x8 digits.
+
+Any timm classifier works as the ``net`` of :class:`~lightning_dynamical.Classifier`; this one adapts
+resnet18's stem to 8x8 images (a 3x3 stride-1 convolution, no max-pool), or a ViT's patches. Needs
+``pip install -e '.[examples]'`` (timm). Run from the repository root:
+
+    python examples/timm_classifier.py                       # resnet18
+    python examples/timm_classifier.py --model vit_tiny_patch16_224
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from torch import nn
+
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL
+from lightning_dynamical.data import DigitsDataModule
+
+
+class RoundClock(Callback):
+    """Wall seconds from the start of ``fit`` to the end of each active-learning round."""
+
+    def __init__(self, loop: ActiveLearningLoop) -> None:
+        self.loop = loop
+        self.times: list[float] = []
+        self.start = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        while len(self.times) < len(self.loop.history):
+            self.times.append(time.perf_counter() - self.start)
+
+
+def timm_for_digits(name: str) -> nn.Module:
+    """A randomly initialised timm classifier for 1-channel 8x8 images and 10 classes."""
+    import timm
+
+    if name.startswith("vit_"):
+        return timm.create_model(name, pretrained=False, num_classes=10, in_chans=1, img_size=8, patch_size=2)
+    net = timm.create_model(name, pretrained=False, num_classes=10, in_chans=1)
+    if not name.startswith("resnet"):
+        raise ValueError(f"--model must be a timm resnet* or vit_* model (adapted to 8x8 images), got {name!r}")
+    net.conv1 = nn.Conv2d(1, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="resnet18", help="a timm resnet* or vit_* model name")
+    p.add_argument("--initial-size", type=int, default=100, help="M, class-balanced")
+    p.add_argument("--query-size", type=int, default=50, help="b")
+    p.add_argument("--rounds", type=int, default=3, help="R")
+    p.add_argument("--gamma", type=float, default=2.0)
+    p.add_argument("--max-epochs-per-round", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/timm_classifier")
+    return p.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    seed_everything(args.seed)
+    dm = DigitsDataModule(initial_size=args.initial_size, balanced=True, batch_size=32, seed=args.seed)
+    model = Classifier(timm_for_digits(args.model), num_classes=10, lr=1e-3)
+    loop = ActiveLearningLoop(DynamicAL(gamma=args.gamma), query_size=args.query_size, rounds=args.rounds,
+                              patience=3, train_acc_threshold=0.99, max_epochs_per_round=args.max_epochs_per_round,
+                              seed=args.seed, dirpath=args.out, save_round_checkpoints=False)
+    clock = RoundClock(loop)
+    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out,
+                      callbacks=[loop, clock])
+    trainer.fit(model, datamodule=dm)
+    print(f"timm {args.model} on digits: pool {len(dm.splits.pool)}, test {len(dm.splits.test)}")
+    print("| round | labeled | test_acc | epochs | score_s | wall_s |\n|---|---|---|---|---|---|")
+    for row, wall in zip(loop.history, clock.times):
+        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} | {row['epochs']} | "
+              f"{row['score_seconds']:.1f} | {wall:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
