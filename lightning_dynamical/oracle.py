@@ -13,6 +13,7 @@ from PIL import Image
 from torch import Tensor
 
 from lightning_dynamical import records
+from lightning_dynamical.batches import batch_inputs
 from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
 from lightning_dynamical.pool import ActiveLearningDataModule, dataset_targets
 from lightning_dynamical.reporting import image_array
@@ -109,14 +110,15 @@ class FileOracle(Oracle):
             return self.num_classes
         if datamodule.splits.num_classes > 0:
             return datamodule.splits.num_classes
-        return int(dataset_targets(datamodule.splits.pool_eval).max()) + 1
+        return int(dataset_targets(datamodule.splits.pool_eval, datamodule.label_key).max()) + 1
 
     def _write(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> None:
         scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
         pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
         rows = []
         for index, score, pseudo_label in zip(query.indices, scores, pseudo):
-            image = image_array(datamodule.splits.pool_eval[index][0])
+            sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
+            image = image_array(sample) if isinstance(sample, Tensor) else None
             name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
             if image is not None:
                 self._save_png(records.join(self.folder, name), image)

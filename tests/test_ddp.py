@@ -32,6 +32,14 @@ def test_shards_cover_everything_once():
             assert sum(parts, []) == list(range(n))
 
 
+def test_dict_batches_and_a_hugging_face_model_shard_like_one_process(tmp_path):
+    one = _run("hf", 1, tmp_path / "one")
+    two = _run("hf", 2, tmp_path / "two")
+    assert two[0]["sharded"] and two[0]["world"] == 2
+    assert one[0]["labeled"] == two[0]["labeled"] == two[1]["labeled"]
+    assert len(one[0]["labeled"]) == 17
+
+
 def test_two_process_scoring_selects_like_one_process(tmp_path):
     one = _run("score", 1, tmp_path / "one")
     two = _run("score", 2, tmp_path / "two")

@@ -1,7 +1,8 @@
 """One active-learning run on digits for the DDP tests: ``python ddp_run.py MODE DEVICES OUT``.
 
 MODE ``score``: float64, learning rate 0 and frozen BatchNorm statistics, so the weights at scoring time do
-not depend on how training was split across ranks; MODE ``train``: ordinary training for 2 rounds.
+not depend on how training was split across ranks; MODE ``train``: ordinary training for 2 rounds; MODE
+``hf``: like ``score`` with a tiny Hugging Face BERT fed dict batches.
 Every rank writes ``rank<k>.json`` with its labeled set and history.
 """
 
@@ -25,8 +26,33 @@ class Frozen(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+def hf_task() -> tuple[L.LightningModule, ActiveLearningDataModule]:
+    from tests.hf_text import HFClassifier, TokenDataset
+
+    class FrozenHF(HFClassifier):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    dm = ActiveLearningDataModule(TokenDataset(64, 0), test=TokenDataset(16, 1), initial_size=10, batch_size=8,
+                                  eval_batch_size=8)
+    return FrozenHF(), dm
+
+
 def main(mode: str, devices: int, out: Path) -> None:
     L.seed_everything(0)
+    if mode == "hf":
+        model, dm = hf_task()
+        loop = ActiveLearningLoop(DynamicAL(), query_size=7, rounds=1, max_epochs_per_round=1, dirpath=str(out),
+                                  verbose=False)
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                            precision="64-true", max_epochs=-1, callbacks=[loop], logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=str(out))
+        trainer.fit(model, datamodule=dm)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+            {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
+             "sharded": loop._sharded, "buffers": []}))
+        return
     net = DigitsCNN()
     if mode == "score":
         for m in net.modules():
