@@ -207,15 +207,7 @@ def timing_worker(model_name: str, methods: list[str], batch_size: int, rounds: 
             run(x)
             _sync(device)
             times[method].append(time.perf_counter() - start)
-    return {"times": times, "errors": errors, "conv_algorithms": _conv_choices()}
-
-
-def _conv_choices() -> list[str]:
-    """Which convolution algorithm the fast engine measured fastest, per layer signature."""
-    from lightning_dynamical.scoring.layers import RULES
-
-    choices = RULES[nn.Conv2d].tuner.choices
-    return [f"w{tuple(key[1])} s{key[3]} in{key[7]}: {name}" for key, name in choices.items()]
+    return {"times": times, "errors": errors}
 
 
 def _deviation(result: dict[str, Any], reference: dict[str, Any] | None) -> float | None:
@@ -274,8 +266,6 @@ def run_model(args: argparse.Namespace, model: str, methods: list[str]) -> list[
                     or timing["errors"][REFERENCE]
                 continue
             row["times"], row["reference_times"] = timing["times"][row["method"]], timing["times"][REFERENCE]
-            if row["method"] == "auto":
-                row["conv_algorithms"] = timing["conv_algorithms"]
     return rows
 
 

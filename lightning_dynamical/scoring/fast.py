@@ -22,9 +22,9 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_dynamical.batches import Inputs, batch_size, forward_logits
-from lightning_dynamical.scoring.engine import Engine, ParameterPath, explicit_statistics
+from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
-from lightning_dynamical.scoring.layers import Directions
+from lightning_dynamical.scoring.layers import Directions, gradient_statistics
 from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
 
 
@@ -126,7 +126,7 @@ class FastEngine(Engine):
         rest = {n: params[n] for n in params if n not in covered}
         if rest:
             grads, path, why = self.exact.gradients(model, inputs, y, rest)
-            s, t = explicit_statistics(grads, directions, b)
+            s, t = gradient_statistics(grads, directions)
             sq, dots = sq + s, dots + t
             for n in rest:
                 paths[n] = ParameterPath(n, path, "; ".join(r for r in (reasons.get(n, ""), why) if r))
