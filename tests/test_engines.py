@@ -340,7 +340,7 @@ def test_auto_uses_the_closed_form_for_the_head(monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("custom", {"lin.weight", "scale.scale"}),  # reflect-padded conv and the subclass's bias are covered
+    ("custom", {"lin.weight"}),  # reflect-padded conv, the broadcast scale and the subclass's bias are covered
     ("tied", {"emb.weight", "mix.weight", "mix.bias"}),
     ("odd", {"no_grad.weight", "no_grad.bias"}),
     ("cnn", set()),

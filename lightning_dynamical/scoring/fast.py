@@ -78,6 +78,7 @@ class FastEngine(Engine):
         super().__init__()
         self.exact = ExactGradients(chunk_size)
         self.chunk_size = chunk_size
+        self._no_expand: set[int] = set()
 
     def batch_statistics(
         self,
@@ -93,11 +94,18 @@ class FastEngine(Engine):
             return self._finish(model, inputs, y, params, directions, None, {},
                                 dict.fromkeys(params, "a BatchNorm normalises with batch statistics (train mode)"))
         sums = _Sums(directions, self.chunk_size)
-        watch = Watch(params, sums)
-        with torch.enable_grad(), watch:
-            logits = forward_logits(model, inputs)
+        expand = id(model) not in self._no_expand
+        watch = Watch(params, sums, b, expand)
+        try:
+            with torch.enable_grad(), watch:
+                logits = forward_logits(model, inputs)
+        except Exception:
+            if not watch.expanded:
+                raise
+            self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
+            return self.batch_statistics(model, inputs, params, directions)
         y = logits.detach().argmax(1)
-        probe = run_probe(model, inputs, params) if b > 1 else None
+        probe = run_probe(model, inputs, params, expand) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
