@@ -100,6 +100,22 @@ class RawParameters(nn.Module):
         return nn.functional.linear(h, self.w, self.b) * self.log_t.exp()
 
 
+class PositionMajorRows(nn.Module):
+    """A linear map on rows flattened position-major, ``(T * B, E)``: rows are grouped, but not by sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.mix = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.embed(ids).transpose(0, 1)  # (T, B, E)
+        t, b, e = h.shape
+        h = torch.tanh(self.mix(h.reshape(t * b, e))).reshape(t, b, e)
+        return self.fc(h.mean(0))
+
+
 class RigidPositions(nn.Module):
     """Position embeddings looked up once for the batch, then reshaped to exactly one row: expanding the
     lookup to the batch breaks this code, so the engine must fall back to the lookup as written."""
@@ -178,6 +194,7 @@ CASES: dict[str, Case] = {
     "seq_first_linear": Case(SeqFirstLinear, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "functional_tied_head": Case(FunctionalTiedHead, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "raw_parameters": Case(RawParameters, images(6)),
+    "position_major_rows": Case(PositionMajorRows, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "rigid_positions": Case(RigidPositions, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "bert_masked": Case(_hf("Bert"), tokens(mask=True, types=True)),
     "albert_masked": Case(_hf("Albert", embedding_size=8), tokens(mask=True)),

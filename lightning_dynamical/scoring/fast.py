@@ -31,7 +31,8 @@ from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
 class _Sums:
     """The gradient hook: adds each active site's statistics as its output gradient arrives."""
 
-    def __init__(self, directions: Sequence[Mapping[str, Tensor]], chunk_size: int | None) -> None:
+    def __init__(self, directions: Sequence[Mapping[str, Tensor]], chunk_size: int | None, batch: int) -> None:
+        self.batch = batch
         self.directions = directions
         self.chunk_size = chunk_size
         self.sq: Tensor | None = None
@@ -42,14 +43,18 @@ class _Sums:
             return
         local = [{attr: v[name] for attr, name in site.wanted.items()} for v in self.directions]
         with torch.no_grad():
-            s, t = _site_statistics(site, d, local, self.chunk_size)
+            s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
 
 
-def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: int | None,
+                     batch: int) -> tuple[Tensor, Tensor]:
     """The rule's statistics, ``chunk_size`` samples at a time (bounds the rule's temporaries)."""
     call, a = site.call, site.call.a.detach()
+    if a.shape[0] != batch:  # several rows per sample, sample-major (proven by the trace)
+        a = a.reshape(batch, -1, *a.shape[1:])
+        d = d.reshape(batch, -1, *d.shape[1:])
     b = a.shape[0]
     step = chunk_size or b
     if b <= step:
@@ -93,7 +98,7 @@ class FastEngine(Engine):
                 y = forward_logits(model, inputs).argmax(1)
             return self._finish(model, inputs, y, params, directions, None, {},
                                 dict.fromkeys(params, "a BatchNorm normalises with batch statistics (train mode)"))
-        sums = _Sums(directions, self.chunk_size)
+        sums = _Sums(directions, self.chunk_size, b)
         expand = id(model) not in self._no_expand
         watch = Watch(params, sums, b, expand)
         try:

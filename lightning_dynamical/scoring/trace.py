@@ -250,7 +250,9 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
 
 def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str | None:
     a, op = site.call.a, site.call.op
-    if a.ndim == 0 or a.shape[0] != b or site.out is None or site.out.ndim == 0 or site.out.shape[0] != b:
+    rows = a.shape[0] if a.ndim else 0
+    grouped = site.call.rule.grouped_rows and rows % b == 0 and rows > 0
+    if rows != b and not grouped or site.out is None or site.out.ndim == 0 or site.out.shape[0] != rows:
         return f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the batch of {b}"
     if a._version != site.version:
         return f"{op} call {site.index}: its input was modified in place after the call"
@@ -259,7 +261,9 @@ def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str
         twin = twins[site.index] if site.index < len(twins) else None
         if twin is None or twin.call.op != op or twin.names != site.names:
             return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
-        if not _close(twin.call.a, a[probe_positions(b)]):
+        per = rows // b
+        expected = a.reshape(b, per, *a.shape[1:])[probe_positions(b)].reshape(-1, *a.shape[1:])
+        if not _close(twin.call.a, expected):
             return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
                     "two samples does not reproduce its rows; e.g. a sequence-first layout)")
     return None
