@@ -135,3 +135,17 @@ def test_slow_paths_are_warned_once_with_names_and_reasons():
         strategy.score(model, pool, labeled)
         strategy.score(model, pool, labeled)
     assert len([w for w in record if "slow exact path" in str(w.message)]) == 1
+
+
+def test_a_parameter_with_a_gradient_hook_goes_to_the_loop_and_stays_exact():
+    model, pool, labeled, pool_x, lab_x, lab_y = _problem("output_dict")
+    model.fc.weight.register_hook(lambda g: 3 * g)
+    model.eval()
+    g = any_per_sample_grads(model, pool_x)
+    ref = g.pow(2).sum(1)
+    model.train()
+    scores = DynamicAL(gamma=0.0).score(model, pool, labeled)
+    assert float((scores - ref).abs().max() / ref.abs().max()) <= 1e-8
+    paths = {p.name: p for p in DynamicAL().explain(model, next(iter(pool)))}
+    assert paths["fc.weight"].path == "loop" and "gradient hook" in paths["fc.weight"].reason
+    assert paths["fc.bias"].path.startswith("fast")

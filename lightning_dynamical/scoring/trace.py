@@ -224,7 +224,9 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
     reasons: dict[str, str] = {}
     for name in params:
         uses = watch.uses.get(name, [])
-        if not uses:
+        if getattr(params[name], "_backward_hooks", None):
+            reasons[name] = "has a gradient hook (the exact path runs it as autograd does)"
+        elif not uses:
             if counts is not None and counts[name] > 0:
                 reasons[name] = "consumed by an op the tracer cannot see (TorchScript, C++ extension, ...)"
             else:
