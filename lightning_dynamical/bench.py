@@ -2,8 +2,11 @@
 
 Each run is one ``Trainer`` with an :class:`ActiveLearningLoop`, seeded with ``seed_everything(seed)`` and
 deterministic on CPU. Writes ``results.csv`` (one row per run and round), ``learning_curve.png`` (mean and
-std band per strategy) and ``summary.md`` (accuracy per round, area under the learning curve, times).
+std band per strategy) and ``summary.md`` (accuracy per round, area under the learning curve, times, a
+paired comparison with Random and Entropy, and where each recorded stopping criterion would have stopped).
 Same seeds, same CSV, except the timing columns ``score_seconds`` and ``wall_seconds`` (the last two).
+``--protocol smoke`` is a seconds-long check; ``--protocol paper`` is dynamicAL's own protocol (a grid of data
+sets and query sizes) and prints its estimated run time first.
 """
 
 from __future__ import annotations
