@@ -103,7 +103,7 @@ def test_paper_protocol_on_tiny_files_in_the_real_formats(tmp_path, capsys, one_
     write_caltech101(root)
     out = tmp_path / "paper"
     main(["--protocol", "paper", "--root", str(root), "--initial-size", "4", "--query-sizes", "2,3", "--rounds", "1",
-          "--seeds", "0", "--strategies", "random,dynamical", "--max-epochs-per-round", "1", "--image-size", "32",
+          "--seeds", "0", "--strategies", "dynamical", "--max-epochs-per-round", "1", "--image-size", "32",
           "--out", str(out)])
     printed = capsys.readouterr().out
     assert printed.index("estimated run time: at most") < printed.index("wrote ")
@@ -111,8 +111,7 @@ def test_paper_protocol_on_tiny_files_in_the_real_formats(tmp_path, capsys, one_
     for data in ("cifar10_resnet18", "svhn", "caltech101"):
         for b in (2, 3):
             rows = read_results(out / f"{data}_b{b}" / "results.csv")
-            assert [(r["strategy"], r["labeled"]) for r in rows] == [
-                (s, n) for s in ("random", "dynamical") for n in (4, 4 + b)]
+            assert [(r["strategy"], r["labeled"]) for r in rows] == [("dynamical", 4), ("dynamical", 4 + b)]
             summary = (out / f"{data}_b{b}" / "summary.md").read_text()
             assert "(protocol `paper`)" in summary and "± n/a" in summary and "± 0.00" not in summary
 
