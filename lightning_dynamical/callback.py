@@ -16,13 +16,14 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical import records
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits, to_model
-from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.reporting import log_round_media
 from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
+from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
@@ -42,8 +43,10 @@ class ActiveLearningLoop(Callback):
         strategy: query strategy (default ``DynamicAL()``).
         query_size: samples labeled per round (b).
         rounds: query rounds (R); ``rounds + 1`` training phases, the first on the initial set.
-        patience: epochs without ``min_delta`` improvement of the train loss that end a round.
-        min_delta: minimum train-loss improvement.
+        patience: epochs without improvement of the smoothed train loss that end a round.
+        min_delta: minimum absolute improvement of the smoothed train loss.
+        rel_delta: minimum improvement relative to the best smoothed train loss.
+        smoothing: epochs averaged into the smoothed train loss (see :class:`Convergence`).
         train_acc_threshold: also end a round once accuracy on the labeled set reaches this.
         max_epochs_per_round: cap on epochs per round.
         min_epochs_per_round: floor on epochs per round.
@@ -59,6 +62,9 @@ class ActiveLearningLoop(Callback):
         resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
         log_approximation_ratio: log the paper's Eq. 14 ratio for each queried batch (one extra gradient
             pass over S and the batch).
+        stop: stopping criteria (:mod:`lightning_dynamical.stopping`), asked every round; when one fires the
+            run ends after that round's training, without labeling its query.
+        stop_mode: ``"stop"``, or ``"record"`` to only record in ``al_rounds.csv`` when criteria fire.
         verbose: print a line per round.
     """
 
@@ -80,6 +86,10 @@ class ActiveLearningLoop(Callback):
         save_round_checkpoints: bool = True,
         resume_from_state: str | None = None,
         log_approximation_ratio: bool = False,
+        stop: StoppingCriterion | list[StoppingCriterion] | None = None,
+        stop_mode: StopMode = "stop",
+        smoothing: int = 5,
+        rel_delta: float = 1e-3,
         verbose: bool = True,
     ) -> None:
         if not isinstance(query_size, int) or query_size <= 0:
@@ -96,7 +106,8 @@ class ActiveLearningLoop(Callback):
         self.query_size = query_size
         self.rounds = rounds
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
-                                       min_epochs_per_round)
+                                       min_epochs_per_round, smoothing, rel_delta)
+        self.stopping = Stopping(stop, stop_mode)
         self.pool_subset = pool_subset
         self.reset = reset
         self.seed = seed
@@ -112,6 +123,7 @@ class ActiveLearningLoop(Callback):
         self._loss = MeanMetric()
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned_small_pool = False
+        self._num_classes = 0
         self.pending: dict[str, Any] | None = None
 
     # ---- setup -----------------------------------------------------------------------------------------
@@ -136,6 +148,7 @@ class ActiveLearningLoop(Callback):
         dirpath = self.dirpath or trainer.log_dir or trainer.default_root_dir
         self._dirpath = trainer.strategy.broadcast(str(dirpath))
         self._sharded = trainer.world_size > 1 and not self.strategy.joint
+        self.stopping.setup(self)
         max_needed = (self.rounds + 1) * self.convergence.max_epochs
         if trainer.max_epochs is not None and 0 <= trainer.max_epochs < max_needed:
             rank_zero_warn(f"Trainer(max_epochs={trainer.max_epochs}) may stop before all {self.rounds} rounds "
@@ -151,6 +164,7 @@ class ActiveLearningLoop(Callback):
             raise LabelError(f"{path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
+        self.stopping.load_state_dict(state.get("stopping", {}))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
@@ -194,12 +208,19 @@ class ActiveLearningLoop(Callback):
         row: dict[str, Any] = {
             "round": self.round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled,
             "test_acc": self._accuracy(trainer, pl_module, test) if test is not None else float("nan"),
-            "score_seconds": 0.0, "epochs": self.convergence.epochs,
+            "score_seconds": 0.0, "epochs": self.convergence.epochs, "train_loss": self.convergence.last_loss,
+            "train_acc": self._accuracy(trainer, pl_module, dm.labeled_dataset(evaluation=True)),
         }
+        warning = near_chance_warning(self.round, row["train_acc"], self._num_classes, self.convergence.reason)
+        if warning:
+            rank_zero_warn(warning)
         last = self.round >= self.rounds or dm.num_unlabeled == 0
         snapshot = dm.state_dict()
         try:
+            last = self.stopping.check(trainer, pl_module, self, row, "train") or last
             query, metrics = (None, {}) if last else self._query(trainer, pl_module, row)
+            if query is not None and self.stopping.check(trainer, pl_module, self, row, "query"):
+                query, last = None, True
             if query is not None:
                 if self.log_approximation_ratio:
                     metrics["al/approximation_ratio"] = self._approximation_ratio(pl_module, query)
@@ -221,9 +242,13 @@ class ActiveLearningLoop(Callback):
         self.history.append(row)
         if self.verbose:
             rank_zero_info(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
-                           f"test_acc={row['test_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
+                           f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+                           f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
         if last:
-            if dm.num_unlabeled == 0 and self.round < self.rounds:
+            if row.get("stopped_by") and self.stopping.enforce:
+                rank_zero_info(f"[active learning] stopping after round {row['round']}: "
+                               + "; ".join(self.stopping.messages))
+            elif dm.num_unlabeled == 0 and self.round < self.rounds:
                 rank_zero_info(f"[active learning] the pool is empty after round {self.round}: stopping")
             self.finished = True
             trainer.should_stop = True
@@ -324,6 +349,7 @@ class ActiveLearningLoop(Callback):
             for batch in dm.eval_loader(dataset):
                 logits = forward_logits(pl_module, to_model(batch_inputs(batch, dm.label_key), pl_module))
                 if metric is None:
+                    self._num_classes = logits.shape[1]
                     metric = MulticlassAccuracy(logits.shape[1], average="micro").to(logits.device)
                 metric.update(logits, batch_targets(batch, dm.label_key).to(logits.device))
         if metric is None:
@@ -350,7 +376,8 @@ class ActiveLearningLoop(Callback):
              query: Query | None) -> None:
         metrics = {"al/round": row["round"], "al/labeled": row["labeled"], "al/pool": row["pool"],
                    "al/test_acc": row["test_acc"], "al/score_seconds": row["score_seconds"],
-                   "al/epochs": row["epochs"], **extra}
+                   "al/epochs": row["epochs"], "al/train_loss": row["train_loss"], "al/train_acc": row["train_acc"],
+                   **self.stopping.metrics(), **extra}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         log_round_media(trainer, self.history + [row], query, getattr(self, "_last_pool_scores", None),
@@ -360,7 +387,7 @@ class ActiveLearningLoop(Callback):
         dm_state = self.datamodule.state_dict()
         return {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
                 "given_labels": dm_state["given_labels"], "history": self.history,
-                "strategy": repr(self.strategy), "seed": self.seed}
+                "strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict()}
 
     def _write_state(self) -> None:
         if self._is_global_zero:
@@ -382,7 +409,8 @@ class ActiveLearningLoop(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
                 "convergence": self.convergence.state_dict(), "rng": _get_rng_state(), "pending": self.pending,
-                "strategy": self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None}
+                "strategy": self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None,
+                "stopping": self.stopping.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.round = int(state_dict["round"])
@@ -391,6 +419,7 @@ class ActiveLearningLoop(Callback):
         self.convergence.load_state_dict(state_dict["convergence"])
         self._rng_to_restore = state_dict.get("rng")
         self.pending = state_dict.get("pending")
+        self.stopping.load_state_dict(state_dict.get("stopping", {}))
         if state_dict.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(state_dict["strategy"])
 

@@ -56,6 +56,9 @@ def test_two_process_run_agrees_on_every_rank(tmp_path):
     state = json.loads((tmp_path / "ddp" / "al_state.json").read_text())
     assert state["labeled"] == ranks[0]["labeled"]
     assert [row["labeled"] for row in state["history"]] == [60, 85, 110]
+    assert ranks[0]["stopping"] == ranks[1]["stopping"] and ranks[0]["stopped_by"] == ranks[1]["stopped_by"]
+    assert ["kappa" in s for s in ranks[0]["stopped_by"]] == [False, True, True]  # kappa >= -1 from round 1
+    assert len(ranks[0]["stopping"]["kappa"]["previous"]) == 101 and ranks[0]["stopping"]["gradient_norm"]["reference"]
     assert torch.load(tmp_path / "ddp" / "al_round_1.ckpt", weights_only=True)["ActiveLearningDataModule"][
         "labeled"] == ranks[0]["labeled"]
 
