@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical import records
+from lightning_dynamical import queries, records
 from lightning_dynamical.convergence import Convergence
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
@@ -25,6 +25,7 @@ from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.weights import restore_weights
 
 Reset = Literal["none", "init"]
 
@@ -112,6 +113,8 @@ class ActiveLearningLoop(Callback):
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned_small_pool = False
         self.pending: dict[str, Any] | None = None
+        self._weights: str | None = None
+        self._weights_in_state: str | None = None
 
     # ---- setup -----------------------------------------------------------------------------------------
     @property
@@ -150,17 +153,27 @@ class ActiveLearningLoop(Callback):
             raise LabelError(f"{path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
+        self._weights_in_state = state.get("weights")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
         probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
         x = batch_inputs(next(iter(dm.eval_loader(probe))))
         with evaluation(pl_module), torch.no_grad():
-            check_logits(pl_module(to_model(x, pl_module)), x.shape[0])
+            logits = pl_module(to_model(x, pl_module))
+            check_logits(logits, x.shape[0])
+        dm.use_model_classes(int(logits.shape[1]))
+        if self.resume_from_state and trainer.ckpt_path is None:
+            if restore_weights(pl_module, self._weights_in_state, self.resume_from_state, self.round):
+                self._weights = self._weights_in_state
+        elif trainer.ckpt_path is not None:
+            self._weights = str(trainer.ckpt_path)
         self._loss = self._loss.to(pl_module.device)
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._is_global_zero:
+            queries.cut_back(self._dirpath, self.round)
         if self.pending is not None:
             self._collect_pending(trainer, pl_module)
         self._write_state()
@@ -207,6 +220,7 @@ class ActiveLearningLoop(Callback):
                     self._pause(trainer, row, query, metrics, pending)
                     return
                 dm.label(query.indices, labels)
+                self._record_query(query)
             self._log(trainer, pl_module, row, metrics, query)
         except BaseException:
             dm.load_state_dict(snapshot)
@@ -232,6 +246,8 @@ class ActiveLearningLoop(Callback):
         if self.reset == "init":
             self._reinitialise(trainer, pl_module)
         trainer.fit_loop._combined_loader = None
+        self._weights = (records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt")
+                         if self.save_round_checkpoints else None)
         self._write_records()
         if self.save_round_checkpoints:
             trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
@@ -243,6 +259,8 @@ class ActiveLearningLoop(Callback):
                         "scores": query.scores, "pseudo_labels": query.pseudo_labels}
         path = records.join(self._dirpath, f"al_pending_round_{self.round}.ckpt")
         trainer.save_checkpoint(path)
+        self._weights = path
+        self._write_state()
         trainer.should_stop = True
         rank_zero_info(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
                        f"ckpt_path={path} once they are in.")
@@ -253,6 +271,7 @@ class ActiveLearningLoop(Callback):
         query = Query(self.round, list(p["indices"]), p["scores"], p["pseudo_labels"])
         labels = self.oracle.collect(dm, query)
         dm.label(query.indices, labels)
+        self._record_query(query)
         self.pending = None
         self._log(trainer, pl_module, p["row"], p["metrics"], query)
         self._advance(trainer, pl_module, p["row"], last=False)
@@ -354,10 +373,21 @@ class ActiveLearningLoop(Callback):
                         self.datamodule)
 
     def _state(self) -> dict[str, Any]:
+        """``al_state.json``: the split, the finished rounds' rows (and the paused round's, to be finished by
+        ``label import``) and the checkpoint holding the weights to continue from."""
         dm_state = self.datamodule.state_dict()
-        return {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
-                "given_labels": dm_state["given_labels"], "history": self.history,
-                "strategy": repr(self.strategy), "seed": self.seed}
+        state = {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
+                 "given_labels": dm_state["given_labels"], "history": self.history,
+                 "strategy": repr(self.strategy), "seed": self.seed, "weights": self._weights}
+        if self.pending is not None:
+            state["pending_row"] = self.pending["row"]
+        return state
+
+    def _record_query(self, query: Query) -> None:
+        """Rewrite ``al_queries.csv`` with this round's rows, labels as the labeled set now serves them."""
+        if self._is_global_zero:
+            queries.write_round(self._dirpath, query.round,
+                                queries.query_rows(query, self.datamodule, getattr(self.oracle, "source", "oracle")))
 
     def _write_state(self) -> None:
         if self._is_global_zero:

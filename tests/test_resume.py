@@ -3,7 +3,9 @@ uninterrupted run ends; the labeled set survives weights-only checkpoints and al
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -44,11 +46,18 @@ def _run(tmp, extra=(), ckpt_path=None, weights_only_ckpt=False):
 
 
 def _comparable(path):
-    """al_state.json without wall-clock timings."""
+    """al_state.json without wall-clock timings, the weights' checkpoint by name."""
     state = json.loads(path.read_text())
     for row in state["history"]:
         row.pop("score_seconds")
+    state["weights"] = Path(state["weights"]).name if state["weights"] else None
     return state
+
+
+def _queries(path):
+    """al_queries.csv without the scores (floats from another process)."""
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "score"} for row in csv.DictReader(f)]
 
 
 def test_interrupted_run_resumes_to_the_same_state(tmp_path):
@@ -62,6 +71,8 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     assert loop.round == 3 and loop.finished
     assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
     assert (crash / "al_rounds.csv").read_text().count("\n") == 5
+    assert _queries(crash / "al_queries.csv") == _queries(full / "al_queries.csv")
+    assert [int(r["round"]) for r in _queries(full / "al_queries.csv")] == [0] * 30 + [1] * 30 + [2] * 30
     assert dm.labeled_indices == dm_full.labeled_indices
 
 
