@@ -26,7 +26,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from tqdm.auto import tqdm
 
-from lightning_dynamical.labels import LabelFileError, parse_labels
+from lightning_dynamical.labels import LabelFileError, _shorten, parse_labels
 from lightning_dynamical.oracle import LabelsPending, Oracle, Query, oracle_classes
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.reporting import image_array
@@ -308,10 +308,10 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
             continue
         rows.append({"index": str(index), "label": str(class_of[choice[0]])})
     if problems:
-        details = "; ".join(f"{kind} {items[:10]}" for kind, items in problems.items())
+        details = "; ".join(f"{kind} {_shorten(items)}" for kind, items in problems.items())
         raise LabelFileError(f"{source} refused, nothing was changed: {details}")
     if waiting:
-        details = "; ".join(f"{kind}: pool indices {items[:10]} ({len(items)})" for kind, items in waiting.items())
+        details = "; ".join(f"{kind}: pool indices {_shorten(items)}" for kind, items in waiting.items())
         raise LabelsPending(f"{source}: labels still missing, nothing was changed ({details}); label every task "
                             "(skipped ones too) and resume")
     return parse_labels(rows, query.indices, len(names), source)
