@@ -72,7 +72,11 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
     assert (crash / "al_rounds.csv").read_text().count("\n") == 5
     assert _queries(crash / "al_queries.csv") == _queries(full / "al_queries.csv")
-    assert [int(r["round"]) for r in _queries(full / "al_queries.csv")] == [0] * 30 + [1] * 30 + [2] * 30
+    queried = _queries(full / "al_queries.csv")
+    assert [int(r["round"]) for r in queried] == [0] * 30 + [1] * 30 + [2] * 30
+    assert [int(r["index"]) for r in queried] == dm_full.labeled_indices[40:]  # every labeled sample after the first
+    pool = dm_full.splits.pool
+    assert all(int(r["label"]) == int(pool[int(r["index"])][1]) and r["labeled_by"] == "dataset" for r in queried)
     assert dm.labeled_indices == dm_full.labeled_indices
 
 
