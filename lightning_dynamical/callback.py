@@ -25,6 +25,8 @@ from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.weights import reference as weights_reference
+from lightning_dynamical.weights import resolve as resolve_weights
 from lightning_dynamical.weights import restore_weights
 
 Reset = Literal["none", "init"]
@@ -165,7 +167,7 @@ class ActiveLearningLoop(Callback):
         dm.use_model_classes(int(logits.shape[1]))
         if self.resume_from_state and trainer.ckpt_path is None:
             if restore_weights(pl_module, self._weights_in_state, self.resume_from_state, self.round):
-                self._weights = self._weights_in_state
+                self._weights = resolve_weights(self._weights_in_state, self.resume_from_state)
         elif trainer.ckpt_path is not None:
             self._weights = str(trainer.ckpt_path)
         self._loss = self._loss.to(pl_module.device)
@@ -378,7 +380,8 @@ class ActiveLearningLoop(Callback):
         dm_state = self.datamodule.state_dict()
         state = {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
                  "given_labels": dm_state["given_labels"], "history": self.history,
-                 "strategy": repr(self.strategy), "seed": self.seed, "weights": self._weights}
+                 "strategy": repr(self.strategy), "seed": self.seed,
+                 "weights": weights_reference(self._weights, self._dirpath)}
         if self.pending is not None:
             state["pending_row"] = self.pending["row"]
         return state

@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 
 from lightning_dynamical import queries, records
+from lightning_dynamical.weights import resolve
 
 QUERY_FIELDS = ("index", "file", "score", "pseudo_label", "label")
 
@@ -186,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LabelFileError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    weights = state.get("weights")
+    weights = resolve(state.get("weights"), args.state)
     source = (f"from the weights in {weights}" if weights else
               "from freshly initialised weights: the state names no checkpoint (pass that round's checkpoint as "
               "ckpt_path instead where you have one)")

@@ -8,13 +8,29 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
+def reference(checkpoint: str | None, dirpath: str) -> str | None:
+    """How ``al_state.json`` in ``dirpath`` names ``checkpoint``: relative when it lies in ``dirpath`` (so the
+    folder can be moved), else as given."""
+    prefix = dirpath.rstrip("/") + "/"
+    return checkpoint[len(prefix):] if checkpoint and checkpoint.startswith(prefix) else checkpoint
+
+
+def resolve(checkpoint: str | None, state_path: str) -> str | None:
+    """The checkpoint a state names, relative names taken from the state file's folder."""
+    if not checkpoint or "://" in checkpoint or checkpoint.startswith("/"):
+        return checkpoint
+    return (state_path.rsplit("/", 1)[0] + "/" if "/" in state_path else "") + checkpoint
+
+
 def restore_weights(pl_module: LightningModule, checkpoint: str | None, state_path: str, round: int) -> bool:
-    """Load the model weights of ``checkpoint`` (the last round's, as ``al_state.json`` records it).
+    """Load the model weights of ``checkpoint`` (the last round's, as ``al_state.json`` at ``state_path``
+    names it).
 
     Returns whether weights were loaded. A state that names no checkpoint, or names one that is not
     there, leaves the model as it is and says so plainly (with the path to resume from where it exists);
     a checkpoint whose weights do not fit the model raises before anything changes.
     """
+    checkpoint = resolve(checkpoint, state_path)
     if not checkpoint:
         rank_zero_warn(f"{state_path} names no checkpoint with the weights of the last round (it was written "
                        f"with save_round_checkpoints=False or by an older version): round {round} starts from "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -153,6 +154,22 @@ def test_server_down_at_query_time_pauses_and_resume_creates_the_tasks(label_stu
     with pytest.raises(LabelsPending, match="only created now"):
         trainer.fit(model, datamodule=dm, ckpt_path=str(tmp_path / "run" / "al_pending_round_0.ckpt"))
     assert sorted(t["data"]["pool_index"] for t in label_studio.tasks("late server")) == queried
+
+
+def test_personal_access_token_works_and_text_inputs_become_text_tasks(label_studio, tmp_path, monkeypatch) -> None:
+    jwt = label_studio.request("POST", "/api/token/")["token"]  # a refresh token, exchanged for access tokens
+    assert jwt.count(".") == 2
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", jwt)
+    data = torch.utils.data.TensorDataset(torch.randn(20, 5), torch.arange(20) % 4)
+    dm = ActiveLearningDataModule(data, initial_size=4, num_classes=4)
+    query = Query(0, [10, 3], torch.tensor([0.5, float("nan")]), torch.tensor([1, 2]))
+    with pytest.raises(LabelsPending, match="label the 2 tasks of round 0"):
+        LabelStudioOracle(label_studio.url, project="with a token").label(dm, query)
+    tasks = label_studio.tasks("with a token")
+    assert [(t["data"]["pool_index"], t["data"].get("score"), t["data"]["pseudo_label"]) for t in tasks] == [
+        (3, None, "2"), (10, 0.5, "1")]
+    assert len(json.loads(tasks[0]["data"]["sample"])) == 5
+    assert '<Text name="sample"' in label_studio.project("with a token")["label_config"]
 
 
 def test_wait_times_out_into_a_pause(label_studio, tmp_path, monkeypatch) -> None:

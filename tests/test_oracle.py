@@ -134,6 +134,7 @@ def test_label_import_updates_state_and_resume_from_state_continues(paused: Path
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["label", "import", str(csv_path), "--state", str(state_path)])
     assert exit_info.value.code == 0
+    assert f"continues from the weights in {work / 'run' / 'al_pending_round_0.ckpt'}" in capsys.readouterr().out
     state = json.loads(state_path.read_text())
     assert state["round"] == 1 and len(state["labeled"]) == 40 + B
     assert {i: y for i, y in state["given_labels"]} == human
@@ -142,7 +143,7 @@ def test_label_import_updates_state_and_resume_from_state_continues(paused: Path
         import_labels(str(csv_path), str(state_path))
     assert digest(state_path) == imported
 
-    assert state["weights"].endswith("al_pending_round_0.ckpt") and "pending_row" not in state
+    assert state["weights"] == "al_pending_round_0.ckpt" and "pending_row" not in state
     assert [r["round"] for r in state["history"]] == [0]
     queried = read_csv(work / "run" / "al_queries.csv")
     assert [(int(r["index"]), int(r["label"]), r["labeled_by"]) for r in queried] == \
