@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -196,10 +197,12 @@ def annotate_when_tasks_appear(server, title: str, names: list[str], labels: dic
         time.sleep(0.2)
 
 
-def test_cli_yaml_wait_and_the_key_is_written_nowhere(label_studio, tmp_path, capfd) -> None:
+def test_cli_yaml_wait_and_the_key_is_written_nowhere(label_studio, tmp_path, capfd, monkeypatch) -> None:
     import wandb
 
     from lightning_dynamical.cli import run
+
+    monkeypatch.setattr(sys, "argv", ["lightning-dynamical"])  # pytest's own arguments are not the CLI's
 
     key_file = tmp_path / "secret" / "label_studio_key"
     key_file.parent.mkdir()
