@@ -58,7 +58,8 @@ class ActiveLearningLoop(Callback):
             trainer's log directory).
         save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
             ``trainer.save_checkpoint``).
-        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
+        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup; without a
+            ``ckpt_path``, the model starts from the weights of the checkpoint it names.
         log_approximation_ratio: log the paper's Eq. 14 ratio for each queried batch (one extra gradient
             pass over S and the batch).
         verbose: print a line per round.

@@ -15,6 +15,7 @@ from torch.utils.data import TensorDataset
 
 from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, LabelError, Random
 from lightning_dynamical.data import DigitsDataModule
+from lightning_dynamical.weights import restore_weights
 from tests.models import TinyCNN
 
 
@@ -112,3 +113,21 @@ def test_resume_from_state_with_an_unknown_class_changes_nothing(tmp_path, make,
 def test_model_with_fewer_logits_than_classes_refused(tmp_path) -> None:
     with pytest.raises(LabelError, match="the model outputs 5 logits but the data has 10 classes"):
         _fit(tmp_path, DigitsDataModule(initial_size=10), TinyCNN(1, 5))
+
+
+def test_restore_weights_loads_refuses_or_says_it_cannot(tmp_path) -> None:
+    model, other = Classifier(nn.Linear(4, 3), num_classes=3), Classifier(nn.Linear(4, 5), num_classes=5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = str(tmp_path / "al_state.json")
+    torch.save({"state_dict": other.state_dict()}, tmp_path / "other.ckpt")
+    with pytest.raises(RuntimeError, match=r"other\.ckpt \(named by .*al_state\.json\) do not fit this model: "
+                                           r"other shapes for \['net.weight', 'net.bias'\]; nothing was changed"):
+        restore_weights(model, "other.ckpt", state, 1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    with pytest.warns(UserWarning, match=r"cannot restore the weights of the last round: .*gone\.ckpt .*does not "
+                                         r"exist here; round 1 starts from the model's current weights"):
+        assert not restore_weights(model, "gone.ckpt", state, 1)
+    same = Classifier(nn.Linear(4, 3), num_classes=3)
+    torch.save({"state_dict": same.state_dict()}, tmp_path / "same.ckpt")
+    assert restore_weights(model, str(tmp_path / "same.ckpt"), state, 1)
+    assert all(torch.equal(v, same.state_dict()[k]) for k, v in model.state_dict().items())
