@@ -2,8 +2,9 @@
 
 from lightning_dynamical.callback import ActiveLearningLoop
 from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.label_studio import LabelStudioOracle
 from lightning_dynamical.module import Classifier
-from lightning_dynamical.oracle import DatasetOracle, Oracle, Query
+from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.stopping import (
     GradientNormDecay,
@@ -42,7 +43,10 @@ __all__ = [
     "DynamicAL",
     "GradientNormDecay",
     "LabelBudget",
+    "FileOracle",
     "LabelError",
+    "LabelStudioOracle",
+    "LabelsPending",
     "NonFiniteScoresError",
     "Oracle",
     "Query",

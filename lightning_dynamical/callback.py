@@ -14,7 +14,7 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical import records
+from lightning_dynamical import queries, records
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits, to_model
 from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
@@ -27,6 +27,9 @@ from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.weights import reference as weights_reference
+from lightning_dynamical.weights import resolve as resolve_weights
+from lightning_dynamical.weights import restore_weights
 
 Reset = Literal["none", "init"]
 
@@ -59,7 +62,8 @@ class ActiveLearningLoop(Callback):
             trainer's log directory).
         save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
             ``trainer.save_checkpoint``).
-        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
+        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup; without a
+            ``ckpt_path``, the model starts from the weights of the checkpoint it names.
         log_approximation_ratio: log the paper's Eq. 14 ratio for each queried batch (one extra gradient
             pass over S and the batch).
         stop: stopping criteria (:mod:`lightning_dynamical.stopping`), asked every round; when one fires the
@@ -125,6 +129,8 @@ class ActiveLearningLoop(Callback):
         self._warned_small_pool = False
         self._num_classes = 0
         self.pending: dict[str, Any] | None = None
+        self._weights: str | None = None
+        self._weights_in_state: str | None = None
 
     # ---- setup -----------------------------------------------------------------------------------------
     @property
@@ -165,17 +171,26 @@ class ActiveLearningLoop(Callback):
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
         self.stopping.load_state_dict(state.get("stopping", {}))
+        self._weights_in_state = state.get("weights")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
         probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
         x = batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key)
         with evaluation(pl_module), torch.no_grad():
-            forward_logits(pl_module, to_model(x, pl_module))
+            logits = forward_logits(pl_module, to_model(x, pl_module))
+        dm.use_model_classes(int(logits.shape[1]))
+        if self.resume_from_state and trainer.ckpt_path is None:
+            if restore_weights(pl_module, self._weights_in_state, self.resume_from_state, self.round):
+                self._weights = resolve_weights(self._weights_in_state, self.resume_from_state)
+        elif trainer.ckpt_path is not None:
+            self._weights = str(trainer.ckpt_path)
         self._loss = self._loss.to(pl_module.device)
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._is_global_zero:
+            queries.cut_back(self._dirpath, self.round)
         if self.pending is not None:
             self._collect_pending(trainer, pl_module)
         self._write_state()
@@ -230,6 +245,7 @@ class ActiveLearningLoop(Callback):
                     self._pause(trainer, row, query, metrics, pending)
                     return
                 dm.label(query.indices, labels)
+                self._record_query(query)
             self._log(trainer, pl_module, row, metrics, query)
         except BaseException:
             dm.load_state_dict(snapshot)
@@ -259,6 +275,8 @@ class ActiveLearningLoop(Callback):
         if self.reset == "init":
             self._reinitialise(trainer, pl_module)
         trainer.fit_loop._combined_loader = None
+        self._weights = (records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt")
+                         if self.save_round_checkpoints else None)
         self._write_records()
         if self.save_round_checkpoints:
             trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
@@ -270,6 +288,8 @@ class ActiveLearningLoop(Callback):
                         "scores": query.scores, "pseudo_labels": query.pseudo_labels}
         path = records.join(self._dirpath, f"al_pending_round_{self.round}.ckpt")
         trainer.save_checkpoint(path)
+        self._weights = path
+        self._write_state()
         trainer.should_stop = True
         rank_zero_info(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
                        f"ckpt_path={path} once they are in.")
@@ -280,6 +300,7 @@ class ActiveLearningLoop(Callback):
         query = Query(self.round, list(p["indices"]), p["scores"], p["pseudo_labels"])
         labels = self.oracle.collect(dm, query)
         dm.label(query.indices, labels)
+        self._record_query(query)
         self.pending = None
         self._log(trainer, pl_module, p["row"], p["metrics"], query)
         self._advance(trainer, pl_module, p["row"], last=False)
@@ -384,10 +405,22 @@ class ActiveLearningLoop(Callback):
                         self.datamodule)
 
     def _state(self) -> dict[str, Any]:
+        """``al_state.json``: the split, the finished rounds' rows (and the paused round's, to be finished by
+        ``label import``) and the checkpoint holding the weights to continue from."""
         dm_state = self.datamodule.state_dict()
-        return {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
-                "given_labels": dm_state["given_labels"], "history": self.history,
-                "strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict()}
+        state = {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
+                 "given_labels": dm_state["given_labels"], "history": self.history,
+                 "strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict(),
+                 "weights": weights_reference(self._weights, self._dirpath)}
+        if self.pending is not None:
+            state["pending_row"] = self.pending["row"]
+        return state
+
+    def _record_query(self, query: Query) -> None:
+        """Rewrite ``al_queries.csv`` with this round's rows, labels as the labeled set now serves them."""
+        if self._is_global_zero:
+            queries.write_round(self._dirpath, query.round,
+                                queries.query_rows(query, self.datamodule, getattr(self.oracle, "source", "oracle")))
 
     def _write_state(self) -> None:
         if self._is_global_zero:
