@@ -1,7 +1,12 @@
-# Two commands on a fresh machine: `make run` (the digits job) and `make test` (lint + tests).
+# Two commands on a fresh machine: `make run` (the digits job) and `make test` (lint + tests, with a Label Studio
+# server from .venv-labelstudio started by the tests themselves).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The tests run a real Label Studio server: a separate program with its own pinned dependencies, in its own venv.
+LS_VENV ?= .venv-labelstudio
+LS_STAMP := $(LS_VENV)/.installed
+LABEL_STUDIO_VERSION := 1.23.2
 
 .PHONY: run test bench clean
 
@@ -11,16 +16,22 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+$(LS_STAMP):
+	python3 -m venv $(LS_VENV)
+	$(LS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LS_VENV)/bin/python -m pip install -q label-studio==$(LABEL_STUDIO_VERSION)
+	touch $(LS_STAMP)
+
 run: $(STAMP)
 	WANDB_SILENT=true $(VENV)/bin/lightning-dynamical fit --config configs/digits.yaml
 
-test: $(STAMP)
+test: $(STAMP) $(LS_STAMP)
 	$(VENV)/bin/ruff check lightning_dynamical tests benchmarks examples
-	$(VENV)/bin/pytest -q
+	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(VENV)/bin/pytest -q
 
 bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) benchmarks/scoring.py
 
 clean:
-	rm -rf $(VENV) runs lightning_logs wandb
+	rm -rf $(VENV) $(LS_VENV) runs lightning_logs wandb

@@ -1,6 +1,9 @@
-"""Pool-scoring throughput and peak memory: every engine against the peers, on the paper's CNN and ResNet18.
+"""Pool-scoring throughput and peak memory: every engine against the peers, on the paper's CNN and ResNet18
+and on real model families (timm resnet18, convnext_atto, vit_tiny; a Hugging Face BERT classifier fed
+dict batches with an attention mask).
 
-For each model (random init, eval mode, CIFAR-shaped 3x32x32 random inputs, one batch size) it measures
+For each model (random init, eval mode, random inputs: CIFAR-shaped 3x32x32 images, or 64 tokens with a
+random-length attention mask; one batch size) it measures
 plain inference, a batched forward+backward (a training step), each engine (``func``, ``auto`` = the fast
 engine for all parameters, ``last_layer``), the naive loop of per-sample backward passes, and BackPACK's
 ``BatchGrad`` (full score) and ``BatchL2Grad`` (norm only) where BackPACK is installed
@@ -18,7 +21,11 @@ light methods (inference, fwd+bwd, auto, last_layer) form one group; every slow 
 group with fwd+bwd, and its ratio is to that fwd+bwd. Throughput uses each method's fastest round (the most
 reproducible figure on a shared machine); the JSON line also has the mean.
 
+The ``fast`` column is the fraction of parameters (by count of tensors) that the default engine scored on its
+fast path on the first batch (the rest go to an exact fallback).
+
     python benchmarks/scoring.py --models cifar_cnn,resnet18 --batch-size 32 --device auto [--threads 1]
+    python benchmarks/scoring.py --models timm_resnet18,convnext_atto,vit_tiny,bert --methods inference,fwd+bwd,auto
 """
 
 from __future__ import annotations
@@ -39,10 +46,45 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
 from lightning_dynamical.models import CifarCNN, resnet18
 from lightning_dynamical.scoring import FuncEngine, LastLayerEngine, make_engine, select_parameters
 
-MODELS: dict[str, Callable[[], nn.Module]] = {"cifar_cnn": CifarCNN, "resnet18": resnet18}
+
+def _timm(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
+    return make
+
+
+def _bert() -> nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=5000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=512, max_position_embeddings=64, num_labels=4)
+    return BertForSequenceClassification(config)
+
+
+def _images(b: int, device: torch.device) -> Inputs:
+    return torch.randn(b, 3, 32, 32, device=device)
+
+
+def _tokens(b: int, device: torch.device) -> Inputs:
+    lengths = torch.randint(8, 65, (b, 1), device=device)
+    mask = (torch.arange(64, device=device) < lengths).long()
+    return {"input_ids": torch.randint(1, 5000, (b, 64), device=device) * mask, "attention_mask": mask}
+
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], Inputs]]] = {
+    "cifar_cnn": (CifarCNN, _images),
+    "resnet18": (resnet18, _images),
+    "timm_resnet18": (_timm("resnet18"), _images),
+    "convnext_atto": (_timm("convnext_atto"), _images),
+    "vit_tiny": (_timm("vit_tiny_patch16_224", img_size=32, patch_size=4), _images),
+    "bert": (_bert, _tokens),
+}
 #: Timed rounds per model unless ``--batches`` is given (ResNet18's slow peers take ~20 s a batch on CPU).
 DEFAULT_BATCHES = {"cifar_cnn": 10, "resnet18": 2}
 METHODS = ["inference", "fwd+bwd", "func", "auto", "last_layer", "loop", "backpack_batchgrad", "backpack_l2"]
@@ -66,16 +108,16 @@ def _loss(logits: Tensor) -> Tensor:
 
 
 def _training_step(model: nn.Module) -> Runner:
-    def run(x: Tensor) -> None:
-        _loss(model(x)).backward()
+    def run(x: Inputs) -> None:
+        _loss(forward_logits(model, x)).backward()
         model.zero_grad(set_to_none=True)
     return run
 
 
 def _inference(model: nn.Module) -> Runner:
-    def run(x: Tensor) -> None:
+    def run(x: Inputs) -> None:
         with torch.no_grad():
-            model(x)
+            forward_logits(model, x)
     return run
 
 
@@ -85,20 +127,28 @@ def _engine(model: nn.Module, name: str, direction: dict[str, Tensor], chunk_siz
         make_engine(name, chunk_size)
     directions = [{n: direction[n] for n in params}]
 
-    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+    def run(x: Inputs) -> tuple[Tensor, Tensor]:
         sq, dots, _ = engine.batch_statistics(model, x, params, directions)
+        if name == "auto":
+            FAST_FRACTION[0] = sum(p.path.startswith(("fast", "unused", "last_layer"))
+                                   for p in engine.paths.values()) / max(len(engine.paths), 1)
         return sq, dots[:, 0]
     return run
+
+
+#: The fraction of parameters the default engine scored on its fast path in the last ``auto`` call.
+FAST_FRACTION = [float("nan")]
 
 
 def _loop(model: nn.Module, direction: dict[str, Tensor]) -> Runner:
     params = select_parameters(model, None)
     tensors, flat_v = list(params.values()), torch.cat([direction[n].reshape(-1) for n in params])
 
-    def run(x: Tensor) -> tuple[Tensor, Tensor]:
+    def run(x: Inputs) -> tuple[Tensor, Tensor]:
         sq, dots = [], []
-        for i in range(x.shape[0]):
-            g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(_loss(model(x[i: i + 1])), tensors)])
+        for i in range(batch_size(x)):
+            loss = _loss(forward_logits(model, take(x, [i])))
+            g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, tensors)])
             sq.append(g.pow(2).sum())
             dots.append(g @ flat_v)
         return torch.stack(sq), torch.stack(dots)
@@ -162,8 +212,9 @@ def _setup(model_name: str, batch_size: int, batches: int,
            device: torch.device) -> tuple[nn.Module, list[Tensor], dict[str, Tensor]]:
     """The same model, input batches and direction in every process (fixed seed)."""
     torch.manual_seed(0)
-    model = MODELS[model_name]().to(device).eval()
-    inputs = [torch.randn(batch_size, 3, 32, 32, device=device) for _ in range(batches)]
+    factory, make_inputs = MODELS[model_name]
+    model = factory().to(device).eval()
+    inputs = [make_inputs(batch_size, device) for _ in range(batches)]
     direction = {n: 1e-2 * torch.randn_like(p) for n, p in model.named_parameters()}
     return model, inputs, direction
 
@@ -178,7 +229,8 @@ def memory_worker(model_name: str, method: str, batch_size: int, device: torch.d
     base = _peak_bytes(device)
     first = runner(inputs[0])
     _sync(device)
-    result = {"model": model_name, "method": method, "peak_mib": (_peak_bytes(device) - base) / 2**20}
+    result = {"model": model_name, "method": method, "peak_mib": (_peak_bytes(device) - base) / 2**20,
+              "fast_fraction": FAST_FRACTION[0] if method == "auto" else None}
     if first is not None:
         result["sqnorm"], result["dots"] = (t.detach().double().cpu().tolist() for t in first)
     return result
@@ -207,15 +259,7 @@ def timing_worker(model_name: str, methods: list[str], batch_size: int, rounds: 
             run(x)
             _sync(device)
             times[method].append(time.perf_counter() - start)
-    return {"times": times, "errors": errors, "conv_algorithms": _conv_choices()}
-
-
-def _conv_choices() -> list[str]:
-    """Which convolution algorithm the fast engine measured fastest, per layer signature."""
-    from lightning_dynamical.scoring.layers import RULES
-
-    choices = RULES[nn.Conv2d].tuner.choices
-    return [f"w{tuple(key[1])} s{key[3]} in{key[7]}: {name}" for key, name in choices.items()]
+    return {"times": times, "errors": errors}
 
 
 def _deviation(result: dict[str, Any], reference: dict[str, Any] | None) -> float | None:
@@ -274,23 +318,23 @@ def run_model(args: argparse.Namespace, model: str, methods: list[str]) -> list[
                     or timing["errors"][REFERENCE]
                 continue
             row["times"], row["reference_times"] = timing["times"][row["method"]], timing["times"][REFERENCE]
-            if row["method"] == "auto":
-                row["conv_algorithms"] = timing["conv_algorithms"]
     return rows
 
 
 def table(results: list[dict[str, Any]], batch_size: int) -> str:
     """The results as a markdown table (throughput from the fastest timed round)."""
-    lines = ["| model | method | samples/s | x fwd+bwd | peak memory (MiB) | max rel. deviation from exact |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| model | method | samples/s | x fwd+bwd | peak memory (MiB) | max rel. deviation from exact | fast |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['model']} | {r['method']} | failed: {r['error']} | | | |")
+            lines.append(f"| {r['model']} | {r['method']} | failed: {r['error']} | | | | |")
             continue
         rate = batch_size / min(r["times"])
         ratio = min(r["reference_times"]) / min(r["times"])
         dev = "-" if r.get("deviation") is None else f"{r['deviation']:.1e}"
-        lines.append(f"| {r['model']} | {r['method']} | {rate:.1f} | {ratio:.2f} | {r['peak_mib']:.0f} | {dev} |")
+        fast = "" if r.get("fast_fraction") is None else f"{r['fast_fraction']:.0%}"
+        lines.append(f"| {r['model']} | {r['method']} | {rate:.1f} | {ratio:.2f} | {r['peak_mib']:.0f} | {dev} "
+                     f"| {fast} |")
     return "\n".join(lines)
 
 

@@ -2,9 +2,17 @@
 
 from lightning_dynamical.callback import ActiveLearningLoop
 from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.label_studio import LabelStudioOracle
 from lightning_dynamical.module import Classifier
-from lightning_dynamical.oracle import DatasetOracle, Oracle, Query
+from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
+from lightning_dynamical.stopping import (
+    GradientNormDecay,
+    LabelBudget,
+    StabilizingPredictions,
+    StoppingCriterion,
+    ValidationPlateau,
+)
 from lightning_dynamical.strategies import (
     ALBL,
     BADGE,
@@ -33,12 +41,20 @@ __all__ = [
     "Convergence",
     "DatasetOracle",
     "DynamicAL",
+    "GradientNormDecay",
+    "LabelBudget",
+    "FileOracle",
     "LabelError",
+    "LabelStudioOracle",
+    "LabelsPending",
     "NonFiniteScoresError",
     "Oracle",
     "Query",
     "Random",
+    "StabilizingPredictions",
+    "StoppingCriterion",
     "Strategy",
+    "ValidationPlateau",
 ]
 
 __version__ = "0.1.0"

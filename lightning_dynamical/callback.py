@@ -14,18 +14,22 @@ from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical import records
+from lightning_dynamical import queries, records
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits, to_model
-from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.reporting import log_round_media
 from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
+from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.weights import reference as weights_reference
+from lightning_dynamical.weights import resolve as resolve_weights
+from lightning_dynamical.weights import restore_weights
 
 Reset = Literal["none", "init"]
 
@@ -42,8 +46,10 @@ class ActiveLearningLoop(Callback):
         strategy: query strategy (default ``DynamicAL()``).
         query_size: samples labeled per round (b).
         rounds: query rounds (R); ``rounds + 1`` training phases, the first on the initial set.
-        patience: epochs without ``min_delta`` improvement of the train loss that end a round.
-        min_delta: minimum train-loss improvement.
+        patience: epochs without improvement of the smoothed train loss that end a round.
+        min_delta: minimum absolute improvement of the smoothed train loss.
+        rel_delta: minimum improvement relative to the best smoothed train loss.
+        smoothing: epochs averaged into the smoothed train loss (see :class:`Convergence`).
         train_acc_threshold: also end a round once accuracy on the labeled set reaches this.
         max_epochs_per_round: cap on epochs per round.
         min_epochs_per_round: floor on epochs per round.
@@ -56,9 +62,13 @@ class ActiveLearningLoop(Callback):
             trainer's log directory).
         save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
             ``trainer.save_checkpoint``).
-        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup.
+        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup; without a
+            ``ckpt_path``, the model starts from the weights of the checkpoint it names.
         log_approximation_ratio: log the paper's Eq. 14 ratio for each queried batch (one extra gradient
             pass over S and the batch).
+        stop: stopping criteria (:mod:`lightning_dynamical.stopping`), asked every round; when one fires the
+            run ends after that round's training, without labeling its query.
+        stop_mode: ``"stop"``, or ``"record"`` to only record in ``al_rounds.csv`` when criteria fire.
         verbose: print a line per round.
     """
 
@@ -80,6 +90,10 @@ class ActiveLearningLoop(Callback):
         save_round_checkpoints: bool = True,
         resume_from_state: str | None = None,
         log_approximation_ratio: bool = False,
+        stop: StoppingCriterion | list[StoppingCriterion] | None = None,
+        stop_mode: StopMode = "stop",
+        smoothing: int = 5,
+        rel_delta: float = 1e-3,
         verbose: bool = True,
     ) -> None:
         if not isinstance(query_size, int) or query_size <= 0:
@@ -96,7 +110,8 @@ class ActiveLearningLoop(Callback):
         self.query_size = query_size
         self.rounds = rounds
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
-                                       min_epochs_per_round)
+                                       min_epochs_per_round, smoothing, rel_delta)
+        self.stopping = Stopping(stop, stop_mode)
         self.pool_subset = pool_subset
         self.reset = reset
         self.seed = seed
@@ -112,7 +127,10 @@ class ActiveLearningLoop(Callback):
         self._loss = MeanMetric()
         self._rng_to_restore: dict[str, Any] | None = None
         self._warned_small_pool = False
+        self._num_classes = 0
         self.pending: dict[str, Any] | None = None
+        self._weights: str | None = None
+        self._weights_in_state: str | None = None
 
     # ---- setup -----------------------------------------------------------------------------------------
     @property
@@ -136,6 +154,7 @@ class ActiveLearningLoop(Callback):
         dirpath = self.dirpath or trainer.log_dir or trainer.default_root_dir
         self._dirpath = trainer.strategy.broadcast(str(dirpath))
         self._sharded = trainer.world_size > 1 and not self.strategy.joint
+        self.stopping.setup(self)
         max_needed = (self.rounds + 1) * self.convergence.max_epochs
         if trainer.max_epochs is not None and 0 <= trainer.max_epochs < max_needed:
             rank_zero_warn(f"Trainer(max_epochs={trainer.max_epochs}) may stop before all {self.rounds} rounds "
@@ -151,17 +170,27 @@ class ActiveLearningLoop(Callback):
             raise LabelError(f"{path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
+        self.stopping.load_state_dict(state.get("stopping", {}))
+        self._weights_in_state = state.get("weights")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
         probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
         x = batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key)
         with evaluation(pl_module), torch.no_grad():
-            forward_logits(pl_module, to_model(x, pl_module))
+            logits = forward_logits(pl_module, to_model(x, pl_module))
+        dm.use_model_classes(int(logits.shape[1]))
+        if self.resume_from_state and trainer.ckpt_path is None:
+            if restore_weights(pl_module, self._weights_in_state, self.resume_from_state, self.round):
+                self._weights = resolve_weights(self._weights_in_state, self.resume_from_state)
+        elif trainer.ckpt_path is not None:
+            self._weights = str(trainer.ckpt_path)
         self._loss = self._loss.to(pl_module.device)
         if self._rng_to_restore is not None:
             _set_rng_state(self._rng_to_restore)
             self._rng_to_restore = None
+        if self._is_global_zero:
+            queries.cut_back(self._dirpath, self.round)
         if self.pending is not None:
             self._collect_pending(trainer, pl_module)
         self._write_state()
@@ -194,12 +223,19 @@ class ActiveLearningLoop(Callback):
         row: dict[str, Any] = {
             "round": self.round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled,
             "test_acc": self._accuracy(trainer, pl_module, test) if test is not None else float("nan"),
-            "score_seconds": 0.0, "epochs": self.convergence.epochs,
+            "score_seconds": 0.0, "epochs": self.convergence.epochs, "train_loss": self.convergence.last_loss,
+            "train_acc": self._accuracy(trainer, pl_module, dm.labeled_dataset(evaluation=True)),
         }
+        warning = near_chance_warning(self.round, row["train_acc"], self._num_classes, self.convergence.reason)
+        if warning:
+            rank_zero_warn(warning)
         last = self.round >= self.rounds or dm.num_unlabeled == 0
         snapshot = dm.state_dict()
         try:
+            last = self.stopping.check(trainer, pl_module, self, row, "train") or last
             query, metrics = (None, {}) if last else self._query(trainer, pl_module, row)
+            if query is not None and self.stopping.check(trainer, pl_module, self, row, "query"):
+                query, last = None, True
             if query is not None:
                 if self.log_approximation_ratio:
                     metrics["al/approximation_ratio"] = self._approximation_ratio(pl_module, query)
@@ -209,6 +245,7 @@ class ActiveLearningLoop(Callback):
                     self._pause(trainer, row, query, metrics, pending)
                     return
                 dm.label(query.indices, labels)
+                self._record_query(query)
             self._log(trainer, pl_module, row, metrics, query)
         except BaseException:
             dm.load_state_dict(snapshot)
@@ -221,9 +258,13 @@ class ActiveLearningLoop(Callback):
         self.history.append(row)
         if self.verbose:
             rank_zero_info(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
-                           f"test_acc={row['test_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
+                           f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+                           f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
         if last:
-            if dm.num_unlabeled == 0 and self.round < self.rounds:
+            if row.get("stopped_by") and self.stopping.enforce:
+                rank_zero_info(f"[active learning] stopping after round {row['round']}: "
+                               + "; ".join(self.stopping.messages))
+            elif dm.num_unlabeled == 0 and self.round < self.rounds:
                 rank_zero_info(f"[active learning] the pool is empty after round {self.round}: stopping")
             self.finished = True
             trainer.should_stop = True
@@ -234,6 +275,8 @@ class ActiveLearningLoop(Callback):
         if self.reset == "init":
             self._reinitialise(trainer, pl_module)
         trainer.fit_loop._combined_loader = None
+        self._weights = (records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt")
+                         if self.save_round_checkpoints else None)
         self._write_records()
         if self.save_round_checkpoints:
             trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
@@ -245,6 +288,8 @@ class ActiveLearningLoop(Callback):
                         "scores": query.scores, "pseudo_labels": query.pseudo_labels}
         path = records.join(self._dirpath, f"al_pending_round_{self.round}.ckpt")
         trainer.save_checkpoint(path)
+        self._weights = path
+        self._write_state()
         trainer.should_stop = True
         rank_zero_info(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
                        f"ckpt_path={path} once they are in.")
@@ -255,6 +300,7 @@ class ActiveLearningLoop(Callback):
         query = Query(self.round, list(p["indices"]), p["scores"], p["pseudo_labels"])
         labels = self.oracle.collect(dm, query)
         dm.label(query.indices, labels)
+        self._record_query(query)
         self.pending = None
         self._log(trainer, pl_module, p["row"], p["metrics"], query)
         self._advance(trainer, pl_module, p["row"], last=False)
@@ -324,6 +370,7 @@ class ActiveLearningLoop(Callback):
             for batch in dm.eval_loader(dataset):
                 logits = forward_logits(pl_module, to_model(batch_inputs(batch, dm.label_key), pl_module))
                 if metric is None:
+                    self._num_classes = logits.shape[1]
                     metric = MulticlassAccuracy(logits.shape[1], average="micro").to(logits.device)
                 metric.update(logits, batch_targets(batch, dm.label_key).to(logits.device))
         if metric is None:
@@ -350,17 +397,30 @@ class ActiveLearningLoop(Callback):
              query: Query | None) -> None:
         metrics = {"al/round": row["round"], "al/labeled": row["labeled"], "al/pool": row["pool"],
                    "al/test_acc": row["test_acc"], "al/score_seconds": row["score_seconds"],
-                   "al/epochs": row["epochs"], **extra}
+                   "al/epochs": row["epochs"], "al/train_loss": row["train_loss"], "al/train_acc": row["train_acc"],
+                   **self.stopping.metrics(), **extra}
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         log_round_media(trainer, self.history + [row], query, getattr(self, "_last_pool_scores", None),
                         self.datamodule)
 
     def _state(self) -> dict[str, Any]:
+        """``al_state.json``: the split, the finished rounds' rows (and the paused round's, to be finished by
+        ``label import``) and the checkpoint holding the weights to continue from."""
         dm_state = self.datamodule.state_dict()
-        return {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
-                "given_labels": dm_state["given_labels"], "history": self.history,
-                "strategy": repr(self.strategy), "seed": self.seed}
+        state = {"round": self.round, "dataset_size": dm_state["dataset_size"], "labeled": dm_state["labeled"],
+                 "given_labels": dm_state["given_labels"], "history": self.history,
+                 "strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict(),
+                 "weights": weights_reference(self._weights, self._dirpath)}
+        if self.pending is not None:
+            state["pending_row"] = self.pending["row"]
+        return state
+
+    def _record_query(self, query: Query) -> None:
+        """Rewrite ``al_queries.csv`` with this round's rows, labels as the labeled set now serves them."""
+        if self._is_global_zero:
+            queries.write_round(self._dirpath, query.round,
+                                queries.query_rows(query, self.datamodule, getattr(self.oracle, "source", "oracle")))
 
     def _write_state(self) -> None:
         if self._is_global_zero:
@@ -382,7 +442,8 @@ class ActiveLearningLoop(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
                 "convergence": self.convergence.state_dict(), "rng": _get_rng_state(), "pending": self.pending,
-                "strategy": self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None}
+                "strategy": self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else None,
+                "stopping": self.stopping.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.round = int(state_dict["round"])
@@ -391,6 +452,7 @@ class ActiveLearningLoop(Callback):
         self.convergence.load_state_dict(state_dict["convergence"])
         self._rng_to_restore = state_dict.get("rng")
         self.pending = state_dict.get("pending")
+        self.stopping.load_state_dict(state_dict.get("stopping", {}))
         if state_dict.get("strategy") is not None and hasattr(self.strategy, "load_state_dict"):
             self.strategy.load_state_dict(state_dict["strategy"])
 

@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 import math
+from collections import deque
 from typing import Any
 
 
 class Convergence:
     """Decides when a round's training has converged.
 
-    A round ends when the epoch-mean training loss has not improved by ``min_delta`` for ``patience``
-    epochs, or (if set) when training accuracy on the labeled set reaches ``accuracy_threshold``; and
-    always after ``max_epochs`` epochs. At least ``min_epochs`` epochs are trained.
+    The plateau test runs on a smoothed loss, the mean epoch loss over the last ``smoothing`` epochs,
+    so one lucky low epoch of a noisy (augmented, dropout) loss cannot end a round while the loss is
+    still falling. A round ends when the smoothed loss has not improved on its best by more than
+    ``max(min_delta, rel_delta * best)`` for ``patience`` epochs, or (if set) when training accuracy on
+    the labeled set reaches ``accuracy_threshold``; and always after ``max_epochs`` epochs. At least
+    ``min_epochs`` epochs are trained. ``smoothing=1, rel_delta=0`` is the raw-loss rule.
+
+    Args:
+        patience: epochs without improvement of the smoothed loss that end a round.
+        min_delta: absolute improvement that counts.
+        accuracy_threshold: also end a round once accuracy on the labeled set reaches this.
+        max_epochs: cap on epochs per round.
+        min_epochs: floor on epochs per round.
+        smoothing: epochs averaged into the smoothed loss (the plateau test starts once there are this many).
+        rel_delta: improvement that counts, relative to the best smoothed loss (scale-free).
     """
 
     def __init__(
@@ -21,20 +34,31 @@ class Convergence:
         accuracy_threshold: float | None = None,
         max_epochs: int = 50,
         min_epochs: int = 1,
+        smoothing: int = 5,
+        rel_delta: float = 1e-3,
     ) -> None:
-        if patience <= 0:
-            raise ValueError(f"patience must be a positive int, got {patience}")
+        if not isinstance(patience, int) or patience <= 0:
+            raise ValueError(f"patience must be a positive int, got {patience!r}")
         if min_delta < 0:
             raise ValueError(f"min_delta must be >= 0, got {min_delta}")
         if accuracy_threshold is not None and not 0 < accuracy_threshold <= 1:
             raise ValueError(f"accuracy_threshold must be in (0, 1], got {accuracy_threshold}")
-        if max_epochs <= 0 or not 0 < min_epochs <= max_epochs:
-            raise ValueError(f"need 0 < min_epochs <= max_epochs, got min_epochs={min_epochs}, max_epochs={max_epochs}")
+        if not isinstance(max_epochs, int) or max_epochs <= 0:
+            raise ValueError(f"max_epochs_per_round must be a positive int, got {max_epochs!r}")
+        if not isinstance(min_epochs, int) or not 0 < min_epochs <= max_epochs:
+            raise ValueError(f"min_epochs_per_round must be an int in [1, max_epochs_per_round={max_epochs}], "
+                             f"got {min_epochs!r}")
+        if not isinstance(smoothing, int) or smoothing <= 0:
+            raise ValueError(f"smoothing must be a positive int (epochs averaged), got {smoothing!r}")
+        if not 0 <= rel_delta < 1:
+            raise ValueError(f"rel_delta must be in [0, 1), got {rel_delta}")
         self.patience = patience
         self.min_delta = min_delta
         self.accuracy_threshold = accuracy_threshold
         self.max_epochs = max_epochs
         self.min_epochs = min_epochs
+        self.smoothing = smoothing
+        self.rel_delta = rel_delta
         self.reset()
 
     def reset(self) -> None:
@@ -43,15 +67,27 @@ class Convergence:
         self.best = math.inf
         self.wait = 0
         self.reason = ""
+        self.last_loss = math.nan
+        self._recent: deque[float] = deque(maxlen=self.smoothing)
+
+    @property
+    def smoothed(self) -> float:
+        """Mean loss of the last ``smoothing`` epochs (NaN until there are that many)."""
+        return sum(self._recent) / len(self._recent) if len(self._recent) == self.smoothing else math.nan
 
     def update(self, loss: float, accuracy: float | None = None) -> bool:
         """Record one epoch; True when the round has converged (``reason`` says why)."""
         self.epochs += 1
-        if loss < self.best - self.min_delta:
-            self.best = loss
-            self.wait = 0
-        else:
-            self.wait += 1
+        self.last_loss = loss
+        self._recent.append(loss)
+        smoothed = self.smoothed
+        if not math.isnan(smoothed):
+            needed = max(self.min_delta, self.rel_delta * abs(self.best)) if math.isfinite(self.best) else 0.0
+            if smoothed < self.best - needed:
+                self.best = smoothed
+                self.wait = 0
+            else:
+                self.wait += 1
         if self.epochs >= self.max_epochs:
             self.reason = f"reached max_epochs_per_round={self.max_epochs}"
         elif self.epochs < self.min_epochs:
@@ -59,15 +95,40 @@ class Convergence:
         elif self.accuracy_threshold is not None and accuracy is not None and accuracy >= self.accuracy_threshold:
             self.reason = f"train accuracy {accuracy:.4f} >= {self.accuracy_threshold}"
         elif self.wait >= self.patience:
-            self.reason = f"train loss plateaued at {self.best:.4f} for {self.patience} epochs"
+            self.reason = (f"train loss plateaued at {self.best:.4f} (mean of {self.smoothing} epochs) for "
+                           f"{self.patience} epochs")
         else:
             self.reason = ""
         return bool(self.reason)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "best": self.best, "wait": self.wait}
+        return {"epochs": self.epochs, "best": self.best, "wait": self.wait, "recent": list(self._recent),
+                "last_loss": self.last_loss, "reason": self.reason}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epochs = int(state["epochs"])
         self.best = float(state["best"])
         self.wait = int(state["wait"])
+        self._recent = deque((float(v) for v in state.get("recent", [])), maxlen=self.smoothing)
+        self.last_loss = float(state.get("last_loss", math.nan))
+        self.reason = str(state.get("reason", ""))
+
+
+NEAR_CHANCE_POINTS = 0.05
+"""A round whose labeled-set accuracy is within this of chance (1 / classes) gets a warning."""
+
+
+def near_chance_warning(round_index: int, accuracy: float, num_classes: int, reason: str) -> str | None:
+    """A warning when a round ends with training accuracy near chance, else ``None``.
+
+    Such a round queries with a model that has not learned the labeled set yet, which no strategy can use.
+    """
+    if num_classes < 2 or math.isnan(accuracy):
+        return None
+    chance = 1.0 / num_classes
+    if accuracy > chance + NEAR_CHANCE_POINTS:
+        return None
+    return (f"Round {round_index} ended with accuracy {accuracy:.4f} on the labeled set, within "
+            f"{NEAR_CHANCE_POINTS:.2f} of chance (1/{num_classes} = {chance:.4f}); training stopped because "
+            f"{reason or 'the round ended'}. The query will come from an untrained model: raise "
+            "max_epochs_per_round or patience, or check the learning rate")

@@ -18,7 +18,8 @@ from typing import Any
 
 import fsspec
 
-from lightning_dynamical import records
+from lightning_dynamical import queries, records
+from lightning_dynamical.weights import resolve
 
 QUERY_FIELDS = ("index", "file", "score", "pseudo_label", "label")
 
@@ -131,9 +132,11 @@ def read_manifest(csv_path: str) -> dict[str, Any]:
 def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
     """Validate a filled CSV and add its labels to ``al_state.json``: the queried round becomes done.
 
-    The indices join ``labeled`` with their ``given_labels`` and ``round`` moves past the queried round, so
-    ``ActiveLearningLoop(resume_from_state=...)`` continues with the next round. The state file is replaced
-    atomically, and only once everything checked out. Returns the new state.
+    The indices join ``labeled`` with their ``given_labels``, the paused round's row (kept in the state at
+    pause time) joins ``history``, and ``round`` moves past the queried round, so
+    ``ActiveLearningLoop(resume_from_state=...)`` continues with the next round from the weights of the
+    checkpoint the state names. The round's rows go into the ``al_queries.csv`` next to the state. Each
+    file is replaced atomically, and only once everything checked out. Returns the new state.
     """
     rows = read_rows(csv_path)
     manifest = read_manifest(csv_path)
@@ -150,10 +153,25 @@ def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
     already = sorted(set(indices) & {int(i) for i in state["labeled"]})
     if already:
         raise LabelFileError(f"{where}: indices {_shorten([str(i) for i in already])} are already labeled")
-    new = {**state, "labeled": [*state["labeled"], *indices], "round": int(manifest["round"]) + 1,
-           "given_labels": [*state.get("given_labels", []), *([i, y] for i, y in zip(indices, labels))]}
+    history = list(state.get("history", []))
+    pending_row = state.get("pending_row")
+    if pending_row is not None and int(pending_row["round"]) == int(manifest["round"]):
+        history.append(pending_row)
+    new = {key: value for key, value in state.items() if key != "pending_row"}
+    new.update(labeled=[*state["labeled"], *indices], round=int(manifest["round"]) + 1, history=history,
+               given_labels=[*state.get("given_labels", []), *([i, y] for i, y in zip(indices, labels))])
+    by_index = {_as_int((r.get("index") or "").strip()): r for r in rows}
+    queries.write_round(_folder(state_path), int(manifest["round"]), [
+        {"round": manifest["round"], "index": i, "score": by_index[i].get("score", ""),
+         "pseudo_label": by_index[i].get("pseudo_label", ""), "label": y, "labeled_by": "file"}
+        for i, y in zip(indices, labels)])
     records.atomic_write_text(state_path, json.dumps(new, indent=1) + "\n")
     return new
+
+
+def _folder(path: str) -> str:
+    """The folder holding ``path`` (local path or fsspec URL)."""
+    return path.rsplit("/", 1)[0] if "/" in path else "."
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LabelFileError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    weights = resolve(state.get("weights"), args.state)
+    source = (f"from the weights in {weights}" if weights else
+              "from freshly initialised weights: the state names no checkpoint (pass that round's checkpoint as "
+              "ckpt_path instead where you have one)")
     print(f"imported labels into {args.state}; round {state['round']} comes next. Resume with "
-          f"ActiveLearningLoop(resume_from_state={args.state!r}).")
+          f"ActiveLearningLoop(resume_from_state={args.state!r}); it continues {source}.")
     return 0
 
 

@@ -13,8 +13,9 @@ from PIL import Image
 from torch import Tensor
 
 from lightning_dynamical import records
+from lightning_dynamical.batches import batch_inputs
 from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
-from lightning_dynamical.pool import ActiveLearningDataModule, dataset_targets
+from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.reporting import image_array
 
 
@@ -35,7 +36,9 @@ class LabelsPending(Exception):
 class Oracle:
     """Base oracle: ``label(datamodule, query)`` returns labels for ``query.indices``, or ``None`` to use the
     data set's own targets, or raises :class:`LabelsPending` to pause the run until :meth:`collect` can
-    return them (on resume from the pause checkpoint)."""
+    return them (on resume from the pause checkpoint). ``source`` names who labeled, in ``al_queries.csv``."""
+
+    source: str = "oracle"
 
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
         raise NotImplementedError
@@ -47,6 +50,8 @@ class Oracle:
 
 class DatasetOracle(Oracle):
     """Simulated annotator: the data set already holds the true labels."""
+
+    source = "dataset"
 
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
         return None
@@ -66,10 +71,12 @@ class FileOracle(Oracle):
 
     Args:
         folder: where the files go (local path or fsspec URL).
-        num_classes: valid labels are ``0..num_classes-1``; default: the data set's ``num_classes``, else
-            the largest target of the pool plus one.
+        num_classes: valid labels are ``0..num_classes-1``; default: the data module's
+            :attr:`~lightning_dynamical.pool.ActiveLearningDataModule.num_classes`.
         min_image_size: smallest side of the written PNGs, in pixels (nearest-neighbour upscaling).
     """
+
+    source = "file"
 
     def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
         if num_classes is not None and num_classes < 1:
@@ -105,18 +112,15 @@ class FileOracle(Oracle):
             raise LabelsPending(f"{path} is not filled in yet ({err})") from err
 
     def _classes(self, datamodule: ActiveLearningDataModule) -> int:
-        if self.num_classes is not None:
-            return self.num_classes
-        if datamodule.splits.num_classes > 0:
-            return datamodule.splits.num_classes
-        return int(dataset_targets(datamodule.splits.pool_eval).max()) + 1
+        return oracle_classes(datamodule, self.num_classes, type(self).__name__)
 
     def _write(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> None:
         scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
         pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
         rows = []
         for index, score, pseudo_label in zip(query.indices, scores, pseudo):
-            image = image_array(datamodule.splits.pool_eval[index][0])
+            sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
+            image = image_array(sample) if isinstance(sample, Tensor) else None
             name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
             if image is not None:
                 self._save_png(records.join(self.folder, name), image)
@@ -135,6 +139,19 @@ class FileOracle(Oracle):
         fs.makedirs(fs._parent(fs_path), exist_ok=True)
         with fs.open(fs_path, "wb") as f:
             picture.save(f, format="PNG")
+
+
+def oracle_classes(datamodule: ActiveLearningDataModule, num_classes: int | None, oracle: str) -> int:
+    """The class count an oracle checks labels against: its own ``num_classes`` (which must agree with the
+    data module's when both are known), else the data module's; refused when neither is known."""
+    known = datamodule.num_classes
+    if num_classes is not None and known is not None and num_classes != known:
+        raise ValueError(f"{oracle}(num_classes={num_classes}) disagrees with the data module's {known} classes")
+    if num_classes is not None:
+        return num_classes
+    if known is None:
+        raise ValueError(f"the number of classes is unknown: pass num_classes to {oracle} or to the data module")
+    return known
 
 
 def _as_index(text: str | None) -> int | None:

@@ -83,7 +83,9 @@ class ActiveLearningDataModule(LightningDataModule):
     override :meth:`build_splits` (built lazily at ``setup``). The initial labeled set of
     ``initial_size`` samples is drawn with ``seed`` (class-balanced with ``balanced=True``).
     ``val_size`` (an int, or a fraction of the pool) holds out a seeded validation split of the pool
-    when no validation set is given.
+    when no validation set is given. ``num_classes`` bounds the labels an oracle may give (``0..C-1``);
+    by default it is the data set's class count, and when that is unknown the loop takes the model's
+    logit width at fit start (:meth:`use_model_classes`).
 
     Indices everywhere are indices into the pool dataset. ``train_dataloader`` serves labeled samples
     (training transform); ``pool_dataloader`` serves unlabeled samples in ascending index order with the
@@ -105,8 +107,11 @@ class ActiveLearningDataModule(LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         label_key: str = LABEL_KEY,
+        num_classes: int | None = None,
     ) -> None:
         super().__init__()
+        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be None or a positive int, got {num_classes!r}")
         if initial_size <= 0:
             raise ValueError(f"initial_size must be a positive int, got {initial_size}")
         if batch_size <= 0 or eval_batch_size <= 0:
@@ -121,6 +126,8 @@ class ActiveLearningDataModule(LightningDataModule):
         self.num_workers = num_workers
         self.seed = seed
         self.label_key = label_key
+        self._num_classes = num_classes
+        self._model_classes: int | None = None
         self._splits: DatasetSplits | None = None
         self._candidates: list[int] = []
         self._labeled: list[int] = []
@@ -204,6 +211,40 @@ class ActiveLearningDataModule(LightningDataModule):
         return self._ready()
 
     @property
+    def num_classes(self) -> int | None:
+        """Valid labels are ``0..num_classes-1``: the explicit ``num_classes``, else the data set's, else the
+        model's logit width once the loop has seen it; ``None`` while none of these is known."""
+        if self._num_classes is not None:
+            return self._num_classes
+        if self.splits.num_classes > 0:
+            return self.splits.num_classes
+        return self._model_classes
+
+    def use_model_classes(self, width: int) -> None:
+        """Check the model's logit ``width`` against the classes (and the labels already given).
+
+        A model with fewer logits than the data module's classes is refused. When the classes are unknown,
+        ``width`` becomes the bound, after checking that every label given so far is below it.
+        """
+        known = self._num_classes if self._num_classes is not None else (self.splits.num_classes or None)
+        if known is not None:
+            if width < known:
+                raise LabelError(f"the model outputs {width} logits but the data has {known} classes")
+            return
+        self._check_classes(self._given_labels.items(), width, "labels given so far")
+        self._model_classes = width
+
+    def _check_classes(self, pairs: Iterable[tuple[int, int]], num_classes: int | None, what: str) -> None:
+        """Refuse labels outside ``[0, num_classes)`` (nothing is checked while the classes are unknown)."""
+        if num_classes is None:
+            return
+        bad = [(i, y) for i, y in pairs if not 0 <= y < num_classes]
+        if bad:
+            shown = ", ".join(f"index {i}: {y}" for i, y in bad[:10])
+            raise LabelError(f"{what}: {len(bad)} labels are not classes 0..{num_classes - 1} ({shown}"
+                             f"{', ...' if len(bad) > 10 else ''}); nothing was changed")
+
+    @property
     def labeled_indices(self) -> list[int]:
         """Labeled pool indices, in the order they were labeled (initial set first, sorted)."""
         self._ready()
@@ -227,14 +268,16 @@ class ActiveLearningDataModule(LightningDataModule):
     def label(self, indices: Iterable[int], labels: Iterable[int] | None = None) -> None:
         """Move pool ``indices`` into the labeled set, optionally with oracle ``labels``.
 
-        Every index is checked first; an unknown, already labeled or repeated index raises
-        :class:`LabelError` and changes nothing.
+        Every index and label is checked first; an unknown, already labeled or repeated index, or a label
+        outside ``0..num_classes-1``, raises :class:`LabelError` and changes nothing.
         """
         idx = [int(i) for i in indices]
         given = None if labels is None else [int(y) for y in labels]
         self._check_new(idx)
         if given is not None and len(given) != len(idx):
             raise LabelError(f"got {len(given)} labels for {len(idx)} indices")
+        if given is not None:
+            self._check_classes(zip(idx, given), self.num_classes, "label() refused")
         self._labeled.extend(idx)
         if given is not None:
             self._given_labels.update(zip(idx, given))
@@ -320,10 +363,16 @@ class ActiveLearningDataModule(LightningDataModule):
         bad = [i for i in labeled if not 0 <= i < size]
         if bad or len(set(labeled)) != len(labeled) or not set(labeled) <= set(candidates):
             raise LabelError(f"state's labeled indices are unknown or repeated (e.g. {bad[:5]})")
+        given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
+        strays = sorted({i for i, _ in given} - set(labeled))
+        if strays or len({i for i, _ in given}) != len(given):
+            raise LabelError(f"state's given_labels name unlabeled or repeated indices (e.g. {strays[:5]}); "
+                             "nothing was changed")
+        self._check_classes(given, self.num_classes, "state's given_labels")
         self._candidates = sorted(candidates)
         self._labeled = labeled
         self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
-        self._given_labels = {int(i): int(y) for i, y in state_dict.get("given_labels", [])}
+        self._given_labels = dict(given)
 
 
 def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | None:

@@ -14,7 +14,8 @@ from fsspec.core import url_to_fs
 
 ROUNDS_FILE = "al_rounds.csv"
 STATE_FILE = "al_state.json"
-ROUND_FIELDS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs")
+ROUND_FIELDS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs", "train_loss", "train_acc",
+                "stopped_by")
 
 
 def atomic_write_text(path: str, text: str) -> None:

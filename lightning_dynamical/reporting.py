@@ -73,7 +73,7 @@ def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: 
 
 
 def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningDataModule) -> Any:
-    """A ``wandb.Table`` with index, score, pseudo label, true label (and a thumbnail for image data).
+    """A ``wandb.Table`` with round, index, score, pseudo label, true label (and a thumbnail for image data).
 
     Pseudo labels come from the strategy when it gave them, else from the model's argmax in eval mode.
     """
@@ -98,8 +98,8 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
                 images.append(wandb.Image(array) if array is not None else None)
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
-    columns = ["index", "score", "pseudo_label", "true_label"]
-    rows = [[int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
+    columns = ["round", "index", "score", "pseudo_label", "true_label"]
+    rows = [[query.round, int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
     if any(image is not None for image in images):
         columns.append("image")
         rows = [row + [image] for row, image in zip(rows, images)]

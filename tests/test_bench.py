@@ -1,4 +1,5 @@
-"""The bench on a tiny digits preset: outputs, reproducibility across processes, summary arithmetic."""
+"""The bench: the smoke protocol's outputs and reproducibility across processes, the paper protocol on tiny
+files in the real on-disk formats, summary arithmetic (one seed, paired comparison, stopping table)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from lightning_dynamical.bench import TIMING_FIELDS, aulc, main, mean_std, read_results, summary_markdown
+from lightning_dynamical.bench import (
+    PROTOCOLS,
+    TIMING_FIELDS,
+    aulc,
+    main,
+    mean_std,
+    parse_args,
+    read_results,
+    summary_markdown,
+)
+from tests.test_data import skip_md5, write_caltech101, write_cifar10, write_svhn  # noqa: F401 (fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--data", "digits", "--strategies", "random,entropy", "--seeds", "0,1", "--initial-size", "40",
-        "--query-size", "20", "--rounds", "1", "--max-epochs-per-round", "2"]
+TINY = ["--protocol", "smoke", "--strategies", "random,entropy", "--seeds", "0,1", "--rounds", "1",
+        "--max-epochs-per-round", "2"]
 
 
 def without_timings(path: Path) -> list[dict[str, str]]:
@@ -36,15 +47,19 @@ def test_tiny_preset_writes_outputs_and_reproduces_across_processes(tmp_path: Pa
     assert all(0 < r["test_acc"] <= 1 and r["wall_seconds"] > 0 for r in rows)
     assert all(r["score_seconds"] == 0 for r in rows if r["round"] == 1)
     assert list(csv.DictReader(open(first / "results.csv")).fieldnames) == [
-        "strategy", "seed", "round", "labeled", "test_acc", "score_seconds", "wall_seconds"]
+        "strategy", "seed", "round", "labeled", "test_acc", "train_loss", "train_acc", "stopped_by",
+        "score_seconds", "wall_seconds"]
+    assert all(r["train_loss"] > 0 and 0 <= r["train_acc"] <= 1 for r in rows)
     assert without_timings(first / "results.csv") == without_timings(second / "results.csv")
     assert len({r["test_acc"] for r in rows}) > 1
 
     assert (first / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (first / "summary.md").read_text()
-    assert "lightning-dynamical-bench --data digits" in summary
+    assert "lightning-dynamical-bench --protocol smoke" in summary and "pool limited to 400" in summary
     assert "| round | labeled | random | entropy |" in summary
     assert "| strategy | AULC (%) | final accuracy (%) | wall s / run | scoring s / run |" in summary
+    assert "| entropy | ΔAULC" not in summary and "| entropy | " in summary.split("## Paired comparison")[1]
+    assert "| random | kappa | " in summary
     assert (first / "runs" / "entropy_seed1" / "al_rounds.csv").is_file()
 
 
@@ -64,3 +79,76 @@ def test_summary_numbers() -> None:
     assert "| 0 | 10 | 55.00 ± 7.07 | **65.00 ± 7.07** |" in text
     assert "| 1 | 20 | 65.00 ± 7.07 | **75.00 ± 7.07** |" in text
     assert "| a | 60.00 ± 7.07 | 65.00 ± 7.07 | 4.0 ± 0.0 | 1.00 ± 0.00 |" in text
+
+
+def test_protocol_defaults_and_overrides():
+    smoke = parse_args(["--protocol", "smoke"])
+    assert (smoke.data, smoke.seeds, smoke.initial_size, smoke.query_size) == ("digits", [0], 40, 20)
+    assert "margin" in smoke.strategies
+    assert parse_args(["--protocol", "smoke", "--seeds", "3,4", "--rounds", "5"]).seeds == [3, 4]
+    paper = parse_args(["--protocol", "paper"])
+    assert (paper.initial_size, paper.rounds, paper.seeds) == (500, 5, [0, 1, 2, 3, 4])
+    assert paper.datasets == ["cifar10_resnet18", "svhn", "caltech101"] and paper.query_sizes == [250, 500, 1000]
+    assert PROTOCOLS["paper"].query_sizes == (250, 500, 1000)
+    assert "margin" in parse_args([]).strategies
+    with pytest.raises(SystemExit):
+        parse_args(["--protocol", "paper", "--query-sizes", "0"])
+
+
+@pytest.mark.usefixtures("skip_md5")
+def test_paper_protocol_on_tiny_files_in_the_real_formats(tmp_path, capsys, one_thread):
+    root = tmp_path / "data"
+    write_cifar10(root)
+    write_svhn(root)
+    write_caltech101(root)
+    out = tmp_path / "paper"
+    main(["--protocol", "paper", "--root", str(root), "--initial-size", "4", "--query-sizes", "2,3", "--rounds", "1",
+          "--seeds", "0", "--strategies", "dynamical", "--max-epochs-per-round", "1", "--image-size", "32",
+          "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert printed.index("estimated run time: at most") < printed.index("wrote ")
+    assert printed.count("estimate ") == 6
+    for data in ("cifar10_resnet18", "svhn", "caltech101"):
+        for b in (2, 3):
+            rows = read_results(out / f"{data}_b{b}" / "results.csv")
+            assert [(r["strategy"], r["labeled"]) for r in rows] == [("dynamical", 4), ("dynamical", 4 + b)]
+            summary = (out / f"{data}_b{b}" / "summary.md").read_text()
+            assert "(protocol `paper`)" in summary and "± n/a" in summary and "± 0.00" not in summary
+
+
+def test_estimate_only_runs_nothing(tmp_path, capsys):
+    main(["--protocol", "smoke", "--estimate-only", "--out", str(tmp_path / "est")])
+    assert "estimated run time: at most" in capsys.readouterr().out
+    assert not (tmp_path / "est").exists()
+
+
+def _rows(per_seed: dict[str, list[list[float]]], stopped: dict[tuple[str, int, int], str] | None = None):
+    stopped = stopped or {}
+    return [{"strategy": s, "seed": seed, "round": k, "labeled": 10 + 10 * k, "test_acc": acc, "train_loss": 0.1,
+             "train_acc": 1.0, "stopped_by": stopped.get((s, seed, k), ""), "score_seconds": 0.5,
+             "wall_seconds": 2.0 * (k + 1)}
+            for s, curves in per_seed.items() for seed, accs in enumerate(curves) for k, acc in enumerate(accs)]
+
+
+def test_one_seed_reports_no_spread():
+    text = summary_markdown(_rows({"a": [[0.5, 0.6]], "b": [[0.6, 0.7]]}), "t", "p")
+    assert "| 1 | 20 | 60.00 ± n/a | **70.00 ± n/a** |" in text
+    assert "± 0.00" not in text and "over 1 seed\n" in text
+
+
+def test_paired_comparison_and_stopping_table():
+    rows = _rows({"random": [[0.5, 0.6], [0.5, 0.7], [0.5, 0.6]],
+                  "entropy": [[0.5, 0.8], [0.5, 0.6], [0.5, 0.7]],
+                  "x": [[0.5, 0.7], [0.5, 0.8], [0.5, 0.5]]},
+                 {("x", 0, 1): "kappa", ("x", 2, 0): "kappa;val_plateau", ("x", 2, 1): "kappa"})
+    text = summary_markdown(rows, "t", "p", {"x": ["kappa", "val_plateau", "gradient_norm"], "random": ["kappa"]})
+    # AULC of two points is their mean, so per-seed differences are half the final-accuracy differences (pp).
+    # x - random: +5, +5, -5 -> mean 1.67, std 5.77, 2 of 3 won; x - entropy: -5, +10, -10 -> -1.67 +- 10.41, 1 won
+    assert "| x | +1.67 ± 5.77 | 2/3 | -1.67 ± 10.41 | 1/3 |" in text
+    assert "| entropy | +3.33 ± 7.64 | 2/3 |  |  |" in text
+    assert "| random |  |  | -3.33 ± 7.64 | 1/3 |" in text
+    # kappa fires first at round 1 (seed 0, acc 0.7) and round 0 (seed 2, acc 0.5); final accuracies 0.7 and 0.5
+    assert "| x | kappa | 2/3 | 0.5 ± 0.7 | 15 ± 7 | 60.00 ± 14.14 | 60.00 ± 14.14 |" in text
+    assert "| x | val_plateau | 1/3 | 0.0 ± n/a | 10 ± n/a | 50.00 ± n/a | 50.00 ± n/a |" in text
+    assert "| x | gradient_norm | 0/3 | did not fire | | | |" in text
+    assert "| random | kappa | 0/3 | did not fire | | | |" in text

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from lightning_dynamical.data.digits import build_digits
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -28,6 +30,11 @@ def test_digits_config_two_rounds(tmp_path):
     assert all(0 < float(r["test_acc"]) <= 1 for r in rows)
     state = json.loads((tmp_path / "al_state.json").read_text())
     assert len(state["labeled"]) == 180 and len(set(state["labeled"])) == 180
+    queried = list(csv.DictReader(open(tmp_path / "al_queries.csv")))
+    assert [int(r["index"]) for r in queried] == state["labeled"][100:]
+    assert [int(r["round"]) for r in queried] == [0] * 40 + [1] * 40
+    targets = build_digits().pool.tensors[1]
+    assert all(int(r["label"]) == int(targets[int(r["index"])]) and r["labeled_by"] == "dataset" for r in queried)
     assert "| round | labeled | test_acc" in out.stdout + out.stderr
     runs = list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1

@@ -32,6 +32,14 @@ def test_shards_cover_everything_once():
             assert sum(parts, []) == list(range(n))
 
 
+def test_dict_batches_and_a_hugging_face_model_shard_like_one_process(tmp_path):
+    one = _run("hf", 1, tmp_path / "one")
+    two = _run("hf", 2, tmp_path / "two")
+    assert two[0]["sharded"] and two[0]["world"] == 2
+    assert one[0]["labeled"] == two[0]["labeled"] == two[1]["labeled"]
+    assert len(one[0]["labeled"]) == 17
+
+
 def test_two_process_scoring_selects_like_one_process(tmp_path):
     one = _run("score", 1, tmp_path / "one")
     two = _run("score", 2, tmp_path / "two")
@@ -48,6 +56,9 @@ def test_two_process_run_agrees_on_every_rank(tmp_path):
     state = json.loads((tmp_path / "ddp" / "al_state.json").read_text())
     assert state["labeled"] == ranks[0]["labeled"]
     assert [row["labeled"] for row in state["history"]] == [60, 85, 110]
+    assert ranks[0]["stopping"] == ranks[1]["stopping"] and ranks[0]["stopped_by"] == ranks[1]["stopped_by"]
+    assert ["kappa" in s for s in ranks[0]["stopped_by"]] == [False, True, True]  # kappa >= -1 from round 1
+    assert len(ranks[0]["stopping"]["kappa"]["previous"]) == 101 and ranks[0]["stopping"]["gradient_norm"]["reference"]
     assert torch.load(tmp_path / "ddp" / "al_round_1.ckpt", weights_only=True)["ActiveLearningDataModule"][
         "labeled"] == ranks[0]["labeled"]
 

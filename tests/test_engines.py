@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from lightning_dynamical.scoring import (
     summed_gradient,
 )
 from lightning_dynamical.scoring.layers import RULES, conv, matmul
-from lightning_dynamical.scoring.layers.tuning import Tuner
 from tests.brute_force import dynamical_scores, labeled_grad, per_sample_grads
 from tests.models import trained_like
 
@@ -342,7 +340,7 @@ def test_auto_uses_the_closed_form_for_the_head(monkeypatch):
 
 
 @pytest.mark.parametrize(("name", "expected"), [
-    ("custom", {"lin.weight", "scale.scale"}),  # reflect-padded conv and the subclass's bias are covered
+    ("custom", {"lin.weight"}),  # reflect-padded conv, the broadcast scale and the subclass's bias are covered
     ("tied", {"emb.weight", "mix.weight", "mix.bias"}),
     ("odd", {"no_grad.weight", "no_grad.bias"}),
     ("cnn", set()),
@@ -404,22 +402,3 @@ def test_make_engine_names():
         assert make_engine(name).name == name
     with pytest.raises(ValueError, match="Unknown engine"):
         make_engine("backpack")
-
-
-def test_tuner_picks_and_remembers_the_fastest():
-    calls: list[str] = []
-
-    def slow() -> str:
-        time.sleep(0.01)
-        calls.append("slow")
-        return "slow"
-
-    def quick() -> str:
-        calls.append("quick")
-        return "quick"
-
-    tuner = Tuner()
-    assert tuner.run("key", {"slow": slow, "quick": quick}, torch.device("cpu")) == "quick"
-    calls.clear()
-    assert tuner.run("key", {"slow": slow, "quick": quick}, torch.device("cpu")) == "quick"
-    assert calls == ["quick"]

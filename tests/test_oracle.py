@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 
 from lightning_dynamical import ActiveLearningLoop, Classifier
 from lightning_dynamical.cli import main as cli_main
@@ -134,6 +134,7 @@ def test_label_import_updates_state_and_resume_from_state_continues(paused: Path
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["label", "import", str(csv_path), "--state", str(state_path)])
     assert exit_info.value.code == 0
+    assert f"continues from the weights in {work / 'run' / 'al_pending_round_0.ckpt'}" in capsys.readouterr().out
     state = json.loads(state_path.read_text())
     assert state["round"] == 1 and len(state["labeled"]) == 40 + B
     assert {i: y for i, y in state["given_labels"]} == human
@@ -142,11 +143,31 @@ def test_label_import_updates_state_and_resume_from_state_continues(paused: Path
         import_labels(str(csv_path), str(state_path))
     assert digest(state_path) == imported
 
+    assert state["weights"] == "al_pending_round_0.ckpt" and "pending_row" not in state
+    assert [r["round"] for r in state["history"]] == [0]
+    queried = read_csv(work / "run" / "al_queries.csv")
+    assert [(int(r["index"]), int(r["label"]), r["labeled_by"]) for r in queried] == \
+        [(int(r["index"]), human[int(r["index"])], "file") for r in rows]
+
     trainer, loop, model, dm = make_run(work, resume_from_state=str(state_path))
+    seen = WeightsAtStart()
+    trainer.callbacks.append(seen)
     trainer.fit(model, datamodule=dm)
-    assert loop.finished and [(r["round"], r["labeled"]) for r in loop.history] == [(1, 40 + B)]
+    paused_weights = torch.load(work / "run" / "al_pending_round_0.ckpt", weights_only=False)["state_dict"]
+    assert seen.weights.keys() == paused_weights.keys()
+    assert all(torch.equal(seen.weights[k], paused_weights[k]) for k in paused_weights)
+    assert loop.finished and [(r["round"], r["labeled"]) for r in loop.history] == [(0, 40), (1, 40 + B)]
+    assert [int(r["round"]) for r in read_csv(work / "run" / "al_rounds.csv")] == [0, 1]
     served = dm.labeled_dataset()
     assert all(int(served[n][1]) == human[i] for n, i in enumerate(dm.labeled_indices) if i in human)
+    assert len(read_csv(work / "run" / "al_queries.csv")) == B  # the last round queries nothing
+
+
+class WeightsAtStart(Callback):
+    """Keeps a copy of the model's weights as the fit starts (after the loop's own on_fit_start)."""
+
+    def on_fit_start(self, trainer: Trainer, pl_module) -> None:
+        self.weights = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
 
 
 def test_answered_csv_is_reused_and_never_overwritten(paused: Path, tmp_path: Path) -> None:
@@ -210,7 +231,7 @@ def test_csv_without_label_column_and_missing_manifest_refused(tmp_path: Path) -
 
 def test_non_image_data_get_no_files(tmp_path: Path) -> None:
     data = torch.utils.data.TensorDataset(torch.randn(20, 5), torch.arange(20) % 4)
-    dm = ActiveLearningDataModule(data, initial_size=4)
+    dm = ActiveLearningDataModule(data, initial_size=4, num_classes=4)
     with pytest.raises(LabelsPending):
         FileOracle(str(tmp_path)).label(dm, Query(0, [10, 3], None, None))
     rows = read_csv(tmp_path / "queries_round_0.csv")

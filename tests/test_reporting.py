@@ -49,10 +49,10 @@ def test_offline_wandb_run_holds_curve_histogram_table_and_ratio(tmp_path: Path,
     tables = run_file.parent / "files" / "media" / "table" / "al"
     queried = [json.loads(p.read_text()) for p in tables.glob("queried_*.table.json")]
     assert len(queried) == 1
-    assert queried[0]["columns"] == ["index", "score", "pseudo_label", "true_label", "image"]
+    assert queried[0]["columns"] == ["round", "index", "score", "pseudo_label", "true_label", "image"]
     rows = queried[0]["data"]
-    assert len(rows) == 10 and all(0 <= r[2] < 10 and 0 <= r[3] < 10 for r in rows)
-    assert all(r[4] == "Image" for r in rows) and b"media/images/" in data and b".png" in data
+    assert len(rows) == 10 and all(r[0] == 0 and 0 <= r[3] < 10 and 0 <= r[4] < 10 for r in rows)
+    assert all(r[5] == "Image" for r in rows) and b"media/images/" in data and b".png" in data
     curves = [json.loads(p.read_text()) for p in tables.glob("learning_curve_table_*.table.json")]
     assert sorted(len(c["data"]) for c in curves) == [1, 2]  # the curve so far, after rounds 0 and 1
 

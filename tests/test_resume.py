@@ -3,6 +3,7 @@ uninterrupted run ends; the labeled set survives weights-only checkpoints and al
 
 from __future__ import annotations
 
+import csv
 import json
 
 import lightning as L
@@ -51,6 +52,12 @@ def _comparable(path):
     return state
 
 
+def _queries(path):
+    """al_queries.csv without the scores (floats from another process)."""
+    with open(path) as f:
+        return [{k: v for k, v in row.items() if k != "score"} for row in csv.DictReader(f)]
+
+
 def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     full, crash = tmp_path / "full", tmp_path / "crash"
     dm_full, loop_full, _ = _run(full)
@@ -62,6 +69,12 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     assert loop.round == 3 and loop.finished
     assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
     assert (crash / "al_rounds.csv").read_text().count("\n") == 5
+    assert _queries(crash / "al_queries.csv") == _queries(full / "al_queries.csv")
+    queried = _queries(full / "al_queries.csv")
+    assert [int(r["round"]) for r in queried] == [0] * 30 + [1] * 30 + [2] * 30
+    assert [int(r["index"]) for r in queried] == dm_full.labeled_indices[40:]  # every labeled sample after the first
+    pool = dm_full.splits.pool
+    assert all(int(r["label"]) == int(pool[int(r["index"])][1]) and r["labeled_by"] == "dataset" for r in queried)
     assert dm.labeled_indices == dm_full.labeled_indices
 
 

@@ -83,7 +83,8 @@ class FunctionalTiedHead(nn.Module):
 
 
 class RawParameters(nn.Module):
-    """Raw ``nn.Parameter``s used functionally, next to a BatchNorm'd convolution."""
+    """Raw ``nn.Parameter``s used functionally, next to a BatchNorm'd convolution: a broadcast scale and a
+    linear map (closed forms), and a temperature through ``exp`` (no closed form)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -92,10 +93,42 @@ class RawParameters(nn.Module):
         self.gamma = nn.Parameter(torch.linspace(0.5, 1.5, 4))
         self.w = nn.Parameter(torch.randn(3, 4) * 0.3)
         self.b = nn.Parameter(torch.zeros(3))
+        self.log_t = nn.Parameter(torch.tensor(0.3))
 
     def forward(self, x: Tensor) -> Tensor:
         h = torch.relu(self.bn(self.conv(x))).mean((2, 3)) * self.gamma
-        return nn.functional.linear(h, self.w, self.b)
+        return nn.functional.linear(h, self.w, self.b) * self.log_t.exp()
+
+
+class PositionMajorRows(nn.Module):
+    """A linear map on rows flattened position-major, ``(T * B, E)``: rows are grouped, but not by sample."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.mix = nn.Linear(8, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        h = self.embed(ids).transpose(0, 1)  # (T, B, E)
+        t, b, e = h.shape
+        h = torch.tanh(self.mix(h.reshape(t * b, e))).reshape(t, b, e)
+        return self.fc(h.mean(0))
+
+
+class RigidPositions(nn.Module):
+    """Position embeddings looked up once for the batch, then reshaped to exactly one row: expanding the
+    lookup to the batch breaks this code, so the engine must fall back to the lookup as written."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(VOCAB, 8)
+        self.pos = nn.Embedding(SEQ, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        pos = self.pos(torch.arange(ids.shape[1]).unsqueeze(0)).view(1, ids.shape[1], 8)
+        return self.fc(torch.tanh(self.tok(ids) + pos).mean(1))
 
 
 class OutputKinds(nn.Module):
@@ -161,6 +194,8 @@ CASES: dict[str, Case] = {
     "seq_first_linear": Case(SeqFirstLinear, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "functional_tied_head": Case(FunctionalTiedHead, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "raw_parameters": Case(RawParameters, images(6)),
+    "position_major_rows": Case(PositionMajorRows, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
+    "rigid_positions": Case(RigidPositions, lambda n: torch.randint(0, VOCAB, (n, SEQ))),
     "bert_masked": Case(_hf("Bert"), tokens(mask=True, types=True)),
     "albert_masked": Case(_hf("Albert", embedding_size=8), tokens(mask=True)),
     "deberta": Case(_hf("DebertaV2", max_relative_positions=8, position_buckets=4), tokens(mask=False)),

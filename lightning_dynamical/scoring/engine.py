@@ -110,25 +110,3 @@ class Engine(ABC):
                        + "\n".join(shown + more)
                        + "\nDynamicAL.explain(model, batch) lists every parameter's path and reason.",
                        category=UserWarning)
-
-
-def flat_dots(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]], batch: int) -> Tensor:
-    """``(B, K)`` dot products of per-sample gradients ``grads[name]: (B, *shape)`` with each direction."""
-    out = None
-    for name, g in grads.items():
-        flat = g.reshape(batch, -1)
-        if not directions:
-            continue
-        d = torch.stack([direction[name].reshape(-1).to(flat) for direction in directions], 1)
-        out = flat @ d if out is None else out + flat @ d
-    if out is None:
-        first = next(iter(grads.values()))
-        return first.new_zeros(batch, len(directions))
-    return out
-
-
-def explicit_statistics(grads: Mapping[str, Tensor], directions: Sequence[Mapping[str, Tensor]],
-                        batch: int) -> tuple[Tensor, Tensor]:
-    """``(||g_i||^2, g_i . v_k)`` from explicit per-sample gradients (the one place this is done)."""
-    sq = sum(g.reshape(batch, -1).pow(2).sum(1) for g in grads.values())
-    return sq, flat_dots(grads, directions, batch)  # type: ignore[return-value]

@@ -22,16 +22,17 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_dynamical.batches import Inputs, batch_size, forward_logits
-from lightning_dynamical.scoring.engine import Engine, ParameterPath, explicit_statistics
+from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
-from lightning_dynamical.scoring.layers import Directions
+from lightning_dynamical.scoring.layers import Directions, gradient_statistics
 from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
 
 
 class _Sums:
     """The gradient hook: adds each active site's statistics as its output gradient arrives."""
 
-    def __init__(self, directions: Sequence[Mapping[str, Tensor]], chunk_size: int | None) -> None:
+    def __init__(self, directions: Sequence[Mapping[str, Tensor]], chunk_size: int | None, batch: int) -> None:
+        self.batch = batch
         self.directions = directions
         self.chunk_size = chunk_size
         self.sq: Tensor | None = None
@@ -42,14 +43,18 @@ class _Sums:
             return
         local = [{attr: v[name] for attr, name in site.wanted.items()} for v in self.directions]
         with torch.no_grad():
-            s, t = _site_statistics(site, d, local, self.chunk_size)
+            s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
 
 
-def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: int | None) -> tuple[Tensor, Tensor]:
+def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: int | None,
+                     batch: int) -> tuple[Tensor, Tensor]:
     """The rule's statistics, ``chunk_size`` samples at a time (bounds the rule's temporaries)."""
     call, a = site.call, site.call.a.detach()
+    if a.shape[0] != batch:  # several rows per sample, sample-major (proven by the trace)
+        a = a.reshape(batch, -1, *a.shape[1:])
+        d = d.reshape(batch, -1, *d.shape[1:])
     b = a.shape[0]
     step = chunk_size or b
     if b <= step:
@@ -78,6 +83,7 @@ class FastEngine(Engine):
         super().__init__()
         self.exact = ExactGradients(chunk_size)
         self.chunk_size = chunk_size
+        self._no_expand: set[int] = set()
 
     def batch_statistics(
         self,
@@ -92,12 +98,19 @@ class FastEngine(Engine):
                 y = forward_logits(model, inputs).argmax(1)
             return self._finish(model, inputs, y, params, directions, None, {},
                                 dict.fromkeys(params, "a BatchNorm normalises with batch statistics (train mode)"))
-        sums = _Sums(directions, self.chunk_size)
-        watch = Watch(params, sums)
-        with torch.enable_grad(), watch:
-            logits = forward_logits(model, inputs)
+        sums = _Sums(directions, self.chunk_size, b)
+        expand = id(model) not in self._no_expand
+        watch = Watch(params, sums, b, expand)
+        try:
+            with torch.enable_grad(), watch:
+                logits = forward_logits(model, inputs)
+        except Exception:
+            if not watch.expanded:
+                raise
+            self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
+            return self.batch_statistics(model, inputs, params, directions)
         y = logits.detach().argmax(1)
-        probe = run_probe(model, inputs, params) if b > 1 else None
+        probe = run_probe(model, inputs, params, expand) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]
         loss = nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -126,7 +139,7 @@ class FastEngine(Engine):
         rest = {n: params[n] for n in params if n not in covered}
         if rest:
             grads, path, why = self.exact.gradients(model, inputs, y, rest)
-            s, t = explicit_statistics(grads, directions, b)
+            s, t = gradient_statistics(grads, directions)
             sq, dots = sq + s, dots + t
             for n in rest:
                 paths[n] = ParameterPath(n, path, "; ".join(r for r in (reasons.get(n, ""), why) if r))

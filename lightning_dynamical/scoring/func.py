@@ -7,9 +7,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, batch_size, forward_logits
-from lightning_dynamical.scoring.engine import Engine, ParameterPath, explicit_statistics
+from lightning_dynamical.batches import Inputs, forward_logits
+from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients
+from lightning_dynamical.scoring.layers import gradient_statistics
 
 
 class FuncEngine(Engine):
@@ -38,5 +39,5 @@ class FuncEngine(Engine):
             y = forward_logits(model, inputs).argmax(1)
         grads, path, _ = self.exact.gradients(model, inputs, y, params)
         self.paths = {n: ParameterPath(n, path) for n in params}  # chosen by the user: no warning
-        sq, dots = explicit_statistics(grads, directions, batch_size(inputs))
+        sq, dots = gradient_statistics(grads, directions)
         return sq, dots, y

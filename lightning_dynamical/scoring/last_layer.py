@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, forward_logits
+from lightning_dynamical.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.trace import Watch, prove, run_probe
 
@@ -49,11 +49,11 @@ class LastLayerEngine(Engine):
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
     ) -> tuple[Tensor, Tensor, Tensor]:
-        watch = Watch(params)
+        watch = Watch(params, batch=batch_size(inputs), expand=False)
         with torch.enable_grad(), watch:
             logits = forward_logits(model, inputs)
         b = logits.shape[0]
-        probe = run_probe(model, inputs, params) if b > 1 else None
+        probe = run_probe(model, inputs, params, expand=False) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]

@@ -31,6 +31,7 @@ from torch.utils._pytree import tree_leaves
 
 from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
 from lightning_dynamical.scoring.layers import OpCall, bind
+from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
 
 
 @dataclass(eq=False)
@@ -56,30 +57,66 @@ GradientHook = Callable[[Site, Tensor], None]
 
 
 class Watch(TorchFunctionMode):
-    """Records every use of the selected parameters during a forward; hooks covered calls' output gradients."""
+    """Records every use of the selected parameters during a forward; hooks covered calls' output gradients.
 
-    def __init__(self, params: Mapping[str, Tensor], hook: GradientHook | None = None) -> None:
+    View ops on a parameter (``reshape``, ``expand``, ...) are followed, not counted as uses, so that
+    ``x * gamma.reshape(1, -1, 1, 1)`` or ``cat([cls_token.expand(B, -1, -1), x], 1)`` is one covered call.
+    With ``batch`` known, an embedding looked up with one row of indices for the whole batch (position ids
+    ``(1, T)``) returns its output expanded to the batch (same values), so that each sample's gradient
+    arrives separately; ``expanded`` says whether that happened.
+    """
+
+    def __init__(self, params: Mapping[str, Tensor], hook: GradientHook | None = None, batch: int | None = None,
+                 expand: bool = True) -> None:
         super().__init__()
         self.ids = {id(p): n for n, p in params.items()}
         self.hook = hook
+        self.batch = batch
+        self.expand = expand
+        self.expanded = False
         self.sites: list[Site] = []
         self.uses: dict[str, list[tuple[str, Site | None]]] = defaultdict(list)
+        self.views: dict[int, tuple[View, Tensor]] = {}
+
+    def _name(self, t: Any) -> str | None:
+        if id(t) in self.ids:
+            return self.ids[id(t)]
+        if id(t) in self.views:
+            return self.ids[id(self.views[id(t)][0].param)]
+        return None
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        found = [self.ids[id(t)] for t in tree_leaves((args, kwargs)) if id(t) in self.ids]
+        found = [t for t in tree_leaves((args, kwargs)) if self._name(t) is not None]
         if not found:
             return out
-        call = bind(func, args, kwargs)
-        names = {} if call is None else {r: self.ids[id(t)] for r, t in call.roles.items() if id(t) in self.ids}
-        if call is None or sorted(names.values()) != sorted(found):
+        names_found = sorted(str(self._name(t)) for t in found)
+        if func in VIEW_OPS and len(found) == 1 and args and args[0] is found[0] and isinstance(out, Tensor):
+            view = self.views[id(found[0])][0] if id(found[0]) in self.views else View(found[0])
+            self.views[id(out)] = (view.then(func, args[1:], kwargs, self.batch or 0, found[0], out), out)
+            return out
+        call = bind(func, args, kwargs) if not any(id(t) in self.views for t in found) else None
+        if call is None and len(found) == 1 and self.batch is not None:
+            view = self.views[id(found[0])][0] if id(found[0]) in self.views else View(found[0])
+            bound = bind_broadcast(func, args, kwargs, out, found[0], view, self.batch)
+            if bound is not None:
+                op, spec, x = bound
+                call = OpCall(op, BROADCAST, spec, x, {"weight": found[0]})
+        names = {} if call is None else {r: str(self._name(t)) for r, t in call.roles.items()
+                                         if self._name(t) is not None}
+        if call is None or sorted(names.values()) != names_found:
             if not _differentiable(out):
                 return out
             what = function_name(func)
-            for name in found:
+            for name in names_found:
                 self.uses[name].append((what, None))
             return out
+        if call.op == "embedding" and self.expand and self.batch and self.batch > 1 and call.a.ndim > 0 \
+                and call.a.shape[0] == 1 and isinstance(out, Tensor) and out.shape[:1] == (1,):
+            out = out.expand(self.batch, *out.shape[1:])
+            call.a = call.a.expand(self.batch, *call.a.shape[1:])
+            self.expanded = True
         site = Site(len(self.sites), call, names, call.a._version)
         self.sites.append(site)
         for name in names.values():
@@ -164,9 +201,9 @@ def probe_positions(b: int) -> list[int]:
     return [b - 1, 0]
 
 
-def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor]) -> tuple[Watch, Tensor]:
+def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: bool = True) -> tuple[Watch, Tensor]:
     """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch`."""
-    watch = Watch(params)
+    watch = Watch(params, batch=2, expand=expand)
     with torch.no_grad(), watch:
         logits = forward_logits(model, take(inputs, probe_positions(batch_size(inputs))))
     return watch, logits
@@ -187,7 +224,9 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
     reasons: dict[str, str] = {}
     for name in params:
         uses = watch.uses.get(name, [])
-        if not uses:
+        if getattr(params[name], "_backward_hooks", None):
+            reasons[name] = "has a gradient hook (the exact path runs it as autograd does)"
+        elif not uses:
             if counts is not None and counts[name] > 0:
                 reasons[name] = "consumed by an op the tracer cannot see (TorchScript, C++ extension, ...)"
             else:
@@ -213,7 +252,9 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
 
 def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str | None:
     a, op = site.call.a, site.call.op
-    if a.ndim == 0 or a.shape[0] != b or site.out is None or site.out.ndim == 0 or site.out.shape[0] != b:
+    rows = a.shape[0] if a.ndim else 0
+    grouped = site.call.rule.grouped_rows and rows % b == 0 and rows > 0
+    if rows != b and not grouped or site.out is None or site.out.ndim == 0 or site.out.shape[0] != rows:
         return f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the batch of {b}"
     if a._version != site.version:
         return f"{op} call {site.index}: its input was modified in place after the call"
@@ -222,7 +263,9 @@ def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str
         twin = twins[site.index] if site.index < len(twins) else None
         if twin is None or twin.call.op != op or twin.names != site.names:
             return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
-        if not _close(twin.call.a, a[probe_positions(b)]):
+        per = rows // b
+        expected = a.reshape(b, per, *a.shape[1:])[probe_positions(b)].reshape(-1, *a.shape[1:])
+        if not _close(twin.call.a, expected):
             return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
                     "two samples does not reproduce its rows; e.g. a sequence-first layout)")
     return None

@@ -1,7 +1,9 @@
 """One active-learning run on digits for the DDP tests: ``python ddp_run.py MODE DEVICES OUT``.
 
 MODE ``score``: float64, learning rate 0 and frozen BatchNorm statistics, so the weights at scoring time do
-not depend on how training was split across ranks; MODE ``train``: ordinary training for 2 rounds.
+not depend on how training was split across ranks; MODE ``train``: ordinary training for 2 rounds, with
+stopping criteria recorded (a 50-sample validation split); MODE ``hf``: like ``score`` with a tiny Hugging
+Face BERT fed dict batches.
 Every rank writes ``rank<k>.json`` with its labeled set and history.
 """
 
@@ -18,6 +20,7 @@ from torch import nn
 from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.models import DigitsCNN
+from lightning_dynamical.stopping import GradientNormDecay, StabilizingPredictions, ValidationPlateau
 
 
 class Frozen(Classifier):
@@ -25,17 +28,46 @@ class Frozen(Classifier):
         return torch.optim.SGD(self.parameters(), lr=0.0)
 
 
+def hf_task() -> tuple[L.LightningModule, ActiveLearningDataModule]:
+    from tests.hf_text import HFClassifier, TokenDataset
+
+    class FrozenHF(HFClassifier):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    dm = ActiveLearningDataModule(TokenDataset(64, 0), test=TokenDataset(16, 1), initial_size=10, batch_size=8,
+                                  eval_batch_size=8)
+    return FrozenHF(), dm
+
+
 def main(mode: str, devices: int, out: Path) -> None:
     L.seed_everything(0)
+    if mode == "hf":
+        model, dm = hf_task()
+        loop = ActiveLearningLoop(DynamicAL(), query_size=7, rounds=1, max_epochs_per_round=1, dirpath=str(out),
+                                  verbose=False)
+        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
+                            precision="64-true", max_epochs=-1, callbacks=[loop], logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=str(out))
+        trainer.fit(model, datamodule=dm)
+        (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
+            {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
+             "sharded": loop._sharded, "buffers": []}))
+        return
     net = DigitsCNN()
     if mode == "score":
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.0
     s = build_digits(test_size=297)
-    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=60, batch_size=16, eval_batch_size=50)
+    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=60, batch_size=16, eval_batch_size=50,
+                                  val_size=0 if mode == "score" else 50)
+    stop = None if mode == "score" else [StabilizingPredictions(threshold=-1.0, rounds=1, stop_set_size=101),
+                                         ValidationPlateau(patience=1), GradientNormDecay(fraction=0.999)]
     loop = ActiveLearningLoop(DynamicAL(), query_size=25, rounds=1 if mode == "score" else 2,
-                              max_epochs_per_round=1 if mode == "score" else 2, dirpath=str(out), verbose=False)
+                              max_epochs_per_round=1 if mode == "score" else 2, dirpath=str(out), verbose=False,
+                              stop=stop, stop_mode="record")
     trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
                         precision="64-true" if mode == "score" else "32-true", max_epochs=-1, callbacks=[loop],
                         logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -44,7 +76,8 @@ def main(mode: str, devices: int, out: Path) -> None:
     trainer.fit(model, datamodule=dm)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
         {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size, "sharded": loop._sharded,
-         "buffers": [b.double().sum().item() for b in model.buffers()]}))
+         "buffers": [b.double().sum().item() for b in model.buffers()],
+         "stopping": loop.stopping.state_dict(), "stopped_by": [r.get("stopped_by") for r in loop.history]}))
 
 
 if __name__ == "__main__":

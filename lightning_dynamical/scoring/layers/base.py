@@ -24,6 +24,10 @@ class LayerRule(ABC):
     batch-first; the layer must have been applied once to the batch.
     """
 
+    #: Whether the input may hold several rows per sample on dim 0, sample-major (``x.view(-1, F)`` of a
+    #: ``(B, T, F)`` tensor, as Hugging Face's ``Conv1D`` does); the rule then sees ``(B, rows, ...)``.
+    grouped_rows: bool = False
+
     def supports(self, module: Any) -> bool:
         """Whether this module's configuration is covered exactly (otherwise the caller falls back)."""
         return True

@@ -11,7 +11,8 @@ A convolution is a matmul layer over output positions (:mod:`.matmul`), but unfo
 * grouped direct: the framework's own weight-gradient kernel with the batch folded into the groups.
 
 Dot products of the ghost forms run the layer's forward with the directions' weights. Which algorithm
-runs is measured once per call signature (:class:`~.tuning.Tuner`), among those a cost estimate keeps.
+runs is decided by a cost estimate alone (:func:`estimates`), never by timing, so that every run and every
+rank computes the same scores to the last bit.
 """
 
 from __future__ import annotations
@@ -35,10 +36,6 @@ from lightning_dynamical.scoring.layers.base import (
     sqnorm,
 )
 from lightning_dynamical.scoring.layers.matmul import EFFICIENT_INNER, direct_statistics, ghost_norm
-from lightning_dynamical.scoring.layers.tuning import Tuner
-
-#: Candidates whose estimated cost exceeds the cheapest estimate by more than this factor are not tried.
-ESTIMATE_SLACK = 4.0
 
 
 class ConvGeometry:
@@ -245,15 +242,14 @@ class ConvRule(LayerRule):
     """Zero-padded ``nn.Conv1d`` / ``nn.Conv2d``.
 
     Args:
-        algorithm: force one of :data:`ALGORITHMS` (for tests and benchmarks); ``None`` measures the
-            candidates a cost estimate keeps, once per call signature.
+        algorithm: force one of :data:`ALGORITHMS` (for tests and benchmarks); ``None`` takes the one with
+            the lowest cost estimate.
     """
 
     def __init__(self, algorithm: str | None = None) -> None:
         if algorithm is not None and algorithm not in ALGORITHMS:
             raise ValueError(f"Unknown convolution algorithm {algorithm!r}; choose one of {sorted(ALGORITHMS)}")
         self.algorithm = algorithm
-        self.tuner = Tuner()
 
     def supports(self, module: Any) -> bool:
         return module.padding_mode == "zeros"
@@ -280,21 +276,11 @@ class ConvRule(LayerRule):
 
     def weight_statistics(self, module: Any, a: Tensor, d: Tensor,
                           weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """``(||g_W||^2, g_W . W_k)`` by the forced, known-fastest or measured-fastest algorithm."""
+        """``(||g_W||^2, g_W . W_k)`` by the forced or the cheapest estimated algorithm (deterministic)."""
         geo = ConvGeometry(module, a)
+        costs = estimates(geo, len(weights))
         if self.algorithm is not None:
-            names = [self.algorithm] if self.algorithm in estimates(geo, len(weights)) else ["direct_columns"]
+            name = self.algorithm if self.algorithm in costs else "direct_columns"
         else:
-            costs = estimates(geo, len(weights))
-            cheapest = min(costs.values())
-            names = [n for n, c in costs.items() if c <= ESTIMATE_SLACK * cheapest]
-        key = (type(module), tuple(module.weight.shape), geo.kernel, geo.stride, geo.dilation, geo.pads,
-               geo.groups, tuple(a.shape), len(weights), a.dtype, a.device)
-        candidates = {n: functools.partial(_run, ALGORITHMS[n], module, a, d, weights) for n in names}
-        return self.tuner.run(key, candidates, a.device)
-
-
-def _run(algorithm: Algorithm, module: Any, a: Tensor, d: Tensor,
-         weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """One algorithm on a fresh geometry, so that timings include its own layout copies."""
-    return algorithm(ConvGeometry(module, a), d, weights)
+            name = min(costs, key=costs.__getitem__)
+        return ALGORITHMS[name](geo, d, weights)

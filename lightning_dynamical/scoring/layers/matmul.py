@@ -9,6 +9,7 @@ sample ``i`` is ``g_i = D_i^T A_i`` per group. Either form it (``T D p`` multipl
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -70,6 +71,8 @@ def columns_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) ->
 class LinearRule(LayerRule):
     """``nn.Linear`` on ``(B, ..., F)`` inputs; all middle dimensions are positions."""
 
+    grouped_rows = True
+
     def _columns(self, a: Tensor, d: Tensor) -> tuple[Tensor, Tensor]:
         b = a.shape[0]
         return a.reshape(b, 1, -1, a.shape[-1]), d.reshape(b, 1, -1, d.shape[-1])
@@ -93,3 +96,25 @@ class LinearRule(LayerRule):
         if "bias" in wanted:
             parts.append(bias_statistics(dpos.sum(2).reshape(a.shape[0], -1), directions))
         return add_statistics(parts)
+
+
+class AddmmRule(LinearRule):
+    """``torch.addmm(bias, x, weight)`` with ``weight: (in, out)`` (Hugging Face's ``Conv1D``, GPT-2)."""
+
+    @staticmethod
+    def _linear(module: Any, directions: Directions) -> tuple[Any, list[dict[str, Tensor]]]:
+        spec = SimpleNamespace(weight=module.weight.T)
+        return spec, [{k: (t.T if k == "weight" else t) for k, t in v.items()} for v in directions]
+
+    def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
+                             wanted: Collection[str]) -> dict[str, Tensor]:
+        spec, _ = self._linear(module, [])
+        out = super().per_sample_gradients(spec, a, d, wanted)
+        if "weight" in out:
+            out["weight"] = out["weight"].transpose(-1, -2)
+        return out
+
+    def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
+                   directions: Directions) -> tuple[Tensor, Tensor]:
+        spec, local = self._linear(module, directions)
+        return super().statistics(spec, a, d, wanted, local)

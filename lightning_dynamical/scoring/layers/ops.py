@@ -20,7 +20,7 @@ from torch import Tensor
 from lightning_dynamical.scoring.layers.base import LayerRule
 from lightning_dynamical.scoring.layers.conv import ConvRule
 from lightning_dynamical.scoring.layers.embedding import EmbeddingRule
-from lightning_dynamical.scoring.layers.matmul import LinearRule
+from lightning_dynamical.scoring.layers.matmul import AddmmRule, LinearRule
 from lightning_dynamical.scoring.layers.norm import BatchNormRule, GroupNormRule, LayerNormRule
 
 
@@ -39,6 +39,7 @@ Binder = Callable[[tuple, Mapping[str, Any]], OpCall | None]
 
 RULES: dict[str, LayerRule] = {
     "linear": LinearRule(),
+    "addmm": AddmmRule(),
     "conv": ConvRule(),
     "batch_norm": BatchNormRule(),
     "layer_norm": LayerNormRule(),
@@ -63,6 +64,15 @@ def _linear(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
     p = _bind(args, kwargs, ("input", "weight", "bias"), bias=None)
     return OpCall("linear", RULES["linear"], SimpleNamespace(weight=p["weight"]), p["input"],
                   _roles(p["weight"], p["bias"]))
+
+
+def _addmm(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
+    p = _bind(args, kwargs, ("input", "mat1", "mat2"), beta=1, alpha=1)
+    bias, w = p["input"], p["mat2"]
+    if p["beta"] != 1 or p["alpha"] != 1 or not isinstance(w, Tensor) or not isinstance(bias, Tensor) \
+            or bias.shape != w.shape[1:]:
+        return None
+    return OpCall("addmm", RULES["addmm"], SimpleNamespace(weight=w), p["mat1"], _roles(w, bias))
 
 
 def _tuple(value: Any, n: int) -> tuple[int, ...]:
@@ -117,6 +127,7 @@ def _embedding(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
 
 OPS: dict[Callable[..., Any], Binder] = {
     F.linear: _linear,
+    torch.addmm: _addmm,
     torch.conv1d: _conv,
     torch.conv2d: _conv,
     F.batch_norm: _batch_norm,
