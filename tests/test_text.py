@@ -258,3 +258,29 @@ def test_ag_news_config_one_round(tmp_path: Path) -> None:
     assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
     state = json.loads((tmp_path / "al_state.json").read_text())
     assert len(state["labeled"]) == 12 and len(set(state["labeled"])) == 12
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_classifier_around_a_hugging_face_model_runs_a_round(tmp_path: Path) -> None:
+    """``Classifier(BertForSequenceClassification)``: keyword inputs in, a ``ModelOutput`` out, no adapter."""
+    import lightning as L
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop
+    from tests.hf_text import CLASSES as HF_CLASSES
+    from tests.hf_text import SEQ, VOCAB, TokenDataset
+
+    L.seed_everything(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=SEQ, num_labels=HF_CLASSES)
+    model = Classifier(BertForSequenceClassification(config), num_classes=HF_CLASSES, lr=3e-3)
+    dm = ActiveLearningDataModule(TokenDataset(40, 0), test=TokenDataset(12, 1), initial_size=8, batch_size=8)
+    loop = ActiveLearningLoop(DynamicAL(), query_size=5, rounds=1, max_epochs_per_round=2, dirpath=str(tmp_path),
+                              save_round_checkpoints=False, verbose=False)
+    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, datamodule=dm)
+    assert dm.num_labeled == 13
+    assert [r["labeled"] for r in loop.history] == [8, 13]
+    assert all(0 <= r["test_acc"] <= 1 for r in loop.history)
