@@ -97,6 +97,8 @@ def test_vocabulary_is_deterministic_and_ranked_by_frequency() -> None:
     ids, mask = vocab.encode(["a e zzz", "", "c c c c c c"], max_length=4)
     assert ids.tolist() == [[2, 6, 1, 0], [1, 0, 0, 0], [4, 4, 4, 4]]  # unknown 1, padding 0; empty -> unknown
     assert mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]]
+    with pytest.raises(ValueError, match="unique"):
+        WordVocabulary(["a", "b", "a"])
     with pytest.raises(ValueError, match="vocabulary size must be > 2"):
         WordVocabulary.build(texts, size=2)
     with pytest.raises(ValueError, match="max_length must be >= 1"):
