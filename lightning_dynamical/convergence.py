@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from lightning_dynamical.errors import check_fraction, check_int_between, check_non_negative, check_positive_int
+
 
 class Convergence:
     """Decides when a round's training has converged.
@@ -22,14 +24,11 @@ class Convergence:
         max_epochs: int = 50,
         min_epochs: int = 1,
     ) -> None:
-        if patience <= 0:
-            raise ValueError(f"patience must be a positive int, got {patience}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
-        if accuracy_threshold is not None and not 0 < accuracy_threshold <= 1:
-            raise ValueError(f"accuracy_threshold must be in (0, 1], got {accuracy_threshold}")
-        if max_epochs <= 0 or not 0 < min_epochs <= max_epochs:
-            raise ValueError(f"need 0 < min_epochs <= max_epochs, got min_epochs={min_epochs}, max_epochs={max_epochs}")
+        check_positive_int("patience", patience)
+        check_non_negative("min_delta", min_delta)
+        check_fraction("accuracy_threshold", accuracy_threshold)
+        check_positive_int("max_epochs", max_epochs)
+        check_int_between("min_epochs", min_epochs, 1, max_epochs, "max_epochs")
         self.patience = patience
         self.min_delta = min_delta
         self.accuracy_threshold = accuracy_threshold

@@ -19,11 +19,12 @@ from typing import Any
 import fsspec
 
 from lightning_dynamical import records
+from lightning_dynamical.errors import ConfigError
 
 QUERY_FIELDS = ("index", "file", "score", "pseudo_label", "label")
 
 
-class LabelFileError(ValueError):
+class LabelFileError(ConfigError):
     """A label CSV, its manifest or the target state cannot be used; nothing was changed."""
 
 
