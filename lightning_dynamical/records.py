@@ -1,9 +1,9 @@
 """Round records on disk: ``al_rounds.csv``, ``al_state.json`` and round checkpoints, written atomically, read back
 checked.
 
-Every file is written to a temporary sibling (``<name>.tmp-<hex>``) and renamed over its final name, so a crash at
-any moment leaves either the old or the new file, never half of one; :func:`remove_stale_temps` clears the
-temporary files such a crash leaves behind.
+Every file is written to a temporary sibling (``<name>.tmp-<hex>``; checkpoints in ``.al_staging/``) and renamed over
+its final name, so a crash at any moment leaves either the old or the new file, never half of one;
+:func:`remove_stale_temps` clears the temporary files such a crash leaves behind.
 """
 
 from __future__ import annotations
@@ -11,14 +11,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import posixpath
 import re
+import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
 
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.faults import kill_point
@@ -29,6 +33,7 @@ if TYPE_CHECKING:
 ROUNDS_FILE = "al_rounds.csv"
 STATE_FILE = "al_state.json"
 ROUND_FIELDS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs")
+STAGING_DIR = ".al_staging"
 _STALE_TEMP = re.compile(r"^al_.*\.tmp-[0-9a-f]{32}$")
 
 
@@ -58,28 +63,53 @@ def atomic_write_text(path: str, text: str) -> None:
 
 
 def save_checkpoint(trainer: Trainer, path: str) -> None:
-    """``trainer.save_checkpoint`` into a temporary sibling that rank zero renames to ``path`` once it is complete.
+    """``trainer.save_checkpoint`` into ``<dir>/.al_staging/``, then renamed to ``path`` by rank zero once complete.
 
-    Every rank must call it (as ``trainer.save_checkpoint``); a crash leaves no partial file under ``path``.
+    Every rank must call it (as ``trainer.save_checkpoint``). While it runs, Python's temporary files go to the
+    staging folder too, so the temporary copy Lightning writes first (an fsspec transaction, in the system's
+    temporary folder by default) is also left where :func:`remove_stale_temps` finds it after a crash, and its
+    final move is a rename within one file system. A crash therefore never leaves a partial file under ``path``.
     """
-    tmp = trainer.strategy.broadcast(temp_path(path))
+    staging = join(posixpath.dirname(path), STAGING_DIR)
+    tmp = join(staging, posixpath.basename(path))
     kill_point("checkpoint-start")
-    trainer.save_checkpoint(tmp, weights_only=False)
+    with _temporary_files_in(staging):
+        trainer.save_checkpoint(tmp, weights_only=False)
     if trainer.is_global_zero:
         fs, fs_tmp = url_to_fs(tmp)
         kill_point("checkpoint-partial", lambda: fs.pipe_file(fs_tmp, fs.cat_file(fs_tmp)[: fs.size(fs_tmp) // 2]))
         kill_point("checkpoint-written")
         fs.mv(fs_tmp, url_to_fs(path)[1], recursive=fs.isdir(fs_tmp))
         kill_point("checkpoint-renamed")
+        fs_staging = url_to_fs(staging)[1]
+        if not fs.ls(fs_staging, detail=False):
+            fs.rmdir(fs_staging)
     trainer.strategy.barrier("lightning_dynamical.records.save_checkpoint")
 
 
+@contextmanager
+def _temporary_files_in(folder: str) -> Iterator[None]:
+    """Create ``folder``; for a local one, make it Python's temporary folder (``tempfile.tempdir``) meanwhile."""
+    fs, fs_folder = url_to_fs(folder)
+    fs.makedirs(fs_folder, exist_ok=True)
+    if not isinstance(fs, LocalFileSystem):
+        yield
+        return
+    previous = tempfile.tempdir
+    tempfile.tempdir = fs_folder
+    try:
+        yield
+    finally:
+        tempfile.tempdir = previous
+
+
 def remove_stale_temps(dirpath: str) -> list[str]:
-    """Delete the ``al_*.tmp-<hex>`` files a crashed run left in ``dirpath``; returns their paths."""
+    """Delete what a crashed write left in ``dirpath`` (``al_*.tmp-<hex>`` files, the staging folder); returns it."""
     fs, fs_dir = url_to_fs(dirpath)
     if not fs.isdir(fs_dir):
         return []
-    stale = [p for p in fs.ls(fs_dir, detail=False) if _STALE_TEMP.match(p.rstrip("/").rsplit("/", 1)[-1])]
+    names = {p: posixpath.basename(p.rstrip("/")) for p in fs.ls(fs_dir, detail=False)}
+    stale = [p for p, name in names.items() if name == STAGING_DIR or _STALE_TEMP.match(name)]
     for p in stale:
         fs.rm(p, recursive=True)
     return stale
