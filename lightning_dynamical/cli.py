@@ -14,12 +14,14 @@ import inspect
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from typing import Any, NoReturn
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lightning_dynamical import interrupts, wandb_link
 from lightning_dynamical.errors import ConfigError
@@ -134,6 +136,8 @@ def main(args: list[str] | None = None) -> None:
         sys.argv[1:] = argv  # LightningCLI (and DDP's launcher) read sys.argv
     try:
         run(None if args is None else argv)
+    except SIGTERMException:
+        raise SystemExit(128 + signal.SIGTERM) from None  # Lightning's SIGTERMException would exit with status 0
     except Exception as err:
         problem = config_error(err)
         if problem is None or debug_mode():
