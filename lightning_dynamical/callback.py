@@ -15,7 +15,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical import records, wandb_link
-from lightning_dynamical.console import say
+from lightning_dynamical.console import end_progress_bar, say
 from lightning_dynamical.convergence import Convergence
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
 from lightning_dynamical.errors import (
@@ -390,6 +390,7 @@ class ActiveLearningLoop(Callback):
             saved = None
         message = interrupt_message(exception, self.round, saved)
         if message is not None:
+            end_progress_bar(trainer, pl_module)
             say(message)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:

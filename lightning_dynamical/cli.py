@@ -23,7 +23,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_dynamical import interrupts, wandb_link
+from lightning_dynamical import interrupts, resume
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.preflight import check_fit
 
@@ -63,14 +63,15 @@ class ActiveLearningCLI(LightningCLI):
     """LightningCLI with any LightningModule and DataModule selectable by ``class_path``.
 
     Before ``fit`` starts a logger, :func:`~lightning_dynamical.preflight.check_fit` validates the data and the
-    resume files, and W&B runs are linked to the run a checkpoint came from.
+    resume files, and :func:`~lightning_dynamical.resume.prepare` links W&B runs and model checkpoints to the run
+    a checkpoint came from.
     """
 
     def before_fit(self) -> None:
         ckpt_path = self.config_init[self.subcommand].get("ckpt_path")
         ckpt_path = None if ckpt_path in _CKPT_KEYWORDS else ckpt_path
         check_fit(self.trainer, self.datamodule, ckpt_path)
-        wandb_link.prepare(self.trainer.loggers, ckpt_path)
+        resume.prepare(self.trainer, ckpt_path)
 
 
 def run(args: list[str] | None = None) -> ActiveLearningCLI:

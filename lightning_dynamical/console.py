@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from tqdm import tqdm
 
@@ -34,3 +35,12 @@ if not logging.getLogger().hasHandlers():
 def say(message: str) -> None:
     """One line (or block) for the user, from rank zero only."""
     log.info(message)
+
+
+def end_progress_bar(trainer: Trainer, pl_module: LightningModule) -> None:
+    """End a live progress display (Lightning's rich bar) so that what is printed next comes below it, not above.
+
+    Calls the bar's ``teardown`` hook, which Lightning calls again afterwards (stopping twice is a no-op).
+    """
+    if trainer.progress_bar_callback is not None:
+        trainer.progress_bar_callback.teardown(trainer, pl_module, "fit")

@@ -7,20 +7,15 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 
 from lightning_dynamical import records, wandb_link
-from lightning_dynamical.console import say
+from lightning_dynamical.console import end_progress_bar, say
 
 
 def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: list[dict[str, Any]],
            round_checkpoints: bool) -> None:
-    """Print the table and :func:`where_written` (rank zero) below the progress bar.
-
-    A live progress display (Lightning's rich bar) would otherwise be redrawn under them: it is ended here
-    through its ``teardown`` hook, which Lightning calls again afterwards (stopping twice is a no-op).
-    """
+    """Print the table and :func:`where_written` (rank zero) below the progress bar."""
     if not trainer.is_global_zero:
         return
-    if trainer.progress_bar_callback is not None:
-        trainer.progress_bar_callback.teardown(trainer, pl_module, "fit")
+    end_progress_bar(trainer, pl_module)
     lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
     lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | {r['score_seconds']} |"
               for r in history]

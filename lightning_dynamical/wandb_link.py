@@ -12,26 +12,25 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 CHECKPOINT_KEY = "wandb_run"
 
 
-def prepare(loggers: Iterable[Logger], ckpt_path: str | None = None) -> None:
-    """Before any W&B run starts: link it to the run recorded in ``ckpt_path`` (or start a group), and keep it quiet.
+def prepare(loggers: Iterable[Logger], link: dict[str, Any] | None = None) -> None:
+    """Before any W&B run starts: join the run ``link`` (:func:`identity` of the checkpoint's run) or start a group.
 
     Touches only ``WandbLogger``s whose run has not started (``wandb.init``'s arguments are still pending in
-    ``WandbLogger._wandb_init``) and never overrides a group or name the user configured.
+    ``WandbLogger._wandb_init``) and never overrides a group or name the user configured. Also drops Lightning's
+    ``anonymous=None``: wandb >= 0.19 warns that the setting has no effect, whatever its value.
     """
-    link = read_link(ckpt_path) if ckpt_path else None
     for logger in loggers:
         if not isinstance(logger, WandbLogger) or logger._experiment is not None:
             continue
         init = logger._wandb_init
         if init.get("anonymous") is None:
-            init.pop("anonymous", None)  # wandb >= 0.19 warns that the setting has no effect, whatever its value
+            init.pop("anonymous", None)
         if init.get("group") is None and "WANDB_RUN_GROUP" not in os.environ:
             init["group"] = link["group"] if link and link.get("group") else _new_group()
         if link and link.get("name") and init.get("name") is None:
@@ -47,13 +46,6 @@ def identity(trainer: Trainer) -> dict[str, Any] | None:
             run = logger.experiment
             return {"group": run.group or run.id, "name": run.name, "id": run.id}
     return None
-
-
-def read_link(ckpt_path: str) -> dict[str, Any] | None:
-    """The W&B identity recorded in a checkpoint of this plugin, if any."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
-    link = checkpoint.get(CHECKPOINT_KEY)
-    return link if isinstance(link, dict) else None
 
 
 def describe(trainer: Trainer) -> list[str]:
