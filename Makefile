@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	WANDB_SILENT=true $(VENV)/bin/lightning-dynamical fit --config configs/digits.yaml
+	$(VENV)/bin/lightning-dynamical fit --config configs/digits.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check lightning_dynamical tests benchmarks examples
