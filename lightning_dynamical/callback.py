@@ -162,7 +162,7 @@ class ActiveLearningLoop(Callback):
             dm.load_state_dict({**snapshot, "labeled": state["labeled"], "dataset_size": state["dataset_size"],
                                 "given_labels": state.get("given_labels", [])})
         except LabelError as err:
-            raise LabelError(f"{path} does not fit this pool: {err}") from err
+            raise LabelError(f"state file {path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
 
