@@ -49,14 +49,21 @@ def debug_mode() -> bool:
 
 
 class ActiveLearningArgumentParser(LightningArgumentParser):
-    """A one-line usage and, for a rejected option, the part of jsonargparse's message that names it."""
+    """A one-line usage; a rejected option ends the command with one line naming it (jsonargparse's full message,
+    usage and tip with ``--debug``)."""
 
     def format_usage(self) -> str:
         prog = self.prog.replace(" [options]", "")
         return f"usage: {prog} --config CONFIG [--KEY VALUE ...]\n"
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        super().error(message if debug_mode() else condense(message), ex)
+        if debug_mode() or not self.exit_on_error or callable(getattr(self, "_error_handler", None)):
+            super().error(message, ex)
+        short = condense(message)
+        if short == message:
+            short += f"\n(options: {self.prog.replace(' [options]', '')} --help; active learning: {PROG} doc)"
+        sys.stderr.write(f"error: {short}\n")
+        self.exit(2)
 
 
 class ActiveLearningCLI(LightningCLI):
