@@ -9,6 +9,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_dynamical.errors import ConfigError
+
 
 class Classifier(LightningModule):
     """Cross-entropy training of ``net`` (``forward`` returns its logits).
@@ -33,7 +35,7 @@ class Classifier(LightningModule):
     ) -> None:
         super().__init__()
         if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+            raise ConfigError(f"lr must be > 0, got {lr!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
