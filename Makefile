@@ -23,7 +23,7 @@ $(LS_STAMP):
 	touch $(LS_STAMP)
 
 run: $(STAMP)
-	WANDB_SILENT=true $(VENV)/bin/lightning-dynamical fit --config configs/digits.yaml
+	$(VENV)/bin/lightning-dynamical fit --config configs/digits.yaml
 
 test: $(STAMP) $(LS_STAMP)
 	$(VENV)/bin/ruff check lightning_dynamical tests benchmarks examples

@@ -2,6 +2,7 @@
 
 from lightning_dynamical.callback import ActiveLearningLoop
 from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.label_studio import LabelStudioOracle
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle, Query
@@ -38,6 +39,7 @@ __all__ = [
     "ActiveLearningDataModule",
     "ActiveLearningLoop",
     "Classifier",
+    "ConfigError",
     "Convergence",
     "DatasetOracle",
     "DynamicAL",

@@ -9,15 +9,25 @@ from typing import Any, Literal
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical import queries, records
+from lightning_dynamical import queries, records, wandb_link
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits, to_model
+from lightning_dynamical.console import end_progress_bar, say
 from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard, sync_buffers
+from lightning_dynamical.errors import (
+    ConfigError,
+    check_choice,
+    check_fraction,
+    check_int_between,
+    check_non_negative,
+    check_positive_int,
+)
+from lightning_dynamical.interrupts import interrupt_message
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle, Query
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.reporting import log_round_media
@@ -27,6 +37,7 @@ from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.summary import report
 from lightning_dynamical.weights import reference as weights_reference
 from lightning_dynamical.weights import resolve as resolve_weights
 from lightning_dynamical.weights import restore_weights
@@ -96,14 +107,16 @@ class ActiveLearningLoop(Callback):
         rel_delta: float = 1e-3,
         verbose: bool = True,
     ) -> None:
-        if not isinstance(query_size, int) or query_size <= 0:
-            raise ValueError(f"query_size must be a positive int, got {query_size!r}")
-        if not isinstance(rounds, int) or rounds <= 0:
-            raise ValueError(f"rounds must be a positive int, got {rounds!r}")
-        if pool_subset is not None and pool_subset < query_size:
-            raise ValueError(f"pool_subset ({pool_subset}) must be None or >= query_size ({query_size})")
-        if reset not in ("none", "init"):
-            raise ValueError(f"reset must be 'none' or 'init', got {reset!r}")
+        check_positive_int("query_size", query_size)
+        check_positive_int("rounds", rounds)
+        check_positive_int("patience", patience)
+        check_non_negative("min_delta", min_delta)
+        check_fraction("train_acc_threshold", train_acc_threshold)
+        check_positive_int("max_epochs_per_round", max_epochs_per_round)
+        check_int_between("min_epochs_per_round", min_epochs_per_round, 1, max_epochs_per_round, "max_epochs_per_round")
+        if pool_subset is not None and (not isinstance(pool_subset, int) or pool_subset < query_size):
+            raise ConfigError(f"pool_subset must be null or an int >= query_size ({query_size}), got {pool_subset!r}")
+        check_choice("reset", reset, ("none", "init"))
         if strategy is not None and not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a lightning_dynamical Strategy, got {type(strategy).__name__}")
         self.strategy = strategy if strategy is not None else DynamicAL()
@@ -150,9 +163,11 @@ class ActiveLearningLoop(Callback):
         if self.resume_from_state:
             self._load_records_state(dm, self.resume_from_state)
         if self.query_size > dm.num_unlabeled and not self.finished and self.round == 0:
-            raise ValueError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
+            raise ConfigError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
         dirpath = self.dirpath or trainer.log_dir or trainer.default_root_dir
         self._dirpath = trainer.strategy.broadcast(str(dirpath))
+        if trainer.is_global_zero:
+            records.remove_stale_temps(self._dirpath)
         self._sharded = trainer.world_size > 1 and not self.strategy.joint
         self.stopping.setup(self)
         max_needed = (self.rounds + 1) * self.convergence.max_epochs
@@ -167,7 +182,7 @@ class ActiveLearningLoop(Callback):
             dm.load_state_dict({**snapshot, "labeled": state["labeled"], "dataset_size": state["dataset_size"],
                                 "given_labels": state.get("given_labels", [])})
         except LabelError as err:
-            raise LabelError(f"{path} does not fit this pool: {err}") from err
+            raise LabelError(f"state file {path} does not fit this pool: {err}") from err
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
         self.stopping.load_state_dict(state.get("stopping", {}))
@@ -193,7 +208,7 @@ class ActiveLearningLoop(Callback):
             queries.cut_back(self._dirpath, self.round)
         if self.pending is not None:
             self._collect_pending(trainer, pl_module)
-        self._write_state()
+        self._write_records()
 
     # ---- per epoch -------------------------------------------------------------------------------------
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
@@ -257,15 +272,14 @@ class ActiveLearningLoop(Callback):
         dm = self.datamodule
         self.history.append(row)
         if self.verbose:
-            rank_zero_info(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
-                           f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
-                           f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
+            say(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
+                f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+                f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
         if last:
             if row.get("stopped_by") and self.stopping.enforce:
-                rank_zero_info(f"[active learning] stopping after round {row['round']}: "
-                               + "; ".join(self.stopping.messages))
+                say(f"[active learning] stopping after round {row['round']}: " + "; ".join(self.stopping.messages))
             elif dm.num_unlabeled == 0 and self.round < self.rounds:
-                rank_zero_info(f"[active learning] the pool is empty after round {self.round}: stopping")
+                say(f"[active learning] the pool is empty after round {self.round}: stopping")
             self.finished = True
             trainer.should_stop = True
             self._write_records()
@@ -279,7 +293,7 @@ class ActiveLearningLoop(Callback):
                          if self.save_round_checkpoints else None)
         self._write_records()
         if self.save_round_checkpoints:
-            trainer.save_checkpoint(records.join(self._dirpath, f"al_round_{self.round - 1}.ckpt"))
+            records.save_checkpoint(trainer, records.round_checkpoint(self._dirpath, self.round - 1))
 
     def _pause(self, trainer: Trainer, row: dict[str, Any], query: Query, metrics: dict[str, float],
                pending: LabelsPending) -> None:
@@ -287,12 +301,12 @@ class ActiveLearningLoop(Callback):
         self.pending = {"row": row, "metrics": metrics, "indices": list(query.indices),
                         "scores": query.scores, "pseudo_labels": query.pseudo_labels}
         path = records.join(self._dirpath, f"al_pending_round_{self.round}.ckpt")
-        trainer.save_checkpoint(path)
+        records.save_checkpoint(trainer, path)
         self._weights = path
-        self._write_state()
+        self._write_records()
         trainer.should_stop = True
-        rank_zero_info(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
-                       f"ckpt_path={path} once they are in.")
+        say(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
+            f"ckpt_path={path} once they are in.")
 
     def _collect_pending(self, trainer: Trainer, pl_module: LightningModule) -> None:
         assert self.pending is not None
@@ -422,10 +436,6 @@ class ActiveLearningLoop(Callback):
             queries.write_round(self._dirpath, query.round,
                                 queries.query_rows(query, self.datamodule, getattr(self.oracle, "source", "oracle")))
 
-    def _write_state(self) -> None:
-        if self._is_global_zero:
-            records.write_state(self._dirpath, self._state())
-
     def _write_records(self) -> None:
         if self._is_global_zero:
             records.write_rounds(self._dirpath, self.history)
@@ -433,10 +443,20 @@ class ActiveLearningLoop(Callback):
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.verbose and self.history:
-            lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
-            lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | "
-                      f"{r['score_seconds']} |" for r in self.history]
-            rank_zero_info("\n".join(lines))
+            report(trainer, pl_module, self._dirpath, self.history, self.save_round_checkpoints)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """On Ctrl-C or SIGTERM, name the last round checkpoint and the command that resumes from it."""
+        saved = records.round_checkpoint(self._dirpath, self.round - 1) if hasattr(self, "_dirpath") else None
+        if saved is None or self.round == 0 or not self.save_round_checkpoints or not records.exists(saved):
+            saved = None
+        message = interrupt_message(exception, self.round, saved)
+        if message is not None:
+            end_progress_bar(trainer, pl_module)
+            say(message)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[wandb_link.CHECKPOINT_KEY] = wandb_link.identity(trainer)
 
     # ---- state -----------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -6,6 +6,14 @@ import math
 from collections import deque
 from typing import Any
 
+from lightning_dynamical.errors import (
+    ConfigError,
+    check_fraction,
+    check_int_between,
+    check_non_negative,
+    check_positive_int,
+)
+
 
 class Convergence:
     """Decides when a round's training has converged.
@@ -37,21 +45,14 @@ class Convergence:
         smoothing: int = 5,
         rel_delta: float = 1e-3,
     ) -> None:
-        if not isinstance(patience, int) or patience <= 0:
-            raise ValueError(f"patience must be a positive int, got {patience!r}")
-        if min_delta < 0:
-            raise ValueError(f"min_delta must be >= 0, got {min_delta}")
-        if accuracy_threshold is not None and not 0 < accuracy_threshold <= 1:
-            raise ValueError(f"accuracy_threshold must be in (0, 1], got {accuracy_threshold}")
-        if not isinstance(max_epochs, int) or max_epochs <= 0:
-            raise ValueError(f"max_epochs_per_round must be a positive int, got {max_epochs!r}")
-        if not isinstance(min_epochs, int) or not 0 < min_epochs <= max_epochs:
-            raise ValueError(f"min_epochs_per_round must be an int in [1, max_epochs_per_round={max_epochs}], "
-                             f"got {min_epochs!r}")
-        if not isinstance(smoothing, int) or smoothing <= 0:
-            raise ValueError(f"smoothing must be a positive int (epochs averaged), got {smoothing!r}")
+        check_positive_int("patience", patience)
+        check_non_negative("min_delta", min_delta)
+        check_fraction("accuracy_threshold", accuracy_threshold)
+        check_positive_int("max_epochs_per_round", max_epochs)
+        check_int_between("min_epochs_per_round", min_epochs, 1, max_epochs, "max_epochs_per_round")
+        check_positive_int("smoothing", smoothing)
         if not 0 <= rel_delta < 1:
-            raise ValueError(f"rel_delta must be in [0, 1), got {rel_delta}")
+            raise ConfigError(f"rel_delta must be in [0, 1), got {rel_delta}")
         self.patience = patience
         self.min_delta = min_delta
         self.accuracy_threshold = accuracy_threshold

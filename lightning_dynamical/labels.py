@@ -19,12 +19,13 @@ from typing import Any
 import fsspec
 
 from lightning_dynamical import queries, records
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.weights import resolve
 
 QUERY_FIELDS = ("index", "file", "score", "pseudo_label", "label")
 
 
-class LabelFileError(ValueError):
+class LabelFileError(ConfigError):
     """A label CSV, its manifest or the target state cannot be used; nothing was changed."""
 
 

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits
+from lightning_dynamical.errors import ConfigError
 
 
 class Classifier(LightningModule):
@@ -41,7 +42,7 @@ class Classifier(LightningModule):
     ) -> None:
         super().__init__()
         if lr <= 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
+            raise ConfigError(f"lr must be > 0, got {lr!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")

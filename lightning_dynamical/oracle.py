@@ -14,6 +14,7 @@ from torch import Tensor
 
 from lightning_dynamical import records
 from lightning_dynamical.batches import batch_inputs
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.reporting import image_array
@@ -80,7 +81,7 @@ class FileOracle(Oracle):
 
     def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
         if num_classes is not None and num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise ConfigError(f"num_classes must be null or >= 1, got {num_classes!r}")
         self.folder = str(folder)
         self.num_classes = num_classes
         self.min_image_size = min_image_size

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import torch
@@ -12,9 +12,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from lightning_dynamical.batches import LABEL_KEY, batch_targets
 from lightning_dynamical.data.splits import DatasetSplits
+from lightning_dynamical.errors import ConfigError, check_positive_int
 
 
-class LabelError(ValueError):
+class LabelError(ConfigError):
     """A ``label()`` call or a restored state names indices that cannot be labeled."""
 
 
@@ -90,6 +91,20 @@ class ActiveLearningDataModule(LightningDataModule):
     Indices everywhere are indices into the pool dataset. ``train_dataloader`` serves labeled samples
     (training transform); ``pool_dataloader`` serves unlabeled samples in ascending index order with the
     evaluation transform, so scores are aligned with :attr:`unlabeled_indices`.
+
+    Args:
+        pool: the unlabeled pool (training transform); ``None`` when :meth:`build_splits` builds it.
+        val: a validation set, if any.
+        test: the test set whose accuracy each round reports, if any.
+        pool_eval: the pool with the evaluation transform (default: ``pool``).
+        initial_size: size of the initial labeled set (M), drawn with ``seed``.
+        balanced: draw the initial labeled set class-balanced.
+        val_size: samples of the pool held out for validation when ``val`` is not given (an int, or a
+            fraction in [0, 1)); 0 = none.
+        batch_size: training batch size.
+        eval_batch_size: batch size for scoring the pool and for evaluation.
+        num_workers: DataLoader worker processes.
+        seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
     """
 
     def __init__(
@@ -110,14 +125,15 @@ class ActiveLearningDataModule(LightningDataModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if num_classes is not None and (not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be None or a positive int, got {num_classes!r}")
-        if initial_size <= 0:
-            raise ValueError(f"initial_size must be a positive int, got {initial_size}")
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ValueError(f"batch sizes must be positive, got {batch_size} and {eval_batch_size}")
-        if val_size < 0 or (isinstance(val_size, float) and val_size >= 1):
-            raise ValueError(f"val_size must be an int >= 0 or a fraction in [0, 1), got {val_size}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                        or num_classes < 1):
+            raise ConfigError(f"num_classes must be None or a positive int, got {num_classes!r}")
+        check_positive_int("initial_size", initial_size)
+        check_positive_int("batch_size", batch_size)
+        check_positive_int("eval_batch_size", eval_batch_size)
+        if isinstance(val_size, bool) or not isinstance(val_size, int | float) or not (
+                val_size >= 0 and (isinstance(val_size, int) or val_size < 1)):
+            raise ConfigError(f"val_size must be an int >= 0 or a fraction in [0, 1), got {val_size!r}")
         self.initial_size = initial_size
         self.balanced = balanced
         self.val_size = val_size
@@ -133,6 +149,7 @@ class ActiveLearningDataModule(LightningDataModule):
         self._labeled: list[int] = []
         self._given_labels: dict[int, int] = {}
         self._val_indices: list[int] = []
+        self._set_up = False
         if pool is not None:
             self._use(DatasetSplits(pool, pool_eval if pool_eval is not None else pool, val, test, 0))
 
@@ -163,10 +180,11 @@ class ActiveLearningDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self._splits is None:
             self._use(self.build_splits())
+        self._set_up = True
 
     def _use(self, splits: DatasetSplits) -> None:
         if len(splits.pool) != len(splits.pool_eval):
-            raise ValueError(f"pool ({len(splits.pool)}) and pool_eval ({len(splits.pool_eval)}) differ in size")
+            raise ConfigError(f"pool ({len(splits.pool)}) and pool_eval ({len(splits.pool_eval)}) differ in size")
         self._splits = splits
         n = len(splits.pool)
         gen = torch.Generator().manual_seed(self.seed)
@@ -177,7 +195,7 @@ class ActiveLearningDataModule(LightningDataModule):
         self._val_indices = sorted(order[:n_val])
         self._candidates = sorted(order[n_val:])
         if self.initial_size > len(self._candidates):
-            raise ValueError(f"initial_size={self.initial_size} exceeds the pool of {len(self._candidates)} samples")
+            raise ConfigError(f"initial_size={self.initial_size} exceeds the pool of {len(self._candidates)} samples")
         if not self._labeled:
             self._labeled = self._initial_indices(gen)
 
@@ -201,7 +219,9 @@ class ActiveLearningDataModule(LightningDataModule):
     # ---- the split -------------------------------------------------------------------------------------
     def _ready(self) -> DatasetSplits:
         if self._splits is None:
+            set_up = self._set_up
             self.setup()
+            self._set_up = set_up  # built on demand; only Lightning's own setup call decides about validation
         assert self._splits is not None
         return self._splits
 
@@ -325,7 +345,19 @@ class ActiveLearningDataModule(LightningDataModule):
     def pool_dataloader(self) -> DataLoader:
         return self.eval_loader(self.pool_dataset())
 
-    def val_dataloader(self) -> DataLoader | list:
+    @property
+    def val_dataloader(self) -> Callable[[], DataLoader]:  # type: ignore[override]
+        """The validation loader's factory; absent after :meth:`setup` when there is no validation set.
+
+        Lightning runs validation only when ``val_dataloader`` is defined, so a pool without one trains without
+        an empty validation loop (and without Lightning's warning about a zero-length loader). Before ``setup`` it
+        is always defined, so Lightning's configuration check (which runs earlier) does not warn either.
+        """
+        if self._set_up and self.val_dataset is None:
+            raise AttributeError(f"{type(self).__name__} has no validation set (val=None, val_size=0)")
+        return self._val_dataloader
+
+    def _val_dataloader(self) -> DataLoader | list:
         val = self.val_dataset
         return self.eval_loader(val) if val is not None else []
 
@@ -350,30 +382,43 @@ class ActiveLearningDataModule(LightningDataModule):
             "given_labels": [[i, y] for i, y in self._given_labels.items()],
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a split; the state is validated against this pool before anything changes."""
+    def check_state(self, state_dict: dict[str, Any]) -> None:
+        """Refuse (:class:`LabelError`, naming the offending indices) a split that does not fit this pool."""
         self._ready()
         size = int(state_dict["dataset_size"])
         if size != len(self.splits.pool):
             raise LabelError(f"state is for a pool of {size} samples; this pool has {len(self.splits.pool)}")
         candidates = [int(i) for i in state_dict.get("candidates", self._candidates)]
-        if len(set(candidates)) != len(candidates) or any(not 0 <= i < size for i in candidates):
-            raise LabelError("state's candidate indices are out of range or repeated")
+        outside = [i for i in candidates if not 0 <= i < size]
+        if outside or len(set(candidates)) != len(candidates):
+            raise LabelError(f"state's candidate indices are outside 0..{size - 1} ({_few(outside)}) or repeated "
+                             f"({_few(_repeated(candidates))})")
         labeled = [int(i) for i in state_dict["labeled"]]
-        bad = [i for i in labeled if not 0 <= i < size]
-        if bad or len(set(labeled)) != len(labeled) or not set(labeled) <= set(candidates):
-            raise LabelError(f"state's labeled indices are unknown or repeated (e.g. {bad[:5]})")
+        outside = [i for i in labeled if not 0 <= i < size]
+        if outside:
+            raise LabelError(f"state's labeled indices {_few(outside)} are outside 0..{size - 1}")
+        repeated = _repeated(labeled)
+        if repeated:
+            raise LabelError(f"state's labeled indices {_few(repeated)} are repeated")
+        held_out = sorted(set(labeled) - set(candidates))
+        if held_out:
+            raise LabelError(f"state's labeled indices {_few(held_out)} are not in the pool (held out for validation)")
         given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
         strays = sorted({i for i, _ in given} - set(labeled))
-        if strays or len({i for i, _ in given}) != len(given):
-            raise LabelError(f"state's given_labels name unlabeled or repeated indices (e.g. {strays[:5]}); "
-                             "nothing was changed")
+        repeated = _repeated([i for i, _ in given])
+        if strays or repeated:
+            raise LabelError(f"state's given_labels name unlabeled or repeated indices (unlabeled {_few(strays)}, "
+                             f"repeated {_few(repeated)}); nothing was changed")
         self._check_classes(given, self.num_classes, "state's given_labels")
-        self._candidates = sorted(candidates)
-        self._labeled = labeled
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a split; the state is validated against this pool (:meth:`check_state`) before anything changes."""
+        self.check_state(state_dict)
+        self._candidates = sorted(int(i) for i in state_dict.get("candidates", self._candidates))
+        self._labeled = [int(i) for i in state_dict["labeled"]]
+        given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
         self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
         self._given_labels = dict(given)
-
 
 def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | None:
     try:
@@ -381,3 +426,13 @@ def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | No
     except Exception:  # noqa: BLE001 - Lightning's default hooks raise MisconfigurationException
         return None
     return getattr(loader, "dataset", None)
+
+
+def _repeated(indices: Sequence[int]) -> list[int]:
+    seen: set[int] = set()
+    return sorted({i for i in indices if i in seen or seen.add(i)})
+
+
+def _few(indices: Sequence[int], limit: int = 10) -> str:
+    shown = ", ".join(map(str, indices[:limit]))
+    return f"[{shown}{', ...' if len(indices) > limit else ''}] ({len(indices)})"

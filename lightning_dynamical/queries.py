@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fsspec.core import url_to_fs
 
 from lightning_dynamical import records
+from lightning_dynamical.batches import batch_targets
 
 if TYPE_CHECKING:
     from lightning_dynamical.oracle import Query
@@ -69,6 +70,6 @@ def query_rows(query: Query, datamodule: ActiveLearningDataModule, labeled_by: s
 def _dataset_label(datamodule: ActiveLearningDataModule, index: int) -> int | None:
     """The data set's own target for ``index`` (what the model trains on when no oracle label was given)."""
     try:
-        return int(datamodule.splits.pool_eval[index][1])
+        return int(batch_targets(datamodule.splits.pool_eval[index], datamodule.label_key))
     except (TypeError, ValueError, IndexError):
         return None

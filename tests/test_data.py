@@ -30,6 +30,7 @@ from lightning_dynamical.data.modules import (
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
 from lightning_dynamical.data.transforms import CIFAR10_STATS, MNIST_STATS
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool import dataset_targets
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
@@ -193,11 +194,14 @@ def test_mnist(tmp_path: Path) -> None:
     torch.testing.assert_close(splits.pool[4][0][0], (torch.from_numpy(images[4]).float() / 255 - mean) / std)
 
 
-def test_missing_files_raise(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="download=True"):
+def test_missing_files_name_the_root(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=f"MNIST not found: data root '{tmp_path}' .* has no MNIST files at "
+                                          f"{tmp_path}/MNIST/raw.*download: true"):
         build_mnist(tmp_path)
-    with pytest.raises(RuntimeError, match="download=True"):
-        build_cifar10(tmp_path)
+    with pytest.raises(ConfigError, match=f"CIFAR-10 not found: data root '{tmp_path / 'x'}' .* does not exist"):
+        build_cifar10(tmp_path / "x")
+    with pytest.raises(ConfigError, match=f"image folder root '{tmp_path / 'x'}' .* does not exist"):
+        build_image_folder(tmp_path / "x")
 
 
 def test_caltech101_split_and_grayscale(tmp_path: Path) -> None:

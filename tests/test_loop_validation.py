@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier
+from lightning_dynamical.errors import ConfigError
 
 
 def _dm() -> ActiveLearningDataModule:
@@ -23,21 +24,28 @@ def _fit(net: nn.Module, loop: ActiveLearningLoop, dm: ActiveLearningDataModule,
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"query_size": 0}, "query_size must be a positive int, got 0"),
+    ({"query_size": 0}, r"^query_size must be a positive int \(>= 1\), got 0$"),
     ({"query_size": -3}, "query_size must be a positive int"),
-    ({"rounds": 0}, "rounds must be a positive int, got 0"),
-    ({"reset": "sometimes"}, "reset must be"),
-    ({"pool_subset": 2, "query_size": 5}, "pool_subset"),
+    ({"rounds": 0}, r"^rounds must be a positive int \(>= 1\), got 0$"),
+    ({"reset": "sometimes"}, r"^reset must be one of 'none', 'init'; got 'sometimes'$"),
+    ({"pool_subset": 2, "query_size": 5}, r"^pool_subset must be null or an int >= query_size \(5\), got 2$"),
+    ({"max_epochs_per_round": 0}, r"^max_epochs_per_round must be a positive int \(>= 1\), got 0$"),
+    ({"min_epochs_per_round": 30, "max_epochs_per_round": 20},
+     r"^min_epochs_per_round must be an int from 1 to max_epochs_per_round \(20\), got 30$"),
+    ({"train_acc_threshold": 1.5}, r"^train_acc_threshold must be null or a number in \(0, 1\], got 1.5$"),
+    ({"patience": 0}, r"^patience must be a positive int \(>= 1\), got 0$"),
+    ({"min_delta": -1.0}, r"^min_delta must be a number >= 0, got -1.0$"),
 ])
 def test_bad_arguments_rejected(kwargs, match):
-    with pytest.raises(ValueError, match=match):
+    """Each message names the loop's own argument, what was given and what is allowed; ConfigError is a ValueError."""
+    with pytest.raises(ConfigError, match=match):
         ActiveLearningLoop(**kwargs)
 
 
 def test_query_size_larger_than_pool(tmp_path):
     dm = _dm()
     before = dm.state_dict()
-    with pytest.raises(ValueError, match="query_size=51 is larger than the unlabeled pool of 50"):
+    with pytest.raises(ConfigError, match="query_size=51 is larger than the unlabeled pool of 50"):
         _fit(nn.Linear(4, 3), ActiveLearningLoop(query_size=51, rounds=1), dm, tmp_path)
     assert dm.state_dict() == before
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
+from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL, records
 from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import DigitsCNN
 
 
@@ -102,19 +104,38 @@ def test_resume_from_state_rebuilds_split(tmp_path):
     assert loop.round == 3 and loop.finished and len(loop.history) == 4
 
 
-@pytest.mark.parametrize("bad", [{"labeled": [0, 0]}, {"labeled": [10**6]}, {"dataset_size": 3}, "not json"])
-def test_invalid_state_file_refused(tmp_path, bad):
-    dm, *_ = _run(tmp_path / "a")
-    path = tmp_path / "a" / "al_state.json"
+@pytest.mark.parametrize("bad, match", [
+    ({"labeled": [0, 5, 0, 5, 7]}, r"'labeled' repeats the indices \[0, 5\]"),
+    ({"labeled": [10**6]}, r"'labeled' has indices outside 0\.\.1496 \(dataset_size=1497\): \[1000000\]"),
+    ({"dataset_size": 3, "labeled": [0, 1]}, r"does not fit this pool: state is for a pool of 3 samples; this pool"),
+    ({"round": "two"}, r"'round' must be an int >= 0, got 'two'"),
+    ({"labeled": "0,1"}, r"'labeled' must be a list of int indices, got '0,1'"),
+    ("not json", r"is not valid JSON"),
+])
+def test_invalid_state_file_refused(tmp_path, bad, match):
+    fresh = _digits_dm()
+    before = fresh.state_dict()
+    records.write_state(str(tmp_path), {"round": 1, "dataset_size": before["dataset_size"],
+                                        "labeled": before["labeled"], "given_labels": [], "history": []})
+    path = tmp_path / "al_state.json"
     if bad == "not json":
         path.write_text("{broken")
     else:
         path.write_text(json.dumps({**json.loads(path.read_text()), **bad}))
-    fresh = _digits_dm()
-    before = fresh.state_dict()
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match=f"^state file {re.escape(str(path))}.*{match}"):
         ActiveLearningLoop(query_size=30, rounds=1)._load_records_state(fresh, str(path))
     assert fresh.state_dict() == before
+
+
+def test_stale_temporary_files_are_removed(tmp_path):
+    (tmp_path / f"al_rounds.csv.tmp-{'a' * 32}").write_text("half")
+    (tmp_path / ".al_staging").mkdir()
+    (tmp_path / ".al_staging" / "tmpabc123").write_bytes(b"partial checkpoint")
+    keep = [tmp_path / "al_rounds.csv", tmp_path / "notes.tmp-1", tmp_path / f"x.tmp-{'b' * 32}"]
+    for path in keep:
+        path.write_text("keep")
+    assert len(records.remove_stale_temps(str(tmp_path))) == 2
+    assert sorted(tmp_path.iterdir()) == sorted(keep)
 
 
 def test_tiny_dataset_round_trip():

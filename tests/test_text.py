@@ -24,6 +24,7 @@ from lightning_dynamical.data.ag_news import (
     tokenize,
 )
 from lightning_dynamical.data.modules import AGNewsDataModule
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import TextTransformer
 from tests.brute_force import any_per_sample_grads
 
@@ -83,7 +84,7 @@ def test_bad_rows_are_refused_with_their_line(tmp_path: Path, line: str, phrase:
     with pytest.raises(ValueError, match=phrase) as err:
         read_ag_news_csv(path)
     assert "line 3" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="missing.csv"):
+    with pytest.raises(ConfigError, match="AG News CSV not found: .*missing.csv"):
         read_ag_news_csv(tmp_path / "missing.csv")
 
 

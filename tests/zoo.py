@@ -100,14 +100,8 @@ class RawParameters(nn.Module):
         return nn.functional.linear(h, self.w, self.b) * self.log_t.exp()
 
 
-class PositionMajorRows(nn.Module):
+class PositionMajorRows(SeqFirstLinear):
     """A linear map on rows flattened position-major, ``(T * B, E)``: rows are grouped, but not by sample."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.embed = nn.Embedding(VOCAB, 8)
-        self.mix = nn.Linear(8, 8)
-        self.fc = nn.Linear(8, 3)
 
     def forward(self, ids: Tensor) -> Tensor:
         h = self.embed(ids).transpose(0, 1)  # (T, B, E)

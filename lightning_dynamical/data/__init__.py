@@ -8,7 +8,7 @@ from typing import Any
 from lightning_dynamical.data.splits import DatasetSplits
 
 _MODULES = ("AGNewsDataModule", "CIFAR10DataModule", "Caltech101DataModule", "DigitsDataModule",
-            "ImageFolderDataModule", "MNISTDataModule", "SVHNDataModule")
+            "ImageFolderDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule")
 
 __all__ = ["DatasetSplits", *_MODULES]
 

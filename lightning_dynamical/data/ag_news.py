@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 
 from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.data.splits import DatasetSplits
+from lightning_dynamical.errors import ConfigError
 
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 HEADER = ["label", "title", "description"]
@@ -32,7 +33,8 @@ def read_ag_news_csv(path: str | Path) -> tuple[list[str], Tensor]:
     """Texts (title and description) and 0-based labels of an AG News CSV file; fails on a malformed row."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"AG News CSV not found: {path} (expected rows 'label,title,description')")
+        raise ConfigError(f"AG News CSV not found: {str(path)!r} ({path.resolve()}); set root (and file) to where "
+                          "the 'label,title,description' CSV is, e.g. root: ../shared/data with ag_news/test.csv")
     texts: list[str] = []
     labels: list[int] = []
     with path.open(newline="", encoding="utf-8") as f:
@@ -41,12 +43,12 @@ def read_ag_news_csv(path: str | Path) -> tuple[list[str], Tensor]:
             if not row or (not texts and [c.strip().lower() for c in row] == HEADER):
                 continue
             if len(row) != 3 or row[0].strip() not in ("1", "2", "3", "4"):
-                raise ValueError(f"{path}, line {reader.line_num}: expected 'label,title,description' with a "
+                raise ConfigError(f"{path}, line {reader.line_num}: expected 'label,title,description' with a "
                                  f"label in 1-4, got {row[:4]!r}")
             labels.append(int(row[0]) - 1)
             texts.append(f"{row[1]} {row[2]}")
     if not texts:
-        raise ValueError(f"{path} holds no AG News rows")
+        raise ConfigError(f"{path} holds no AG News rows")
     return texts, torch.tensor(labels, dtype=torch.long)
 
 
@@ -77,9 +79,9 @@ class WordVocabulary:
     def build(cls, texts: Iterable[str], size: int, min_freq: int = 1) -> WordVocabulary:
         """The ``size - 2`` most frequent words of ``texts`` seen at least ``min_freq`` times (ties by word)."""
         if size <= len(cls.SPECIALS):
-            raise ValueError(f"vocabulary size must be > {len(cls.SPECIALS)} (padding and unknown), got {size}")
+            raise ConfigError(f"vocabulary size must be > {len(cls.SPECIALS)} (padding and unknown), got {size}")
         if min_freq < 1:
-            raise ValueError(f"min_freq must be >= 1, got {min_freq}")
+            raise ConfigError(f"min_freq must be >= 1, got {min_freq}")
         counts = Counter(w for text in texts for w in tokenize(text))
         ranked = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         return cls(ranked[: size - len(cls.SPECIALS)])
@@ -93,7 +95,7 @@ class WordVocabulary:
         A text with no tokens becomes one unknown token, so every row attends to something.
         """
         if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
+            raise ConfigError(f"max_length must be >= 1, got {max_length}")
         ids = torch.full((len(texts), max_length), self.PAD, dtype=torch.long)
         mask = torch.zeros((len(texts), max_length), dtype=torch.long)
         for row, text in enumerate(texts):
@@ -149,9 +151,9 @@ def build_ag_news(
     texts, labels = read_ag_news_csv(Path(root) / file)
     n = len(texts)
     if not 0 < test_size < n:
-        raise ValueError(f"test_size must be in (0, {n}) for the {n} items of {Path(root) / file}, got {test_size}")
+        raise ConfigError(f"test_size must be in (0, {n}) for the {n} items of {Path(root) / file}, got {test_size}")
     if pool_size is not None and not 0 < pool_size <= n - test_size:
-        raise ValueError(f"pool_size must be None or in (0, {n - test_size}] ({n} items, {test_size} for test), "
+        raise ConfigError(f"pool_size must be None or in (0, {n - test_size}] ({n} items, {test_size} for test), "
                          f"got {pool_size}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     test = order[:test_size].sort().values

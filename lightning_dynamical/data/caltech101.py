@@ -7,6 +7,7 @@ from pathlib import Path
 from torchvision.datasets import Caltech101
 
 from lightning_dynamical.data.holdout import stratified_holdout
+from lightning_dynamical.data.missing import dataset_files
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import resized
 from lightning_dynamical.data.views import TransformedView
@@ -21,8 +22,9 @@ def build_caltech101(root: str | Path, download: bool = False, image_size: int =
     normalised with ImageNet statistics; ``pool`` also applies a random resized crop and flip
     (``augment=True``). ``download=True`` fetches the archive (needs internet).
     """
-    full = Caltech101(str(root), target_type="category", download=download)
-    pool, test = stratified_holdout(full.y, test_fraction, seed)
+    with dataset_files("Caltech101", root, "caltech101/101_ObjectCategories/"):
+        full = Caltech101(str(root), target_type="category", download=download)
+    pool, test = stratified_holdout(full.y, test_fraction, seed, "test_fraction")
     evaluation = resized(image_size)
     training = resized(image_size, augment=True) if augment else evaluation
     return DatasetSplits(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import CIFAR10
 
+from lightning_dynamical.data.missing import dataset_files
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import CIFAR10_STATS, normalized, padded_crop
 from lightning_dynamical.data.views import TransformedView
@@ -17,8 +18,9 @@ def build_cifar10(root: str | Path, download: bool = False, augment: bool = True
     ``pool`` augments with a 4-pixel-padded random crop and horizontal flip (``augment=True``);
     ``pool_eval`` and ``test`` only normalise. ``download=True`` fetches the archive (needs internet).
     """
-    train = CIFAR10(str(root), train=True, download=download)
-    test = CIFAR10(str(root), train=False, download=download)
+    with dataset_files("CIFAR-10", root, "cifar-10-batches-py/"):
+        train = CIFAR10(str(root), train=True, download=download)
+        test = CIFAR10(str(root), train=False, download=download)
     evaluation = normalized(CIFAR10_STATS)
     training = padded_crop(CIFAR10_STATS) if augment else evaluation
     return DatasetSplits(

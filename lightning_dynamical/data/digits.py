@@ -6,6 +6,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from lightning_dynamical.data.splits import DatasetSplits
+from lightning_dynamical.errors import ConfigError
 
 
 def build_digits(test_size: int = 397, seed: int = 0) -> DatasetSplits:
@@ -16,7 +17,7 @@ def build_digits(test_size: int = 397, seed: int = 0) -> DatasetSplits:
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
     if not 0 < test_size < len(y):
-        raise ValueError(f"test_size must be in (0, {len(y)}), got {test_size}")
+        raise ConfigError(f"test_size must be an int from 1 to {len(y) - 1}, got {test_size!r}")
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     test, pool = order[:test_size], order[test_size:].sort().values
     pool_ds = TensorDataset(x[pool], y[pool])

@@ -6,15 +6,19 @@ from collections.abc import Sequence
 
 import torch
 
+from lightning_dynamical.errors import ConfigError
 
-def stratified_holdout(targets: Sequence[int], fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+
+def stratified_holdout(targets: Sequence[int], fraction: float, seed: int = 0,
+                       name: str = "fraction") -> tuple[list[int], list[int]]:
     """Split ``range(len(targets))`` into ``(kept, held_out)``, both sorted.
 
     ``round(fraction * n_c)`` samples of every class ``c`` are held out, so rare classes keep their share
-    (Caltech101's classes range from 31 to 800 images). The same ``seed`` gives the same split.
+    (Caltech101's classes range from 31 to 800 images). The same ``seed`` gives the same split. ``name`` is the
+    caller's argument for ``fraction``, used in the error message.
     """
     if not 0 <= fraction < 1:
-        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"{name} must be in [0, 1), got {fraction!r}")
     labels = torch.as_tensor(list(targets), dtype=torch.long)
     gen = torch.Generator().manual_seed(seed)
     held: list[int] = []

@@ -10,6 +10,7 @@ from lightning_dynamical.data.holdout import stratified_holdout
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import resized
 from lightning_dynamical.data.views import TransformedView
+from lightning_dynamical.errors import ConfigError
 
 SPLIT_DIRS = ("train", "val", "test")
 
@@ -25,6 +26,9 @@ def build_image_folder(root: str | Path, image_size: int = 224, val_fraction: fl
     resized crop and flip (``augment=True``).
     """
     root = Path(root)
+    if not root.is_dir():
+        raise ConfigError(f"image folder root {str(root)!r} ({root.resolve()}) does not exist; set root to a folder "
+                          "with one sub-folder of images per class")
     evaluation = resized(image_size)
     training = resized(image_size, augment=True) if augment else evaluation
     if (root / "train").is_dir():
@@ -34,8 +38,9 @@ def build_image_folder(root: str | Path, image_size: int = 224, val_fraction: fl
         val, test = (None if ds is None else TransformedView(ds, ds.targets, evaluation) for ds in others.values())
     else:
         train = ImageFolder(str(root))
-        rest, test_idx = stratified_holdout(train.targets, test_fraction, seed)
-        kept, val_idx = stratified_holdout([train.targets[i] for i in rest], val_fraction, seed + 1)
+        rest, test_idx = stratified_holdout(train.targets, test_fraction, seed, "test_fraction")
+        kept, val_idx = stratified_holdout([train.targets[i] for i in rest], val_fraction, seed + 1,
+                                            "val_fraction")
         pool = [rest[i] for i in kept]
         val = TransformedView(train, train.targets, evaluation, [rest[i] for i in val_idx]) if val_idx else None
         test = TransformedView(train, train.targets, evaluation, test_idx) if test_idx else None
@@ -54,6 +59,6 @@ def _matching(folder: Path, classes: list[str]) -> ImageFolder | None:
         return None
     dataset = ImageFolder(str(folder))
     if dataset.classes != classes:
-        raise ValueError(f"{folder} has classes {dataset.classes[:5]}..., expected the training classes "
+        raise ConfigError(f"{folder} has classes {dataset.classes[:5]}..., expected the training classes "
                          f"{classes[:5]}... ({len(dataset.classes)} vs {len(classes)})")
     return dataset

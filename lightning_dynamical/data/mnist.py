@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import MNIST
 
+from lightning_dynamical.data.missing import dataset_files
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import MNIST_STATS, normalized
 
@@ -17,6 +18,7 @@ def build_mnist(root: str | Path, download: bool = False) -> DatasetSplits:
     are the same dataset; there is no official validation split.
     """
     transform = normalized(MNIST_STATS)
-    pool = MNIST(str(root), train=True, transform=transform, download=download)
-    test = MNIST(str(root), train=False, transform=transform, download=download)
+    with dataset_files("MNIST", root, "MNIST/raw/"):
+        pool = MNIST(str(root), train=True, transform=transform, download=download)
+        test = MNIST(str(root), train=False, transform=transform, download=download)
     return DatasetSplits(pool=pool, pool_eval=pool, val=None, test=test, num_classes=10)

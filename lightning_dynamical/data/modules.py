@@ -1,16 +1,17 @@
 """Active-learning DataModules configured by name (LightningCLI ``class_path``), one per data set.
 
-Each subclass only builds its :class:`DatasetSplits`; the labeled/unlabeled bookkeeping and the shared
-options (``initial_size``, ``balanced``, ``val_size``, batch sizes, ``num_workers``, ``seed``) come from
-:class:`~lightning_dynamical.pool.ActiveLearningDataModule` through ``**kwargs``. Data sets that can be
-downloaded do it in ``prepare_data`` (rank 0 only) when ``download=True``. Seeded hold-out splits use
-``split_seed``, separate from ``seed`` (the initial labeled set), so repeated runs share a test set.
+Each subclass only builds its :class:`DatasetSplits`; the labeled/unlabeled bookkeeping and the shared options
+come from :class:`NamedDataModule`, which takes no datasets (so ``--data.help`` lists only options a config can
+set). Data sets that can be downloaded do it in ``prepare_data`` (rank 0 only) when ``download=True``. Seeded
+hold-out splits use ``split_seed``, separate from ``seed`` (the initial labeled set), so repeated runs share a
+test set.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.data.ag_news import build_ag_news
 from lightning_dynamical.data.caltech101 import build_caltech101
 from lightning_dynamical.data.cifar10 import build_cifar10
@@ -22,8 +23,32 @@ from lightning_dynamical.data.svhn import build_svhn
 from lightning_dynamical.pool import ActiveLearningDataModule
 
 
-class DigitsDataModule(ActiveLearningDataModule):
-    """scikit-learn's 8x8 digits (shipped with scikit-learn, no download); ``test_size`` samples held out."""
+class NamedDataModule(ActiveLearningDataModule):
+    """An :class:`ActiveLearningDataModule` that builds its own datasets in :meth:`build_splits`.
+
+    Args:
+        initial_size: size of the initial labeled set (M), drawn with ``seed``.
+        balanced: draw the initial labeled set class-balanced.
+        val_size: samples of the pool held out for validation (an int, or a fraction in [0, 1)); 0 = none.
+        batch_size: training batch size.
+        eval_batch_size: batch size for scoring the pool and for evaluation.
+        num_workers: DataLoader worker processes.
+        seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
+    """
+
+    def __init__(self, *, initial_size: int = 500, balanced: bool = False, val_size: int | float = 0,
+                 batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
+        super().__init__(initial_size=initial_size, balanced=balanced, val_size=val_size, batch_size=batch_size,
+                         eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
+
+
+class DigitsDataModule(NamedDataModule):
+    """scikit-learn's 8x8 digits (shipped with scikit-learn, no download).
+
+    Args:
+        test_size: samples held out as the test set.
+        split_seed: seeds the test hold-out.
+    """
 
     def __init__(self, *, test_size: int = 397, split_seed: int = 0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -34,8 +59,13 @@ class DigitsDataModule(ActiveLearningDataModule):
         return build_digits(test_size=self.test_size, seed=self.split_seed)
 
 
-class MNISTDataModule(ActiveLearningDataModule):
-    """MNIST from ``<root>/MNIST/raw/``; ``download=True`` fetches it (needs internet)."""
+class MNISTDataModule(NamedDataModule):
+    """MNIST (60k train / 10k test).
+
+    Args:
+        root: folder holding ``MNIST/raw/`` (torchvision's layout).
+        download: fetch the files into ``root`` first (needs internet).
+    """
 
     def __init__(self, *, root: str = "data", download: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -50,8 +80,14 @@ class MNISTDataModule(ActiveLearningDataModule):
         return build_mnist(self.root)
 
 
-class CIFAR10DataModule(ActiveLearningDataModule):
-    """CIFAR-10 from ``<root>/cifar-10-batches-py/``; ``augment`` enables random crop + flip for training."""
+class CIFAR10DataModule(NamedDataModule):
+    """CIFAR-10 (50k train / 10k test).
+
+    Args:
+        root: folder holding ``cifar-10-batches-py/``.
+        download: fetch the files into ``root`` first (needs internet).
+        augment: random crop and flip for training (scoring and evaluation never augment).
+    """
 
     def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True,
                  **kwargs: Any) -> None:
@@ -68,8 +104,14 @@ class CIFAR10DataModule(ActiveLearningDataModule):
         return build_cifar10(self.root, augment=self.augment)
 
 
-class SVHNDataModule(ActiveLearningDataModule):
-    """SVHN from ``<root>/{train,test}_32x32.mat``; ``augment`` enables random crops for training."""
+class SVHNDataModule(NamedDataModule):
+    """SVHN (73k train / 26k test).
+
+    Args:
+        root: folder holding ``train_32x32.mat`` and ``test_32x32.mat``.
+        download: fetch the files into ``root`` first (needs internet).
+        augment: random crops for training (scoring and evaluation never augment).
+    """
 
     def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True,
                  **kwargs: Any) -> None:
@@ -86,8 +128,17 @@ class SVHNDataModule(ActiveLearningDataModule):
         return build_svhn(self.root, augment=self.augment)
 
 
-class Caltech101DataModule(ActiveLearningDataModule):
-    """Caltech101 from ``<root>/caltech101/``, resized to ``image_size``; ``test_fraction`` per class held out."""
+class Caltech101DataModule(NamedDataModule):
+    """Caltech101 (101 classes, about 8.7k images), resized to squares.
+
+    Args:
+        root: folder holding ``caltech101/101_ObjectCategories/``.
+        download: fetch the files into ``root`` first (needs internet).
+        image_size: side of the resized square images.
+        test_fraction: fraction of every class held out as the test set.
+        split_seed: seeds the test hold-out.
+        augment: random resized crop and flip for training.
+    """
 
     def __init__(self, *, root: str = "data", download: bool = False, image_size: int = 224,
                  test_fraction: float = 0.2, split_seed: int = 0, augment: bool = True, **kwargs: Any) -> None:
@@ -108,8 +159,17 @@ class Caltech101DataModule(ActiveLearningDataModule):
                                 seed=self.split_seed, augment=self.augment)
 
 
-class ImageFolderDataModule(ActiveLearningDataModule):
-    """Class-per-folder images under ``root`` (or ``root/{train,val,test}``), resized to ``image_size``."""
+class ImageFolderDataModule(NamedDataModule):
+    """Your own images, one sub-folder per class, resized to squares.
+
+    Args:
+        root: folder with ``<class>/*`` images, or with ``train/``, ``val/`` and ``test/`` folders of them.
+        image_size: side of the resized square images.
+        val_fraction: fraction of every class held out for validation (single folder only).
+        test_fraction: fraction of every class held out as the test set (single folder only).
+        split_seed: seeds the hold-outs.
+        augment: random resized crop and flip for training.
+    """
 
     def __init__(self, *, root: str, image_size: int = 224, val_fraction: float = 0.0,
                  test_fraction: float = 0.2, split_seed: int = 0, augment: bool = True, **kwargs: Any) -> None:
@@ -126,18 +186,26 @@ class ImageFolderDataModule(ActiveLearningDataModule):
                                   test_fraction=self.test_fraction, seed=self.split_seed, augment=self.augment)
 
 
-class AGNewsDataModule(ActiveLearningDataModule):
-    """AG News from ``<root>/<file>`` (``label,title,description`` rows), as dict batches of token ids.
+class AGNewsDataModule(NamedDataModule):
+    """AG News from its CSV (``label,title,description`` rows, labels 1-4), as dict batches of token ids.
 
-    A seeded split (``split_seed``) holds out ``test_size`` items; the pool keeps ``pool_size`` of the
-    others (all when ``None``). The word vocabulary (at most ``vocab_size`` ids, words seen ``min_freq``
-    times) comes from the pool texts; give the network the same ``vocab_size``. Items are truncated or
-    padded to ``max_length`` tokens.
+    The word vocabulary comes from the pool texts only; give the network the same ``vocab_size``.
+
+    Args:
+        root: folder holding ``file``.
+        file: the CSV, relative to ``root``.
+        pool_size: items in the pool (``None``: every item not held out for test).
+        test_size: items held out as the test set.
+        vocab_size: most token ids (padding and unknown included); every id is below it.
+        min_freq: least number of pool texts' occurrences for a word to get its own id.
+        max_length: tokens per item (truncated or padded).
+        split_seed: seeds the test/pool split.
+        label_key: the target's key in the items (and so in the batches).
     """
 
     def __init__(self, *, root: str = "data", file: str = "ag_news/test.csv", pool_size: int | None = None,
                  test_size: int = 1000, vocab_size: int = 8000, min_freq: int = 2, max_length: int = 64,
-                 split_seed: int = 0, **kwargs: Any) -> None:
+                 split_seed: int = 0, label_key: str = LABEL_KEY, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = root
         self.file = file
@@ -147,6 +215,7 @@ class AGNewsDataModule(ActiveLearningDataModule):
         self.min_freq = min_freq
         self.max_length = max_length
         self.split_seed = split_seed
+        self.label_key = label_key
 
     def build_splits(self) -> DatasetSplits:
         return build_ag_news(self.root, self.file, pool_size=self.pool_size, test_size=self.test_size,

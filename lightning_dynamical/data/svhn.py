@@ -6,6 +6,7 @@ from pathlib import Path
 
 from torchvision.datasets import SVHN
 
+from lightning_dynamical.data.missing import dataset_files
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import SVHN_STATS, normalized, padded_crop
 from lightning_dynamical.data.views import TransformedView
@@ -18,8 +19,9 @@ def build_svhn(root: str | Path, download: bool = False, augment: bool = True) -
     4-pixel-padded random crop only: flipping would turn digits into other shapes. ``pool_eval`` and
     ``test`` only normalise. ``download=True`` fetches the .mat files (needs internet).
     """
-    train = SVHN(str(root), split="train", download=download)
-    test = SVHN(str(root), split="test", download=download)
+    with dataset_files("SVHN", root, "train_32x32.mat and test_32x32.mat"):
+        train = SVHN(str(root), split="train", download=download)
+        test = SVHN(str(root), split="test", download=download)
     evaluation = normalized(SVHN_STATS)
     training = padded_crop(SVHN_STATS, flip=False) if augment else evaluation
     return DatasetSplits(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.errors import ConfigError
+
 
 class SelfAttention(nn.Module):
     """Multi-head self-attention over the unmasked tokens (plain ``Linear`` projections)."""
@@ -12,7 +14,7 @@ class SelfAttention(nn.Module):
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         if dim % heads:
-            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+            raise ConfigError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
@@ -67,9 +69,9 @@ class TextTransformer(nn.Module):
         for name, value in (("vocab_size", vocab_size), ("num_classes", num_classes), ("max_length", max_length),
                             ("dim", dim), ("heads", heads)):
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"{name} must be >= 1, got {value}")
         if depth < 0 or not 0 <= dropout < 1:
-            raise ValueError(f"depth must be >= 0 and dropout in [0, 1), got {depth} and {dropout}")
+            raise ConfigError(f"depth must be >= 0 and dropout in [0, 1), got {depth} and {dropout}")
         self.vocab_size = vocab_size
         self.max_length = max_length
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)

@@ -1,5 +1,6 @@
 """Per-sample gradient engines and the pieces they share."""
 
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
 from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, PoolStatistics
@@ -40,5 +41,5 @@ ENGINES: dict[str, type[Engine]] = {
 def make_engine(name: str, chunk_size: int | None = 32) -> Engine:
     """The engine called ``name``: ``"auto"`` (fastest exact), ``"fast"``, ``"func"`` or ``"last_layer"``."""
     if name not in ENGINES:
-        raise ValueError(f"Unknown engine {name!r}; choose one of {sorted(ENGINES)}")
+        raise ConfigError(f"Unknown engine {name!r}; choose one of {sorted(ENGINES)}")
     return ENGINES[name](chunk_size=chunk_size)

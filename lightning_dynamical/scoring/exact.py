@@ -24,6 +24,7 @@ from lightning_dynamical.batches import (
     take,
     unsqueeze,
 )
+from lightning_dynamical.errors import ConfigError
 
 
 class ScoringError(RuntimeError):
@@ -97,7 +98,7 @@ class ExactGradients:
 
     def __init__(self, chunk_size: int | None = 32, allow_loop: bool = True) -> None:
         if chunk_size is not None and chunk_size <= 0:
-            raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}")
+            raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size}")
         self.chunk_size = chunk_size
         self.allow_loop = allow_loop
         self._no_vmap: dict[tuple[int, tuple[str, ...]], str] = {}

@@ -21,6 +21,7 @@ from lightning_dynamical.batches import (
     model_device_dtype,
     to_model,
 )
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.coreset import Coreset
@@ -46,12 +47,12 @@ class Exp4P:
         self, n_arms: int, horizon: int = 20, p_min: float | None = None, delta: float = 0.1
     ) -> None:
         if n_arms < 1 or horizon < 1 or not 0 < delta <= 1:
-            raise ValueError(f"Need n_arms >= 1, horizon >= 1, 0 < delta <= 1; got {n_arms}, {horizon}, "
+            raise ConfigError(f"Need n_arms >= 1, horizon >= 1, 0 < delta <= 1; got {n_arms}, {horizon}, "
                              f"{delta}")
         default = min(1 / n_arms, math.sqrt(math.log(n_arms) / (n_arms * horizon)))
         self.p_min = default if p_min is None else float(p_min)
         if not 0 <= self.p_min <= 1 / n_arms:
-            raise ValueError(f"p_min must lie in [0, 1/{n_arms}], got {self.p_min}")
+            raise ConfigError(f"p_min must lie in [0, 1/{n_arms}], got {self.p_min}")
         self.bonus = math.sqrt(math.log(n_arms / delta) / (n_arms * horizon))
         self.log_weights = torch.zeros(n_arms, dtype=torch.float64)
 
@@ -120,7 +121,7 @@ class ALBL(Strategy):
         self.strategies = list(strategies) if strategies is not None else [
             Entropy(), Coreset(seed=self.seed), Random(seed=self.seed)]
         if not self.strategies:
-            raise ValueError("ALBL needs at least one strategy")
+            raise ConfigError("ALBL needs at least one strategy")
         self.horizon, self.p_min, self.delta = horizon, p_min, delta
         self._bandit = Exp4P(len(self.strategies), horizon, p_min, delta)
         self._round = 0

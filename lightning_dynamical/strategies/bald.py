@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.batches import Inputs, forward_logits
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.inference import collect, mc_dropout, softmax
 from lightning_dynamical.strategies.uncertainty import entropy
@@ -35,7 +36,7 @@ class BALD(Strategy):
     def __init__(self, mc_samples: int = 20, seed: int = 0) -> None:
         super().__init__()
         if mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
+            raise ConfigError(f"mc_samples must be >= 1, got {mc_samples}")
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
 

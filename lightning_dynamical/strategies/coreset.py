@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.strategies.base import Strategy, check_finite
 from lightning_dynamical.strategies.inference import features_and_probabilities
 
@@ -66,7 +67,7 @@ class Coreset(Strategy):
     def __init__(self, seed: int = 0, chunk_size: int = 1024) -> None:
         super().__init__()
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
         self.seed = int(seed)
         self.chunk_size = int(chunk_size)
 

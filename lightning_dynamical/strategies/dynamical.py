@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from lightning_dynamical.batches import LABEL_KEY, batch_inputs, to_model
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring import (
     ParameterPath,
     ParamSpec,
@@ -59,9 +60,9 @@ class DynamicAL(Strategy):
         super().__init__()
         gamma = float(gamma)
         if math.isnan(gamma) or gamma < 0:
-            raise ValueError(f"gamma must be >= 0 or inf, got {gamma}")
+            raise ConfigError(f"gamma must be >= 0 or inf, got {gamma}")
         if int(greedy_chunks) != greedy_chunks or greedy_chunks < 1:
-            raise ValueError(f"greedy_chunks must be a positive int, got {greedy_chunks}")
+            raise ConfigError(f"greedy_chunks must be a positive int, got {greedy_chunks}")
         self.gamma = gamma
         self.params = params if params is None or isinstance(params, str) else list(params)
         self.engine = engine

@@ -71,6 +71,8 @@ def matvecs(g: Tensor, weights: Sequence[Tensor]) -> Tensor:
     """``(B, K)`` dot products of per-sample gradients ``g: (B, N)`` with flattened directions."""
     if not weights:
         return g.new_zeros(g.shape[0], 0)
+    if len(weights) == 1:  # the usual case (G_S alone): a view, no copy of the direction
+        return g @ weights[0].reshape(-1, 1)
     return g @ torch.stack([w.reshape(-1) for w in weights], 1)
 
 

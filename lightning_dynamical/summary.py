@@ -1,0 +1,47 @@
+"""The end of a run: the per-round table, and where the records, checkpoints, final model and W&B run went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+
+from lightning_dynamical import records, wandb_link
+from lightning_dynamical.console import end_progress_bar, say
+
+
+def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: list[dict[str, Any]],
+           round_checkpoints: bool) -> None:
+    """Print the table and :func:`where_written` (rank zero) below the progress bar."""
+    if not trainer.is_global_zero:
+        return
+    end_progress_bar(trainer, pl_module)
+    lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | {r['score_seconds']} |"
+              for r in history]
+    say("\n".join(lines))
+    say(where_written(trainer, dirpath, history, round_checkpoints))
+
+
+def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]], round_checkpoints: bool) -> str:
+    """A few aligned lines naming every file the run produced (read after ``trainer.fit``'s last round)."""
+    lines = [f"records       {records.join(dirpath, records.ROUNDS_FILE)}, {records.join(dirpath, records.STATE_FILE)}"]
+    saved = [records.round_checkpoint(dirpath, int(row["round"])) for row in history[:-1]] if round_checkpoints else []
+    saved = [path for path in saved if records.exists(path)]
+    if saved:
+        first, last = saved[0].rsplit("/", 1)[-1], saved[-1].rsplit("/", 1)[-1]
+        span = first if first == last else f"{first} .. {last}"
+        lines.append(f"checkpoints   {span} in {dirpath}")
+    final = _final_model(trainer)
+    lines.append(f"final model   {final}" if final else "final model   not saved (the Trainer has no ModelCheckpoint)")
+    lines += wandb_link.describe(trainer)
+    return "\n".join(["[active learning] written:", *("  " + line for line in lines)])
+
+
+def _final_model(trainer: Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return path or None
+
