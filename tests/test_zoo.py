@@ -149,3 +149,24 @@ def test_a_parameter_with_a_gradient_hook_goes_to_the_loop_and_stays_exact():
     paths = {p.name: p for p in DynamicAL().explain(model, next(iter(pool)))}
     assert paths["fc.weight"].path == "loop" and "gradient hook" in paths["fc.weight"].reason
     assert paths["fc.bias"].path.startswith("fast")
+
+
+def test_scoring_holds_no_tensors_after_it_returns():
+    """A hooked output and its site reference each other through autograd's C++ storage: the engine must
+    break that cycle, or every scored batch stays in memory (seen with Linear on (B, T, D) inputs)."""
+    import gc
+
+    from tests.zoo import SeqFirstLinear
+
+    def live_bytes() -> int:
+        gc.collect()
+        return sum(t.numel() * t.element_size() for t in gc.get_objects() if torch.is_tensor(t))
+
+    torch.manual_seed(0)
+    model = SeqFirstLinear()
+    ids = torch.randint(0, 40, (64, 6))
+    pool = DataLoader(list(zip(ids, torch.zeros(64, dtype=torch.long))), batch_size=8)
+    DynamicAL(gamma=0).score(model, pool, [])
+    before = live_bytes()
+    DynamicAL(gamma=0).score(model, pool, [])
+    assert live_bytes() - before < 4096

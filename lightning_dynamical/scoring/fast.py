@@ -105,6 +105,7 @@ class FastEngine(Engine):
             with torch.enable_grad(), watch:
                 logits = forward_logits(model, inputs)
         except Exception:
+            watch.release()
             if not watch.expanded:
                 raise
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
@@ -122,6 +123,9 @@ class FastEngine(Engine):
                 reasons.update({n: why for n, p in covered.items() if p.startswith("fast")})
                 covered = {n: p for n, p in covered.items() if not p.startswith("fast")}
                 sums.sq = sums.dots = None
+        watch.release()
+        if probe is not None:
+            probe[0].release()
         del logits, loss, edges, watch, probe  # free the graph and saved activations before the fallback
         return self._finish(model, inputs, y, params, directions, sums, covered, reasons)
 

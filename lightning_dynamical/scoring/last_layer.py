@@ -57,6 +57,8 @@ class LastLayerEngine(Engine):
         covered, reasons = prove(watch, logits, params, probe)
         heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
+        if others or reasons:
+            watch.release()
         if others:
             raise NotLastLayerError(
                 "engine='last_layer' scores only the parameters of the linear layer whose output is the logits; "
@@ -71,4 +73,7 @@ class LastLayerEngine(Engine):
             local = [{attr: v[name] for attr, name in site.wanted.items()} for v in directions]
             sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}
+        watch.release()
+        if probe is not None:
+            probe[0].release()
         return sq, dots, y

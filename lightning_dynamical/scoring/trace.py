@@ -123,6 +123,16 @@ class Watch(TorchFunctionMode):
             self.uses[name].append((f"{call.op} (call {site.index})", site))
         return self._hook(site, out)
 
+    def release(self) -> None:
+        """Drop every tensor this watch holds. A hooked output references its site through the hook, and the site
+        references the output: a cycle through autograd's C++ storage that Python's collector cannot free."""
+        for site in self.sites:
+            site.out = site.edge = None
+            site.call.a = site.call.a.new_empty(0)
+        self.sites.clear()
+        self.views.clear()
+        self.uses.clear()
+
     def _hook(self, site: Site, out: Any) -> Any:
         """Keep the output and hook its gradient (registered now: before any in-place change downstream)."""
         if not isinstance(out, Tensor):
