@@ -34,9 +34,9 @@ from tqdm.auto import tqdm
 
 from lightning_dynamical import records
 from lightning_dynamical.callback import ActiveLearningLoop
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.splits import DatasetSplits
 from lightning_dynamical.stopping import GradientNormDecay, StabilizingPredictions, StoppingCriterion, ValidationPlateau
 from lightning_dynamical.strategies.albl import ALBL
 from lightning_dynamical.strategies.badge import BADGE

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from fsspec.core import url_to_fs
@@ -17,17 +16,8 @@ from lightning_dynamical.batches import batch_inputs
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
 from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.queries import Query
 from lightning_dynamical.reporting import image_array
-
-
-@dataclass
-class Query:
-    """What an oracle is asked: pool indices with their scores and pseudo labels (if the strategy has them)."""
-
-    round: int
-    indices: list[int]
-    scores: Tensor | None
-    pseudo_labels: Tensor | None
 
 
 class LabelsPending(Exception):

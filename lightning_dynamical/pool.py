@@ -10,9 +10,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
+from lightning_dynamical import seeds
 from lightning_dynamical.batches import LABEL_KEY, batch_targets
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.errors import ConfigError, check_positive_int
+from lightning_dynamical.splits import DatasetSplits
 
 
 class LabelError(ConfigError):
@@ -60,7 +61,7 @@ class EpochShuffle(RandomSampler):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        gen = seeds.generator(self.seed, self.epoch, stride=seeds.EPOCH_STRIDE)
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
@@ -326,9 +327,12 @@ class ActiveLearningDataModule(LightningDataModule):
 
     def pool_dataset(self, positions: Sequence[int] | None = None) -> Dataset:
         """Unlabeled samples (evaluation transform) in ascending index order, or at ``positions`` of it."""
+        return Subset(self.splits.pool_eval, self.pool_indices(positions))
+
+    def pool_indices(self, positions: Iterable[int] | None = None) -> list[int]:
+        """Pool indices of the unlabeled samples at ``positions`` of the unlabeled order (all without)."""
         unlabeled = self.unlabeled_indices
-        chosen = unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
-        return Subset(self.splits.pool_eval, chosen)
+        return unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """A non-shuffled loader with the evaluation batch size."""
@@ -337,7 +341,7 @@ class ActiveLearningDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Labeled samples (training transform), shuffled by :class:`EpochShuffle`."""
         dataset = self.labeled_dataset()
-        seed = self.seed * 1_000_003 + len(self._labeled)
+        seed = seeds.derive(self.seed, len(self._labeled))
         # The loader's own generator seeds its workers, so iterating it never draws from the global RNG.
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(dataset, seed),
                           num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed))

@@ -1,4 +1,4 @@
-"""``al_queries.csv``: every queried sample, one row each, whatever logger is attached.
+"""A round's :class:`Query`, and ``al_queries.csv``: every queried sample, one row each, whatever logger is attached.
 
 Columns: ``round, index, score, pseudo_label, label, labeled_by`` where ``label`` is the label the model
 trains on and ``labeled_by`` who gave it (``dataset``, ``file``, ``label-studio`` or an oracle's own
@@ -11,19 +11,28 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from fsspec.core import url_to_fs
+from torch import Tensor
 
 from lightning_dynamical import records
 from lightning_dynamical.batches import batch_targets
-
-if TYPE_CHECKING:
-    from lightning_dynamical.oracle import Query
-    from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.pool import ActiveLearningDataModule
 
 QUERIES_FILE = "al_queries.csv"
 QUERY_RECORD_FIELDS = ("round", "index", "score", "pseudo_label", "label", "labeled_by")
+
+
+@dataclass
+class Query:
+    """What an oracle is asked: pool indices with their scores and pseudo labels (if the strategy has them)."""
+
+    round: int
+    indices: list[int]
+    scores: Tensor | None
+    pseudo_labels: Tensor | None
 
 
 def read_queries(dirpath: str) -> list[dict[str, str]]:

@@ -64,15 +64,16 @@ class RoundContext:
         val = self.datamodule.val_dataset
         if val is None:
             raise ValueError("no validation split")
-        return self.loop._accuracy(self.trainer, self.pl_module, val)
+        return self.loop.evaluator.accuracy(self.trainer, self.pl_module, self.datamodule, val)
 
     def pool_sqnorm(self) -> Tensor:
         """``||g_u||^2`` of every pool sample DynamicAL scored this round, gathered from every rank's shard."""
-        stats = getattr(self.loop.strategy, "last_statistics", None)
+        strategy = self.loop.strategy
+        stats = strategy.last_statistics if isinstance(strategy, DynamicAL) else None
         if stats is None:
             raise RuntimeError("the strategy has not scored the pool this round")
         local = stats.sqnorm.double().cpu()
-        if self.trainer.world_size == 1 or not self.loop._sharded:
+        if self.trainer.world_size == 1 or not self.loop.scorer.sharded:
             return local
         device = self.trainer.strategy.root_device
         total = int(reduce_sum(self.trainer, torch.tensor([float(local.numel())], device=device)).item())

@@ -1,10 +1,10 @@
-"""Model weights for ``resume_from_state``: loaded from the checkpoint that ``al_state.json`` names."""
+"""Model weights: loaded for ``resume_from_state`` from the checkpoint ``al_state.json`` names, or re-initialised."""
 
 from __future__ import annotations
 
 import torch
 from fsspec.core import url_to_fs
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
@@ -63,3 +63,15 @@ def _mismatch(current: dict[str, torch.Tensor], saved: dict[str, torch.Tensor] |
     parts = [f"{what} {keys[:5]}" for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                                      ("other shapes for", shapes)) if keys]
     return "; ".join(parts)
+
+
+def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> None:
+    """Reset every module's parameters under ``seed`` (the global RNG is left as it was) and clear the
+    optimizers' state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in pl_module.modules():
+            if callable(getattr(module, "reset_parameters", None)):
+                module.reset_parameters()
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()

@@ -16,6 +16,7 @@ from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Cl
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import DigitsCNN
+from lightning_dynamical.run_records import load_split
 
 
 class Interrupt(L.Callback):
@@ -123,7 +124,7 @@ def test_invalid_state_file_refused(tmp_path, bad, match):
     else:
         path.write_text(json.dumps({**json.loads(path.read_text()), **bad}))
     with pytest.raises(ConfigError, match=f"^state file {re.escape(str(path))}.*{match}"):
-        ActiveLearningLoop(query_size=30, rounds=1)._load_records_state(fresh, str(path))
+        load_split(fresh, str(path))
     assert fresh.state_dict() == before
 
 
