@@ -409,11 +409,10 @@ class ActiveLearningDataModule(LightningDataModule):
             raise LabelError(f"state's labeled indices {_few(held_out)} are not in the pool (held out for validation)")
         given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
         strays = sorted({i for i, _ in given} - set(labeled))
-        if strays:
-            raise LabelError(f"state's given_labels name unlabeled indices {_few(strays)}; nothing was changed")
         repeated = _repeated([i for i, _ in given])
-        if repeated:
-            raise LabelError(f"state's given_labels repeat indices {_few(repeated)}; nothing was changed")
+        if strays or repeated:
+            raise LabelError(f"state's given_labels name unlabeled or repeated indices (unlabeled {_few(strays)}, "
+                             f"repeated {_few(repeated)}); nothing was changed")
         self._check_classes(given, self.num_classes, "state's given_labels")
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

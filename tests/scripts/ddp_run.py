@@ -83,3 +83,6 @@ def main(mode: str, devices: int, out: Path) -> None:
 
 if __name__ == "__main__":
     main(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]))
+    if torch.distributed.is_initialized():  # join gloo's threads before exit (else an abort at teardown, under load)
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
