@@ -6,6 +6,10 @@ import math
 from collections import deque
 from typing import Any
 
+import torch
+from torch import Tensor
+from torchmetrics import MeanMetric
+
 from lightning_dynamical.errors import (
     ConfigError,
     check_fraction,
@@ -133,3 +137,28 @@ def near_chance_warning(round_index: int, accuracy: float, num_classes: int, rea
             f"{NEAR_CHANCE_POINTS:.2f} of chance (1/{num_classes} = {chance:.4f}); training stopped because "
             f"{reason or 'the round ended'}. The query will come from an untrained model: raise "
             "max_epochs_per_round or patience, or check the learning rate")
+
+
+class EpochLoss:
+    """The sample-weighted mean training loss of an epoch, from the outputs of ``training_step``.
+
+    A ``MeanMetric``, so under DDP ``compute`` reduces over ranks.
+    """
+
+    def __init__(self) -> None:
+        self._mean = MeanMetric()
+
+    def to(self, device: torch.device) -> None:
+        self._mean = self._mean.to(device)
+
+    def update(self, outputs: Any, samples: int) -> None:
+        """Add a batch's loss (``outputs`` or ``outputs["loss"]``; other outputs are ignored)."""
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._mean.update(loss.detach().float().to(self._mean.device), samples)
+
+    def compute(self) -> float:
+        """The epoch's mean loss (``inf`` without any batch), and start the next epoch."""
+        value = float(self._mean.compute()) if self._mean.update_count else math.inf
+        self._mean.reset()
+        return value
