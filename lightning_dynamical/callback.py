@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from lightning_dynamical import seeds, wandb_link
-from lightning_dynamical.accuracy import Evaluator
-from lightning_dynamical.batches import batch_inputs, batch_size, forward_logits, to_model
+from lightning_dynamical.batches import batch_inputs, batch_size
 from lightning_dynamical.console import end_progress_bar, say
-from lightning_dynamical.convergence import Convergence, near_chance_warning
+from lightning_dynamical.convergence import Convergence, EpochLoss
 from lightning_dynamical.distributed import sync_buffers
 from lightning_dynamical.errors import ConfigError, check_choice, check_fraction, check_int_between, check_non_negative
-from lightning_dynamical.errors import check_positive_int as positive
+from lightning_dynamical.errors import check_positive_int as check_positive
+from lightning_dynamical.evaluator import Evaluator
 from lightning_dynamical.interrupts import interrupt_message
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle
 from lightning_dynamical.pending import PendingQuery
@@ -29,14 +25,12 @@ from lightning_dynamical.records import save_checkpoint
 from lightning_dynamical.reporting import log_round
 from lightning_dynamical.rng import RngState
 from lightning_dynamical.run_records import RunRecords, load_split
-from lightning_dynamical.scoring.common import evaluation
-from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
-from lightning_dynamical.summary import report
+from lightning_dynamical.summary import report, round_line
 from lightning_dynamical.train_loader import reload_train_dataloader
-from lightning_dynamical.weights import reinitialise, resolve, restore_weights
+from lightning_dynamical.weights import reinitialise
 
 Reset = Literal["none", "init"]
 
@@ -86,15 +80,13 @@ class ActiveLearningLoop(Callback):
                  resume_from_state: str | None = None, log_approximation_ratio: bool = False,
                  stop: StoppingCriterion | list[StoppingCriterion] | None = None, stop_mode: StopMode = "stop",
                  smoothing: int = 5, rel_delta: float = 1e-3, verbose: bool = True) -> None:
-        positive("query_size", query_size)
-        positive("rounds", rounds)
-        positive("patience", patience)
+        check_positive("query_size", query_size)
+        check_positive("rounds", rounds)
+        check_positive("patience", patience)
         check_non_negative("min_delta", min_delta)
         check_fraction("train_acc_threshold", train_acc_threshold)
-        positive("max_epochs_per_round", max_epochs_per_round)
+        check_positive("max_epochs_per_round", max_epochs_per_round)
         check_int_between("min_epochs_per_round", min_epochs_per_round, 1, max_epochs_per_round, "max_epochs_per_round")
-        if pool_subset is not None and (not isinstance(pool_subset, int) or pool_subset < query_size):
-            raise ConfigError(f"pool_subset must be null or an int >= query_size ({query_size}), got {pool_subset!r}")
         check_choice("reset", reset, ("none", "init"))
         if strategy is not None and not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a lightning_dynamical Strategy, got {type(strategy).__name__}")
@@ -104,17 +96,16 @@ class ActiveLearningLoop(Callback):
         self.save_round_checkpoints, self.verbose = save_round_checkpoints, verbose
         self.resume_from_state, self.log_approximation_ratio = resume_from_state, log_approximation_ratio
         self.round, self.history, self.finished = 0, [], False
+        self.scorer = PoolScorer(self.strategy, pool_subset, seed, query_size)
         # The parts, each with its own state:
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
                                        min_epochs_per_round, smoothing, rel_delta)
         self.stopping = Stopping(stop, stop_mode)
-        self.scorer = PoolScorer(self.strategy, pool_subset, seed)
         self.evaluator = Evaluator()
         self.records = RunRecords(dirpath)
         self.paused = PendingQuery()
         self.rng = RngState()
-        self._loss = MeanMetric()
-        self._weights_in_state: str | None = None
+        self.loss = EpochLoss()
 
     @property
     def datamodule(self) -> ActiveLearningDataModule:
@@ -141,10 +132,7 @@ class ActiveLearningLoop(Callback):
         self.records.setup(trainer)
         self.scorer.setup(trainer, dm)
         self.stopping.setup(self)
-        max_needed = (self.rounds + 1) * self.convergence.max_epochs
-        if trainer.max_epochs is not None and 0 <= trainer.max_epochs < max_needed:
-            rank_zero_warn(f"Trainer(max_epochs={trainer.max_epochs}) may stop before all {self.rounds} rounds "
-                           f"finish (up to {max_needed} epochs); use max_epochs=-1")
+        self.convergence.check_max_epochs(trainer.max_epochs, self.rounds)
 
     def _load_records_state(self, dm: ActiveLearningDataModule, path: str) -> None:
         """The split, finished rounds and criteria of the ``al_state.json`` at ``path``."""
@@ -152,20 +140,13 @@ class ActiveLearningLoop(Callback):
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
         self.stopping.load_state_dict(state.get("stopping", {}))
-        self._weights_in_state = state.get("weights")
+        self.records.weights_in_state = state.get("weights")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
-        probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
-        with evaluation(pl_module), torch.no_grad():
-            x = to_model(batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key), pl_module)
-            dm.use_model_classes(int(forward_logits(pl_module, x).shape[1]))
-        if self.resume_from_state and trainer.ckpt_path is None:
-            if restore_weights(pl_module, self._weights_in_state, self.resume_from_state, self.round):
-                self.records.weights = resolve(self._weights_in_state, self.resume_from_state)
-        elif trainer.ckpt_path is not None:
-            self.records.weights = str(trainer.ckpt_path)
-        self._loss = self._loss.to(pl_module.device)
+        self.evaluator.check_classes(pl_module, dm)
+        self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
+        self.loss.to(pl_module.device)
         self.rng.restore()
         self.records.cut_back(self.round)
         if self.paused.state is not None:
@@ -178,34 +159,22 @@ class ActiveLearningLoop(Callback):
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, Tensor):
-            n = batch_size(batch_inputs(batch, self.datamodule.label_key))
-            self._loss.update(loss.detach().float().to(self._loss.device), n)
+        self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)))
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:
             return
         sync_buffers(trainer, pl_module)
-        loss = float(self._loss.compute()) if self._loss.update_count else math.inf
-        self._loss.reset()
         dm, accuracy = self.datamodule, None
         if self.convergence.accuracy_threshold is not None:
             accuracy = self.evaluator.accuracy(trainer, pl_module, dm, dm.labeled_dataset(evaluation=True))
-        if self.convergence.update(loss, accuracy):
+        if self.convergence.update(self.loss.compute(), accuracy):
             self._end_round(trainer, pl_module)
 
     def _end_round(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Evaluate, query, label; roll the split back if anything fails before the round is recorded."""
-        dm, accuracy = self.datamodule, self.evaluator.accuracy
-        row: dict[str, Any] = {
-            "round": self.round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled,
-            "test_acc": accuracy(trainer, pl_module, dm, dm.splits.test) if dm.splits.test is not None else math.nan,
-            "score_seconds": 0.0, "epochs": self.convergence.epochs, "train_loss": self.convergence.last_loss,
-            "train_acc": accuracy(trainer, pl_module, dm, dm.labeled_dataset(evaluation=True))}
-        warning = near_chance_warning(self.round, row["train_acc"], self.evaluator.num_classes, self.convergence.reason)
-        if warning:
-            rank_zero_warn(warning)
+        dm = self.datamodule
+        row = self.evaluator.round_row(trainer, pl_module, dm, self.round, self.convergence)
         snapshot = dm.state_dict()
         try:
             last = self.stopping.check(trainer, pl_module, self, row, "train") or self.round >= self.rounds
@@ -219,7 +188,8 @@ class ActiveLearningLoop(Callback):
             metrics = scored.metrics() if scored is not None else {}
             if scored is not None:
                 if self.log_approximation_ratio:
-                    metrics["al/approximation_ratio"] = self._approximation_ratio(pl_module, scored.query)
+                    metrics["al/approximation_ratio"] = self.evaluator.approximation_ratio(pl_module, dm, scored.query,
+                                                                                           self.strategy)
                 try:
                     labels = self.oracle.label(dm, scored.query)
                 except LabelsPending as pending:
@@ -244,12 +214,10 @@ class ActiveLearningLoop(Callback):
         """Record a finished round; then stop (last round) or start the next one."""
         self.history.append(row)
         if self.verbose:
-            say(f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
-                f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
-                f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({self.convergence.reason})")
+            say(round_line(row, self.convergence.reason))
         if last:
             if row.get("stopped_by") and self.stopping.enforce:
-                say(f"[active learning] stopping after round {row['round']}: " + "; ".join(self.stopping.messages))
+                say(self.stopping.summary(row["round"]))
             elif self.datamodule.num_unlabeled == 0 and self.round < self.rounds:
                 say(f"[active learning] the pool is empty after round {self.round}: stopping")
             self.finished = trainer.should_stop = True
@@ -273,13 +241,6 @@ class ActiveLearningLoop(Callback):
         trainer.should_stop = True
         say(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
             f"ckpt_path={path} once they are in.")
-
-    def _approximation_ratio(self, pl_module: LightningModule, query: Query) -> float:
-        """Eq. 14 for the queried batch, before it joins the labeled set."""
-        dm = self.datamodule
-        queried = dm.eval_loader(torch.utils.data.Subset(dm.splits.pool_eval, query.indices))
-        params = self.strategy.params if isinstance(self.strategy, DynamicAL) else None
-        return approximation_ratio(pl_module, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params)
 
     def _write(self) -> None:
         """``al_rounds.csv`` and ``al_state.json`` (the paused round's row too, for ``label import``)."""

@@ -7,6 +7,7 @@ from collections import deque
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MeanMetric
 
@@ -117,6 +118,13 @@ class Convergence:
         self._recent = deque((float(v) for v in state.get("recent", [])), maxlen=self.smoothing)
         self.last_loss = float(state.get("last_loss", math.nan))
         self.reason = str(state.get("reason", ""))
+
+    def check_max_epochs(self, trainer_max_epochs: int | None, rounds: int) -> None:
+        """Warn when ``Trainer(max_epochs=...)`` may end the run before ``rounds`` rounds can finish."""
+        needed = (rounds + 1) * self.max_epochs
+        if trainer_max_epochs is not None and 0 <= trainer_max_epochs < needed:
+            rank_zero_warn(f"Trainer(max_epochs={trainer_max_epochs}) may stop before all {rounds} rounds finish "
+                           f"(up to {needed} epochs); use max_epochs=-1")
 
 
 NEAR_CHANCE_POINTS = 0.05

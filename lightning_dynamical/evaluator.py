@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical.batches import batch_inputs, batch_targets, forward_logits, to_model
+from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import shard
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
-from lightning_dynamical.scoring import ParamSpec
 from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
+from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.dynamical import DynamicAL
 
 
 class Evaluator:
@@ -48,8 +52,22 @@ class Evaluator:
             metric = MulticlassAccuracy(2, average="micro").to(model.device)
         return float(metric.compute())
 
+    def round_row(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, round: int,
+                  convergence: Convergence) -> dict[str, Any]:
+        """The ``al_rounds.csv`` row of the round that just trained (``score_seconds`` filled in later); warns
+        when the labeled-set accuracy is near chance."""
+        test = self.accuracy(trainer, model, dm, dm.splits.test) if dm.splits.test is not None else math.nan
+        row = {"round": round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled, "test_acc": test,
+               "score_seconds": 0.0, "epochs": convergence.epochs, "train_loss": convergence.last_loss,
+               "train_acc": self.accuracy(trainer, model, dm, dm.labeled_dataset(evaluation=True))}
+        warning = near_chance_warning(round, row["train_acc"], self.num_classes, convergence.reason)
+        if warning:
+            rank_zero_warn(warning)
+        return row
+
     def approximation_ratio(self, model: LightningModule, dm: ActiveLearningDataModule, query: Query,
-                            params: ParamSpec) -> float:
-        """Eq. 14 for the queried batch, before it joins the labeled set."""
+                            strategy: Strategy) -> float:
+        """Eq. 14 for the queried batch, before it joins the labeled set (over DynamicAL's ``params``)."""
+        params = strategy.params if isinstance(strategy, DynamicAL) else None
         queried = dm.eval_loader(Subset(dm.splits.pool_eval, query.indices))
         return approximation_ratio(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params)

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from lightning_dynamical import seeds
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, Selection, Strategy, identity
@@ -50,9 +51,12 @@ class PoolScorer:
         strategy: the query strategy.
         pool_subset: score only a seeded random subset of this many pool samples per round.
         seed: seeds the subsets.
+        query_size: samples per query (a subset holds at least this many).
     """
 
-    def __init__(self, strategy: Strategy, pool_subset: int | None, seed: int) -> None:
+    def __init__(self, strategy: Strategy, pool_subset: int | None, seed: int, query_size: int) -> None:
+        if pool_subset is not None and (not isinstance(pool_subset, int) or pool_subset < query_size):
+            raise ConfigError(f"pool_subset must be null or an int >= query_size ({query_size}), got {pool_subset!r}")
         self.strategy = strategy
         self.pool_subset = pool_subset
         self.seed = seed

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 
 from lightning_dynamical import queries, records
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
 from lightning_dynamical.queries import Query
 from lightning_dynamical.weights import reference as weights_reference
+from lightning_dynamical.weights import resolve, restore_weights
 
 
 class RunRecords:
@@ -24,6 +25,7 @@ class RunRecords:
         self.option = dirpath
         self.dirpath = ""
         self.weights: str | None = None
+        self.weights_in_state: str | None = None
         self._writer = True
 
     @property
@@ -36,6 +38,14 @@ class RunRecords:
         self._writer = trainer.is_global_zero
         if self._writer:
             records.remove_stale_temps(self.dirpath)
+
+    def start_weights(self, model: LightningModule, ckpt_path: str | None, state_path: str | None, round: int) -> None:
+        """Note the checkpoint the run continues from: ``ckpt_path``, else (loading them into ``model``) the
+        weights named by the ``al_state.json`` at ``state_path``."""
+        if ckpt_path is not None:
+            self.weights = str(ckpt_path)
+        elif state_path and restore_weights(model, self.weights_in_state, state_path, round):
+            self.weights = resolve(self.weights_in_state, state_path)
 
     def write(self, dm: ActiveLearningDataModule, round: int, history: list[dict[str, Any]],
               fields: dict[str, Any]) -> None:

@@ -382,6 +382,10 @@ class Stopping:
         self.messages += [c.message or c.name for c in fired]
         return bool(fired) and self.enforce
 
+    def summary(self, round: int) -> str:
+        """The line saying why the run stops after ``round``."""
+        return f"[active learning] stopping after round {round}: " + "; ".join(self.messages)
+
     def metrics(self) -> dict[str, float]:
         """This round's statistic of each criterion, for the loggers."""
         return {f"al/stop/{c.name}": float(c.value) for c in self.criteria if c.value is not None}
