@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -95,7 +96,8 @@ class ActiveLearningLoop(Callback):
         self.query_size, self.rounds, self.reset, self.seed = query_size, rounds, reset, seed
         self.save_round_checkpoints, self.verbose = save_round_checkpoints, verbose
         self.resume_from_state, self.log_approximation_ratio = resume_from_state, log_approximation_ratio
-        self.round, self.history, self.finished = 0, [], False
+        self.round, self.finished = 0, False
+        self.history: list[dict[str, Any]] = []
         self.scorer = PoolScorer(self.strategy, pool_subset, seed, query_size)
         # The parts, each with its own state:
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
@@ -119,7 +121,7 @@ class ActiveLearningLoop(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        dm = trainer.datamodule
+        dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, ActiveLearningDataModule):
             raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
                             f"; got {type(dm).__name__}")
@@ -201,7 +203,7 @@ class ActiveLearningLoop(Callback):
             raise
         self._advance(trainer, pl_module, row, last)
 
-    def _label(self, query: Query, labels: list[int] | None) -> None:
+    def _label(self, query: Query, labels: Sequence[int] | None) -> None:
         self.datamodule.label(query.indices, labels)
         self.records.write_query(query, self.datamodule, getattr(self.oracle, "source", "oracle"))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -64,7 +64,7 @@ class Classifier(LightningModule):
         self._step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
+        hp: Any = self.hparams
         if hp.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         return torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

@@ -9,12 +9,14 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from torch.utils.data import Subset
 
 from lightning_dynamical import seeds
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
+from lightning_dynamical.splits import dataset_size
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, Selection, Strategy, identity
 from lightning_dynamical.strategies.inference import probabilities
 
@@ -87,7 +89,7 @@ class PoolScorer:
         check_agreement(trainer, indices, f"the round-{round} selection")
         pseudo = selection.pseudo_labels
         if pseudo is None:
-            queried = dm.eval_loader(torch.utils.data.Subset(dm.splits.pool_eval, indices))
+            queried = dm.eval_loader(Subset(dm.splits.pool_eval, indices))
             pseudo = probabilities(model, queried, label_key=dm.label_key).argmax(1)
         return Scored(Query(round, indices, selection.scores, pseudo), selection.pool_scores, seconds)
 
@@ -102,7 +104,7 @@ class PoolScorer:
         rank, world = trainer.global_rank, trainer.world_size
         reduce: Reducer = lambda t: reduce_sum(trainer, t)  # noqa: E731
         mine = dm.eval_loader(dm.pool_dataset(shard(positions, rank, world)))
-        labeled_shard = dm.eval_loader(torch.utils.data.Subset(labeled, shard(range(len(labeled)), rank, world)))
+        labeled_shard = dm.eval_loader(Subset(labeled, shard(range(dataset_size(labeled)), rank, world)))
         local = self.strategy.score(model, mine, labeled_shard, reduce=reduce, progress=progress)
         return Selection.top(gather_shards(trainer, local.double(), len(positions)), b)
 

@@ -76,7 +76,7 @@ def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: 
             finite = pool_scores.detach().double().cpu()
             finite = finite[torch.isfinite(finite)]
             if finite.numel():
-                media["al/pool_scores"] = wandb.Histogram(finite.numpy(), num_bins=64)
+                media["al/pool_scores"] = wandb.Histogram(finite.tolist(), num_bins=64)
         media["al/queried"] = queried_table(trainer, query, datamodule)
     for logger in loggers:
         logger.log_metrics(media, step=trainer.global_step)
@@ -108,7 +108,7 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
                 images.append(wandb.Image(array) if array is not None else None)
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
-    columns = ["round", "index", "score", "pseudo_label", "true_label"]
+    columns: list[Any] = ["round", "index", "score", "pseudo_label", "true_label"]
     rows = [[query.round, int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
     if any(image is not None for image in images):
         columns.append("image")

@@ -6,6 +6,7 @@ by every rank (``trainer.save_checkpoint`` is collective).
 
 from __future__ import annotations
 
+from os import PathLike
 from typing import Any
 
 from lightning.pytorch import LightningModule, Trainer
@@ -39,7 +40,8 @@ class RunRecords:
         if self._writer:
             records.remove_stale_temps(self.dirpath)
 
-    def start_weights(self, model: LightningModule, ckpt_path: str | None, state_path: str | None, round: int) -> None:
+    def start_weights(self, model: LightningModule, ckpt_path: str | PathLike[str] | None, state_path: str | None,
+                      round: int) -> None:
         """Note the checkpoint the run continues from: ``ckpt_path``, else (loading them into ``model``) the
         weights named by the ``al_state.json`` at ``state_path``."""
         if ckpt_path is not None:

@@ -46,7 +46,7 @@ def restore_weights(pl_module: LightningModule, checkpoint: str | None, state_pa
         saved = torch.load(f, map_location="cpu", weights_only=True)
     weights = saved.get("state_dict") if isinstance(saved, dict) else None
     problem = _mismatch(pl_module.state_dict(), weights)
-    if problem:
+    if problem or weights is None:
         raise RuntimeError(f"the weights in {checkpoint} (named by {state_path}) do not fit this model: {problem}; "
                            "nothing was changed")
     pl_module.load_state_dict(weights)
@@ -71,7 +71,8 @@ def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> Non
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for module in pl_module.modules():
-            if callable(getattr(module, "reset_parameters", None)):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
     for optimizer in trainer.optimizers:
         optimizer.state.clear()

@@ -1,5 +1,7 @@
 """Per-sample gradient engines and the pieces they share."""
 
+from collections.abc import Callable
+
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
 from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
@@ -30,7 +32,7 @@ __all__ = [
     "summed_gradient",
 ]
 
-ENGINES: dict[str, type[Engine]] = {
+ENGINES: dict[str, Callable[..., Engine]] = {
     "auto": AutoEngine,
     "fast": FastEngine,
     "func": FuncEngine,
