@@ -194,8 +194,12 @@ class ActiveLearningLoop(Callback):
                                                                                            self.strategy)
                 try:
                     labels = self.oracle.label(dm, scored.query)
-                except LabelsPending as pending:
-                    return self._pause(trainer, row, scored.query, metrics, pending)
+                except LabelsPending as reason:  # keep the query, save a checkpoint, stop; resuming collects labels
+                    self.paused.keep(row, scored.query, metrics)
+                    path = self.records.save_pending(trainer, self.round)
+                    self._write()
+                    trainer.should_stop = True
+                    return self.paused.announce(self.round, reason, path)
                 self._label(scored.query, labels)
             self._log(trainer, row, metrics, *((scored.query, scored.pool_scores) if scored else (None, None)))
         except BaseException:
@@ -233,16 +237,6 @@ class ActiveLearningLoop(Callback):
         self._write()
         if self.records.weights is not None:
             save_checkpoint(trainer, self.records.weights)
-
-    def _pause(self, trainer: Trainer, row: dict[str, Any], query: Query, metrics: dict[str, float],
-               pending: LabelsPending) -> None:
-        """Keep the query, save a checkpoint on every rank and stop: resuming from it collects the labels."""
-        self.paused.keep(row, query, metrics)
-        path = self.records.save_pending(trainer, self.round)
-        self._write()
-        trainer.should_stop = True
-        say(f"[active learning] round {self.round}: labels pending ({pending}). Resume with "
-            f"ckpt_path={path} once they are in.")
 
     def _write(self) -> None:
         """``al_rounds.csv`` and ``al_state.json`` (the paused round's row too, for ``label import``)."""

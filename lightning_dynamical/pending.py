@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning_dynamical.console import say
 from lightning_dynamical.queries import Query
 
 
@@ -28,6 +29,11 @@ class PendingQuery:
             raise RuntimeError("no query is pending")
         p = self.state
         return Query(round, list(p["indices"]), p["scores"], p["pseudo_labels"]), p["row"], p["metrics"]
+
+    def announce(self, round: int, reason: Exception, checkpoint: str) -> None:
+        """Say that ``round``'s labels are pending and how to resume once they are in."""
+        say(f"[active learning] round {round}: labels pending ({reason}). Resume with ckpt_path={checkpoint} once "
+            "they are in.")
 
     def clear(self) -> None:
         """The labels came in: nothing is pending any more."""
