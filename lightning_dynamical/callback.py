@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch import Tensor
 
 from lightning_dynamical import seeds, wandb_link
 from lightning_dynamical.batches import batch_inputs, batch_size
@@ -20,7 +19,7 @@ from lightning_dynamical.interrupts import interrupt_message
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle
 from lightning_dynamical.pending import PendingQuery
 from lightning_dynamical.pool import ActiveLearningDataModule
-from lightning_dynamical.pool_scorer import PoolScorer
+from lightning_dynamical.pool_scorer import PoolScorer, Scored
 from lightning_dynamical.queries import Query
 from lightning_dynamical.records import save_checkpoint
 from lightning_dynamical.reporting import log_round
@@ -155,7 +154,7 @@ class ActiveLearningLoop(Callback):
             query, row, metrics = self.paused.query(self.round)
             self._label(query, self.oracle.collect(dm, query))
             self.paused.clear()
-            self._log(trainer, row, metrics, query, None)
+            self._log(trainer, row, metrics, Scored(query, None, 0.0))
             self._advance(trainer, pl_module, row, last=False)
         self._write()
 
@@ -178,20 +177,18 @@ class ActiveLearningLoop(Callback):
         dm = self.datamodule
         row = self.evaluator.round_row(trainer, pl_module, dm, self.round, self.convergence)
         snapshot = dm.state_dict()
-        try:
-            last = self.stopping.check(trainer, pl_module, self, row, "train") or self.round >= self.rounds
-            scored = None
-            if not (last or dm.num_unlabeled == 0):
+        try:  # scored stays None in the last round: nothing is queried
+            scored, stop = None, self.stopping.check(trainer, pl_module, self, row, "train")
+            if not stop and self.round < self.rounds and dm.num_unlabeled > 0:
                 scored = self.scorer.query(trainer, pl_module, dm, self.round, self.query_size)
                 row["score_seconds"] = scored.seconds
                 if self.stopping.check(trainer, pl_module, self, row, "query"):
                     scored = None
-            last = last or scored is None
             metrics = scored.metrics() if scored is not None else {}
             if scored is not None:
                 if self.log_approximation_ratio:
-                    metrics["al/approximation_ratio"] = self.evaluator.approximation_ratio(pl_module, dm, scored.query,
-                                                                                           self.strategy)
+                    ratio = self.evaluator.approximation_ratio(pl_module, dm, scored.query, self.strategy)
+                    metrics["al/approximation_ratio"] = ratio
                 try:
                     labels = self.oracle.label(dm, scored.query)
                 except LabelsPending as reason:  # keep the query, save a checkpoint, stop; resuming collects labels
@@ -201,18 +198,18 @@ class ActiveLearningLoop(Callback):
                     trainer.should_stop = True
                     return self.paused.announce(self.round, reason, path)
                 self._label(scored.query, labels)
-            self._log(trainer, row, metrics, *((scored.query, scored.pool_scores) if scored else (None, None)))
+            self._log(trainer, row, metrics, scored)
         except BaseException:
             dm.load_state_dict(snapshot)
             raise
-        self._advance(trainer, pl_module, row, last)
+        self._advance(trainer, pl_module, row, last=scored is None)
 
     def _label(self, query: Query, labels: Sequence[int] | None) -> None:
         self.datamodule.label(query.indices, labels)
         self.records.write_query(query, self.datamodule, getattr(self.oracle, "source", "oracle"))
 
-    def _log(self, trainer: Trainer, row: dict[str, Any], metrics: dict[str, float], query: Query | None,
-             pool_scores: Tensor | None) -> None:
+    def _log(self, trainer: Trainer, row: dict[str, Any], metrics: dict[str, float], scored: Scored | None) -> None:
+        query, pool_scores = (scored.query, scored.pool_scores) if scored is not None else (None, None)
         log_round(trainer, self.history, row, {**self.stopping.metrics(), **metrics}, query, pool_scores,
                   self.datamodule)
 
