@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import logging
 import math
 import shlex
@@ -288,11 +287,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
 
 # ---- outputs -----------------------------------------------------------------------------------------------
 def write_results(path: Path, rows: Sequence[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    records.atomic_write_text(str(path), out.getvalue())
+    records.atomic_write_csv(str(path), RESULT_FIELDS, rows, extras="raise")
 
 
 def read_results(path: str | Path) -> list[dict]:

@@ -11,12 +11,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical.batches import batch_inputs, batch_targets, forward_logits, to_model
+from lightning_dynamical.batches import batch_inputs, batch_targets, evaluation, forward_logits, to_model
 from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import shard
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
-from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL

@@ -9,7 +9,6 @@ in; rows of that round and later ones are replaced, so a resumed run never keeps
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -47,11 +46,7 @@ def read_queries(dirpath: str) -> list[dict[str, str]]:
 def write_round(dirpath: str, round: int, rows: Sequence[dict[str, Any]]) -> None:
     """Keep the rows of rounds before ``round``, put ``rows`` after them, and rewrite the file atomically."""
     kept = [r for r in read_queries(dirpath) if int(r["round"]) < round]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=QUERY_RECORD_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows([*kept, *rows])
-    records.atomic_write_text(records.join(dirpath, QUERIES_FILE), out.getvalue())
+    records.atomic_write_csv(records.join(dirpath, QUERIES_FILE), QUERY_RECORD_FIELDS, [*kept, *rows])
 
 
 def cut_back(dirpath: str, round: int) -> None:

@@ -16,10 +16,9 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torch.utils.data import Subset
 
-from lightning_dynamical.batches import batch_size, forward_logits, split_batch, to_model
+from lightning_dynamical.batches import batch_size, evaluation, forward_logits, split_batch, to_model
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
-from lightning_dynamical.scoring.common import evaluation
 
 MAX_THUMBNAILS = 256
 """Queried samples beyond this many get no image in the table (the rows are all kept)."""

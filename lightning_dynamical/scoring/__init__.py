@@ -2,9 +2,10 @@
 
 from collections.abc import Callable
 
+from lightning_dynamical.batches import evaluation
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
-from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
+from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, PoolStatistics
 from lightning_dynamical.scoring.exact import ExactGradients, ScoringError
 from lightning_dynamical.scoring.fast import FastEngine

@@ -18,12 +18,12 @@ from lightning_dynamical.batches import (
     batch_inputs,
     batch_size,
     batch_targets,
+    evaluation,
     forward_logits,
     model_device_dtype,
     to_model,
 )
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.scoring.common import evaluation
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, identity
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.random import Random
