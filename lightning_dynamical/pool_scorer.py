@@ -21,7 +21,7 @@ from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, S
 from lightning_dynamical.strategies.inference import probabilities
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Scored:
     """A round's query, the whole scored pool's scores (for logging) and the seconds scoring took."""
 

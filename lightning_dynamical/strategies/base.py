@@ -23,7 +23,7 @@ class NonFiniteScoresError(RuntimeError):
     """A strategy produced NaN or inf scores."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
     """What a strategy chose: the one thing ``select`` returns.
 
