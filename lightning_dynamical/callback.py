@@ -24,7 +24,7 @@ from lightning_dynamical.queries import Query
 from lightning_dynamical.records import save_checkpoint
 from lightning_dynamical.reporting import log_round
 from lightning_dynamical.rng import RngState
-from lightning_dynamical.run_records import RunRecords, load_split
+from lightning_dynamical.run_records import RunRecords
 from lightning_dynamical.stopping import StopMode, Stopping, StoppingCriterion
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
@@ -137,11 +137,10 @@ class ActiveLearningLoop(Callback):
 
     def _load_records_state(self, dm: ActiveLearningDataModule, path: str) -> None:
         """The split, finished rounds and criteria of the ``al_state.json`` at ``path``."""
-        state = load_split(dm, path)
+        state = self.records.resume_from(dm, path)
         self.round = int(state["round"])
         self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
         self.stopping.load_state_dict(state.get("stopping", {}))
-        self.records.weights_in_state = state.get("weights")
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule

@@ -40,6 +40,13 @@ class RunRecords:
         if self._writer:
             records.remove_stale_temps(self.dirpath)
 
+    def resume_from(self, dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
+        """Load the split of the ``al_state.json`` at ``path`` into ``dm`` (see :func:`load_split`), remember the
+        checkpoint it names for :meth:`start_weights`, and return the state."""
+        state = load_split(dm, path)
+        self.weights_in_state = state.get("weights")
+        return state
+
     def start_weights(self, model: LightningModule, ckpt_path: str | PathLike[str] | None, state_path: str | None,
                       round: int) -> None:
         """Note the checkpoint the run continues from: ``ckpt_path``, else (loading them into ``model``) the
