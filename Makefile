@@ -27,6 +27,7 @@ run: $(STAMP)
 
 test: $(STAMP) $(LS_STAMP)
 	$(VENV)/bin/ruff check lightning_dynamical tests benchmarks examples
+	$(VENV)/bin/mypy lightning_dynamical
 	LABEL_STUDIO_BIN=$(abspath $(LS_VENV))/bin/label-studio $(VENV)/bin/pytest -q
 
 bench: $(STAMP)

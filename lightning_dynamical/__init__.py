@@ -5,8 +5,9 @@ from lightning_dynamical.convergence import Convergence
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.label_studio import LabelStudioOracle
 from lightning_dynamical.module import Classifier
-from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle, Query
+from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle
 from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
+from lightning_dynamical.queries import Query
 from lightning_dynamical.stopping import (
     GradientNormDecay,
     LabelBudget,
@@ -25,6 +26,7 @@ from lightning_dynamical.strategies import (
     Margin,
     NonFiniteScoresError,
     Random,
+    Selection,
     Strategy,
 )
 
@@ -53,6 +55,7 @@ __all__ = [
     "Oracle",
     "Query",
     "Random",
+    "Selection",
     "StabilizingPredictions",
     "StoppingCriterion",
     "Strategy",

@@ -9,7 +9,8 @@ or a tuple/list whose first element is the logits. Anything else: override the m
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -137,3 +138,15 @@ def logits_of(output: Any, batch: int) -> Tensor:
 def forward_logits(model: nn.Module, inputs: Inputs) -> Tensor:
     """Call the model on the inputs and return its ``(batch, classes)`` logits."""
     return logits_of(call(model, inputs), batch_size(inputs))
+
+
+@contextlib.contextmanager
+def evaluation(model: nn.Module) -> Iterator[nn.Module]:
+    """Put every module in eval mode and restore each module's own mode afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import logging
 import math
 import shlex
@@ -24,7 +23,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
@@ -34,9 +33,9 @@ from tqdm.auto import tqdm
 
 from lightning_dynamical import records
 from lightning_dynamical.callback import ActiveLearningLoop
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.splits import DatasetSplits, dataset_size
 from lightning_dynamical.stopping import GradientNormDecay, StabilizingPredictions, StoppingCriterion, ValidationPlateau
 from lightning_dynamical.strategies.albl import ALBL
 from lightning_dynamical.strategies.badge import BADGE
@@ -75,7 +74,7 @@ class Preset:
     splits: Callable[[argparse.Namespace], DatasetSplits]
     net: Callable[[int, int], nn.Module]
     model: str
-    optimizer: str = "adam"
+    optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 64
@@ -169,9 +168,9 @@ def load_splits(args: argparse.Namespace) -> DatasetSplits:
     """The preset's splits, the pool cut to a seeded ``pool_limit`` samples (the same for every run)."""
     preset = PRESETS[args.data]
     splits = preset.splits(args)
-    if args.pool_limit is not None and args.pool_limit < len(splits.pool):
-        keep = torch.randperm(len(splits.pool), generator=torch.Generator().manual_seed(0))[: args.pool_limit]
-        keep = keep.sort().values.tolist()
+    if args.pool_limit is not None and args.pool_limit < dataset_size(splits.pool):
+        perm = torch.randperm(dataset_size(splits.pool), generator=torch.Generator().manual_seed(0))
+        keep = perm[: args.pool_limit].sort().values.tolist()
         splits = DatasetSplits(Subset(splits.pool, keep), Subset(splits.pool_eval, keep), splits.val, splits.test,
                                splits.num_classes)
     if not preset.cache:
@@ -186,6 +185,10 @@ def _same_view(a: Dataset, b: Dataset) -> bool:
     return isinstance(a, Subset) and isinstance(b, Subset) and a.dataset is b.dataset and a.indices == b.indices
 
 
+@overload
+def materialize(dataset: Dataset) -> Dataset: ...
+@overload
+def materialize(dataset: None) -> None: ...
 def materialize(dataset: Dataset | None) -> Dataset | None:
     """``(input, target)`` samples decoded once into a ``TensorDataset`` (same values, no per-item work)."""
     if dataset is None or isinstance(dataset, TensorDataset):
@@ -284,11 +287,7 @@ def run_bench(args: argparse.Namespace) -> list[dict]:
 
 # ---- outputs -----------------------------------------------------------------------------------------------
 def write_results(path: Path, rows: Sequence[dict]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=RESULT_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    records.atomic_write_text(str(path), out.getvalue())
+    records.atomic_write_csv(str(path), RESULT_FIELDS, rows, extras="raise")
 
 
 def read_results(path: str | Path) -> list[dict]:
@@ -585,9 +584,9 @@ def scoring_seconds(strategy: str, n: int, train: float, evaluate: float) -> flo
 def estimate_seconds(args: argparse.Namespace, splits: DatasetSplits) -> float:
     """Upper bound on one bench's wall time: every round trains ``max_epochs_per_round`` epochs."""
     train, evaluate = per_sample_seconds(args, splits)
-    pool = min(len(splits.pool), args.pool_limit or len(splits.pool))
+    pool = min(dataset_size(splits.pool), args.pool_limit or dataset_size(splits.pool))
     pool -= int(args.val_size) if isinstance(args.val_size, int) else int(args.val_size * pool)
-    test = len(splits.test) if splits.test is not None else 0
+    test = dataset_size(splits.test) if splits.test is not None else 0
     total = 0.0
     for strategy in args.strategies:
         for k in range(args.rounds + 1):

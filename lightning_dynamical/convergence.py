@@ -6,6 +6,11 @@ import math
 from collections import deque
 from typing import Any
 
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+from torchmetrics import MeanMetric
+
 from lightning_dynamical.errors import (
     ConfigError,
     check_fraction,
@@ -114,6 +119,13 @@ class Convergence:
         self.last_loss = float(state.get("last_loss", math.nan))
         self.reason = str(state.get("reason", ""))
 
+    def check_max_epochs(self, trainer_max_epochs: int | None, rounds: int) -> None:
+        """Warn when ``Trainer(max_epochs=...)`` may end the run before ``rounds`` rounds can finish."""
+        needed = (rounds + 1) * self.max_epochs
+        if trainer_max_epochs is not None and 0 <= trainer_max_epochs < needed:
+            rank_zero_warn(f"Trainer(max_epochs={trainer_max_epochs}) may stop before all {rounds} rounds finish "
+                           f"(up to {needed} epochs); use max_epochs=-1")
+
 
 NEAR_CHANCE_POINTS = 0.05
 """A round whose labeled-set accuracy is within this of chance (1 / classes) gets a warning."""
@@ -133,3 +145,28 @@ def near_chance_warning(round_index: int, accuracy: float, num_classes: int, rea
             f"{NEAR_CHANCE_POINTS:.2f} of chance (1/{num_classes} = {chance:.4f}); training stopped because "
             f"{reason or 'the round ended'}. The query will come from an untrained model: raise "
             "max_epochs_per_round or patience, or check the learning rate")
+
+
+class EpochLoss:
+    """The sample-weighted mean training loss of an epoch, from the outputs of ``training_step``.
+
+    A ``MeanMetric``, so under DDP ``compute`` reduces over ranks.
+    """
+
+    def __init__(self) -> None:
+        self._mean = MeanMetric()
+
+    def to(self, device: torch.device) -> None:
+        self._mean = self._mean.to(device)
+
+    def update(self, outputs: Any, samples: int) -> None:
+        """Add a batch's loss (``outputs`` or ``outputs["loss"]``; other outputs are ignored)."""
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor):
+            self._mean.update(loss.detach().float().to(self._mean.device), samples)
+
+    def compute(self) -> float:
+        """The epoch's mean loss (``inf`` without any batch), and start the next epoch."""
+        value = float(self._mean.compute()) if self._mean.update_count else math.inf
+        self._mean.reset()
+        return value

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
 
@@ -15,6 +16,11 @@ def shard(items: Sequence[int], rank: int, world_size: int) -> list[int]:
     n = len(items)
     start, stop = n * rank // world_size, n * (rank + 1) // world_size
     return list(items[start:stop])
+
+
+def is_rank_zero() -> bool:
+    """Whether this process is global rank zero (also before the trainer has set up its processes)."""
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def reduce_sum(trainer: Trainer, tensor: Tensor) -> Tensor:

@@ -17,16 +17,17 @@ import math
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from tqdm.auto import tqdm
 
 from lightning_dynamical.batches import batch_inputs
+from lightning_dynamical.distributed import is_rank_zero
 from lightning_dynamical.labels import LabelFileError, _shorten, parse_labels
 from lightning_dynamical.oracle import LabelsPending, Oracle, Query, oracle_classes
 from lightning_dynamical.pool import ActiveLearningDataModule
@@ -115,7 +116,7 @@ class LabelStudioOracle(Oracle):
             project = self._project(client, datamodule, query, names)
             tasks = self._round_tasks(client, project, query)
             if not tasks:
-                if rank_zero_only.rank == 0:
+                if is_rank_zero():
                     self._import(client, project, datamodule, query, names)
                 if not self.wait:
                     raise LabelsPending(f"label the {len(query.indices)} tasks of round {query.round} in "
@@ -130,7 +131,7 @@ class LabelStudioOracle(Oracle):
         client = self._client()
         project = self._project(client, datamodule, query, names)
         if not self._round_tasks(client, project, query):
-            if rank_zero_only.rank == 0:
+            if is_rank_zero():
                 self._import(client, project, datamodule, query, names)
             if not self.wait:
                 raise LabelsPending(f"the tasks of round {query.round} were only created now: label them in "
@@ -184,7 +185,7 @@ class LabelStudioOracle(Oracle):
                                      f"offers the classes {offered}, this run has {names}; choose another project "
                                      "title. Nothing was changed")
             return project
-        if rank_zero_only.rank != 0:
+        if not is_rank_zero():
             raise LabelsPending(f"Label Studio project {self.project!r} is not created yet")
         config = labeling_config(names, _kind(datamodule.splits.pool_eval[query.indices[0]][0]))
         return client.request("POST", "/api/projects", {
@@ -209,7 +210,7 @@ class LabelStudioOracle(Oracle):
             task: dict[str, Any] = {"data": data}
             if guess is not None and 0 <= int(guess) < len(names):
                 data["pseudo_label"] = names[int(guess)]
-                prediction = {"model_version": f"lightning-dynamical round {query.round}",
+                prediction: dict[str, Any] = {"model_version": f"lightning-dynamical round {query.round}",
                               "result": [{"from_name": FROM_NAME, "to_name": "sample", "type": "choices",
                                           "value": {"choices": [names[int(guess)]]}}]}
                 if "score" in data:
@@ -228,7 +229,7 @@ class LabelStudioOracle(Oracle):
         if kind == "image":
             return {"sample": self._png_data_uri(image_array(x))}
         if kind == "text":
-            return {"sample": x}
+            return {"sample": str(x)}
         values = x.flatten().tolist() if hasattr(x, "flatten") else x
         return {"sample": json.dumps(values)[:10_000]}
 
@@ -245,7 +246,7 @@ class LabelStudioOracle(Oracle):
         """Poll until every task of the round has an annotation (a skip counts: it needs people, not time)."""
         start = time.monotonic()
         bar = tqdm(total=len(query.indices), desc=f"round {query.round}: tasks annotated in Label Studio",
-                   unit="task", disable=rank_zero_only.rank != 0)
+                   unit="task", disable=not is_rank_zero())
         try:
             while True:
                 tasks = self._round_tasks(client, project, query)
@@ -337,7 +338,7 @@ class _Unauthorized(LabelStudioUnavailable):
 
 
 def _quote(text: str) -> str:
-    return urllib.request.quote(text, safe="")
+    return urllib.parse.quote(text, safe="")
 
 
 class _Client:

@@ -40,12 +40,8 @@ def manifest_path(csv_path: str) -> str:
 
 def write_query(csv_path: str, rows: Sequence[dict[str, Any]], manifest: dict[str, Any]) -> None:
     """Write the query CSV (``label`` left empty) and its manifest, each atomically."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=QUERY_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({**row, "label": ""} for row in rows)
-    records.atomic_write_text(manifest_path(csv_path), json.dumps(manifest, indent=1) + "\n")
-    records.atomic_write_text(csv_path, out.getvalue())
+    records.atomic_write_json(manifest_path(csv_path), manifest)
+    records.atomic_write_csv(csv_path, QUERY_FIELDS, [{**row, "label": ""} for row in rows])
 
 
 def read_rows(path: str) -> list[dict[str, str]]:
@@ -166,7 +162,7 @@ def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
         {"round": manifest["round"], "index": i, "score": by_index[i].get("score", ""),
          "pseudo_label": by_index[i].get("pseudo_label", ""), "label": y, "labeled_by": "file"}
         for i, y in zip(indices, labels)])
-    records.atomic_write_text(state_path, json.dumps(new, indent=1) + "\n")
+    records.atomic_write_json(state_path, new)
     return new
 
 

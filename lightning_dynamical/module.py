@@ -45,6 +45,7 @@ class Classifier(LightningModule):
             raise ConfigError(f"lr must be > 0, got {lr!r}")
         self.save_hyperparameters(ignore=["net"])
         self.net = net
+        self.label_key = label_key
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -58,8 +59,8 @@ class Classifier(LightningModule):
         return self.net(x)
 
     def _step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
-        inputs = batch_inputs(batch, self.hparams.label_key)
-        y = batch_targets(batch, self.hparams.label_key)
+        inputs = batch_inputs(batch, self.label_key)
+        y = batch_targets(batch, self.label_key)
         logits = forward_logits(self, inputs)
         loss = nn.functional.cross_entropy(logits, y)
         metric(logits, y)
@@ -77,7 +78,7 @@ class Classifier(LightningModule):
         self._step(batch, "test", self.test_acc)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        hp = self.hparams
+        hp: Any = self.hparams
         if hp.optimizer == "sgd":
             return torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         return torch.optim.Adam(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)

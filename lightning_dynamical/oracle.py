@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from fsspec.core import url_to_fs
-from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image
 from torch import Tensor
 
 from lightning_dynamical import records
 from lightning_dynamical.batches import batch_inputs
+from lightning_dynamical.distributed import is_rank_zero
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.labels import LabelFileError, parse_labels, query_csv_path, read_labels, read_rows, write_query
 from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.queries import Query
 from lightning_dynamical.reporting import image_array
-
-
-@dataclass
-class Query:
-    """What an oracle is asked: pool indices with their scores and pseudo labels (if the strategy has them)."""
-
-    round: int
-    indices: list[int]
-    scores: Tensor | None
-    pseudo_labels: Tensor | None
+from lightning_dynamical.splits import dataset_size
 
 
 class LabelsPending(Exception):
@@ -91,7 +82,7 @@ class FileOracle(Oracle):
         fs, fs_path = url_to_fs(path)
         if fs.exists(fs_path):
             return self._answered(datamodule, query, path)
-        if rank_zero_only.rank == 0:
+        if is_rank_zero():
             self._write(datamodule, query, path)
         raise LabelsPending(f"fill the 'label' column of {path} with class ids 0..{self._classes(datamodule) - 1}")
 
@@ -128,7 +119,7 @@ class FileOracle(Oracle):
             rows.append({"index": index, "file": name, "score": "" if score is None else score,
                          "pseudo_label": "" if pseudo_label is None else int(pseudo_label)})
         manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
-                    "num_classes": self._classes(datamodule), "dataset_size": len(datamodule.splits.pool)}
+                    "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool)}
         write_query(path, rows, manifest)
 
     def _save_png(self, path: str, image: np.ndarray) -> None:

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
-from typing import Any
+from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
+from lightning_dynamical import seeds
 from lightning_dynamical.batches import LABEL_KEY, batch_targets
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.errors import ConfigError, check_positive_int
+from lightning_dynamical.splits import DatasetSplits, dataset_size
 
 
 class LabelError(ConfigError):
@@ -60,7 +62,7 @@ class EpochShuffle(RandomSampler):
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed * 10_007 + self.epoch)
+        gen = seeds.generator(self.seed, self.epoch, stride=seeds.EPOCH_STRIDE)
         return iter(torch.randperm(len(self.data_source), generator=gen).tolist())
 
 
@@ -72,9 +74,10 @@ def dataset_targets(dataset: Dataset, label_key: str = LABEL_KEY) -> torch.Tenso
         return dataset.tensors[1].long().reshape(-1)
     for attr in ("targets", "labels", "y"):
         values = getattr(dataset, attr, None)
-        if values is not None and not callable(values) and len(values) == len(dataset):
+        if values is not None and not callable(values) and len(values) == dataset_size(dataset):
             return torch.as_tensor(list(values) if not hasattr(values, "__array__") else values).long()
-    return torch.tensor([int(batch_targets(dataset[i], label_key)) for i in range(len(dataset))], dtype=torch.long)
+    targets = [int(batch_targets(dataset[i], label_key)) for i in range(dataset_size(dataset))]
+    return torch.tensor(targets, dtype=torch.long)
 
 
 class ActiveLearningDataModule(LightningDataModule):
@@ -183,10 +186,10 @@ class ActiveLearningDataModule(LightningDataModule):
         self._set_up = True
 
     def _use(self, splits: DatasetSplits) -> None:
-        if len(splits.pool) != len(splits.pool_eval):
-            raise ConfigError(f"pool ({len(splits.pool)}) and pool_eval ({len(splits.pool_eval)}) differ in size")
+        n, n_eval = dataset_size(splits.pool), dataset_size(splits.pool_eval)
+        if n != n_eval:
+            raise ConfigError(f"pool ({n}) and pool_eval ({n_eval}) differ in size")
         self._splits = splits
-        n = len(splits.pool)
         gen = torch.Generator().manual_seed(self.seed)
         order = torch.randperm(n, generator=gen).tolist()
         n_val = 0
@@ -308,14 +311,18 @@ class ActiveLearningDataModule(LightningDataModule):
         unknown = [i for i in idx if i not in candidates]
         if unknown:
             raise LabelError(f"indices {unknown[:10]} are not in the pool (valid: {len(candidates)} candidate "
-                             f"indices of a dataset of {len(self.splits.pool)})")
+                             f"indices of a dataset of {dataset_size(self.splits.pool)})")
         labeled = set(self._labeled)
         already = [i for i in idx if i in labeled]
         if already:
             raise LabelError(f"indices {already[:10]} are already labeled")
         if len(set(idx)) != len(idx):
             seen: set[int] = set()
-            repeated = [i for i in idx if i in seen or seen.add(i)]
+            repeated = []
+            for i in idx:
+                if i in seen:
+                    repeated.append(i)
+                seen.add(i)
             raise LabelError(f"indices {repeated[:10]} are repeated")
 
     # ---- loaders ---------------------------------------------------------------------------------------
@@ -326,9 +333,12 @@ class ActiveLearningDataModule(LightningDataModule):
 
     def pool_dataset(self, positions: Sequence[int] | None = None) -> Dataset:
         """Unlabeled samples (evaluation transform) in ascending index order, or at ``positions`` of it."""
+        return Subset(self.splits.pool_eval, self.pool_indices(positions))
+
+    def pool_indices(self, positions: Iterable[int] | None = None) -> list[int]:
+        """Pool indices of the unlabeled samples at ``positions`` of the unlabeled order (all without)."""
         unlabeled = self.unlabeled_indices
-        chosen = unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
-        return Subset(self.splits.pool_eval, chosen)
+        return unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """A non-shuffled loader with the evaluation batch size."""
@@ -337,16 +347,16 @@ class ActiveLearningDataModule(LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         """Labeled samples (training transform), shuffled by :class:`EpochShuffle`."""
         dataset = self.labeled_dataset()
-        seed = self.seed * 1_000_003 + len(self._labeled)
+        seed = seeds.derive(self.seed, len(self._labeled))
         # The loader's own generator seeds its workers, so iterating it never draws from the global RNG.
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(dataset, seed),
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(cast(Sized, dataset), seed),
                           num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed))
 
     def pool_dataloader(self) -> DataLoader:
         return self.eval_loader(self.pool_dataset())
 
     @property
-    def val_dataloader(self) -> Callable[[], DataLoader]:  # type: ignore[override]
+    def val_dataloader(self) -> Callable[[], DataLoader | list]:  # type: ignore[override]
         """The validation loader's factory; absent after :meth:`setup` when there is no validation set.
 
         Lightning runs validation only when ``val_dataloader`` is defined, so a pool without one trains without
@@ -375,7 +385,7 @@ class ActiveLearningDataModule(LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         self._ready()
         return {
-            "dataset_size": len(self.splits.pool),
+            "dataset_size": dataset_size(self.splits.pool),
             "labeled": list(self._labeled),
             "candidates": list(self._candidates),
             "val_indices": list(self._val_indices),
@@ -386,8 +396,8 @@ class ActiveLearningDataModule(LightningDataModule):
         """Refuse (:class:`LabelError`, naming the offending indices) a split that does not fit this pool."""
         self._ready()
         size = int(state_dict["dataset_size"])
-        if size != len(self.splits.pool):
-            raise LabelError(f"state is for a pool of {size} samples; this pool has {len(self.splits.pool)}")
+        if size != dataset_size(self.splits.pool):
+            raise LabelError(f"state is for a pool of {size} samples; this pool has {dataset_size(self.splits.pool)}")
         candidates = [int(i) for i in state_dict.get("candidates", self._candidates)]
         outside = [i for i in candidates if not 0 <= i < size]
         if outside or len(set(candidates)) != len(candidates):
@@ -429,8 +439,8 @@ def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | No
 
 
 def _repeated(indices: Sequence[int]) -> list[int]:
-    seen: set[int] = set()
-    return sorted({i for i in indices if i in seen or seen.add(i)})
+    """The indices that occur more than once, sorted."""
+    return sorted(i for i, n in Counter(indices).items() if n > 1)
 
 
 def _few(indices: Sequence[int], limit: int = 10) -> str:

@@ -18,7 +18,7 @@ def check_fit(trainer: Trainer, datamodule: LightningDataModule | None, ckpt_pat
     """
     if ckpt_path and not records.exists(ckpt_path):
         raise ConfigError(f"ckpt_path {ckpt_path!r} does not exist")
-    loops = [c for c in trainer.callbacks if isinstance(c, ActiveLearningLoop)]
+    loops = [c for c in getattr(trainer, "callbacks", []) if isinstance(c, ActiveLearningLoop)]
     if not loops:
         return
     if not isinstance(datamodule, ActiveLearningDataModule):

@@ -1,4 +1,4 @@
-"""``al_queries.csv``: every queried sample, one row each, whatever logger is attached.
+"""A round's :class:`Query`, and ``al_queries.csv``: every queried sample, one row each, whatever logger is attached.
 
 Columns: ``round, index, score, pseudo_label, label, labeled_by`` where ``label`` is the label the model
 trains on and ``labeled_by`` who gave it (``dataset``, ``file``, ``label-studio`` or an oracle's own
@@ -9,21 +9,29 @@ in; rows of that round and later ones are replaced, so a resumed run never keeps
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from fsspec.core import url_to_fs
+from torch import Tensor
 
 from lightning_dynamical import records
 from lightning_dynamical.batches import batch_targets
-
-if TYPE_CHECKING:
-    from lightning_dynamical.oracle import Query
-    from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.pool import ActiveLearningDataModule
 
 QUERIES_FILE = "al_queries.csv"
 QUERY_RECORD_FIELDS = ("round", "index", "score", "pseudo_label", "label", "labeled_by")
+
+
+@dataclass
+class Query:
+    """What an oracle is asked: pool indices with their scores and pseudo labels (if the strategy has them)."""
+
+    round: int
+    indices: list[int]
+    scores: Tensor | None
+    pseudo_labels: Tensor | None
 
 
 def read_queries(dirpath: str) -> list[dict[str, str]]:
@@ -38,11 +46,7 @@ def read_queries(dirpath: str) -> list[dict[str, str]]:
 def write_round(dirpath: str, round: int, rows: Sequence[dict[str, Any]]) -> None:
     """Keep the rows of rounds before ``round``, put ``rows`` after them, and rewrite the file atomically."""
     kept = [r for r in read_queries(dirpath) if int(r["round"]) < round]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=QUERY_RECORD_FIELDS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    writer.writerows([*kept, *rows])
-    records.atomic_write_text(records.join(dirpath, QUERIES_FILE), out.getvalue())
+    records.atomic_write_csv(records.join(dirpath, QUERIES_FILE), QUERY_RECORD_FIELDS, [*kept, *rows])
 
 
 def cut_back(dirpath: str, round: int) -> None:

@@ -16,9 +16,9 @@ import re
 import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import fsspec
 from fsspec.core import url_to_fs
@@ -130,18 +130,30 @@ def round_checkpoint(dirpath: str, round: int) -> str:
     return join(dirpath, f"al_round_{round}.ckpt")
 
 
-def write_rounds(dirpath: str, rows: Sequence[dict[str, Any]]) -> None:
-    """All finished rounds, one CSV row each."""
+def atomic_write_csv(path: str, fields: Sequence[str], rows: Iterable[Mapping[str, Any]],
+                     extras: Literal["ignore", "raise"] = "ignore") -> None:
+    """``rows`` as CSV under a ``fields`` header, written atomically; keys not in ``fields`` are dropped
+    (``extras="ignore"``) or refused (``"raise"``)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=ROUND_FIELDS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=fields, extrasaction=extras, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(join(dirpath, ROUNDS_FILE), out.getvalue())
+    atomic_write_text(path, out.getvalue())
+
+
+def atomic_write_json(path: str, value: Any) -> None:
+    """``value`` as indented JSON, written atomically."""
+    atomic_write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def write_rounds(dirpath: str, rows: Sequence[dict[str, Any]]) -> None:
+    """All finished rounds, one CSV row each."""
+    atomic_write_csv(join(dirpath, ROUNDS_FILE), ROUND_FIELDS, rows)
 
 
 def write_state(dirpath: str, state: dict[str, Any]) -> None:
     """The current round and labeled split as JSON."""
-    atomic_write_text(join(dirpath, STATE_FILE), json.dumps(state, indent=1) + "\n")
+    atomic_write_json(join(dirpath, STATE_FILE), state)
 
 
 def read_rounds(path: str) -> list[dict[str, str]]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -16,12 +16,9 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import Tensor
 from torch.utils.data import Subset
 
-from lightning_dynamical.batches import batch_size, forward_logits, split_batch, to_model
-from lightning_dynamical.scoring.common import evaluation
-
-if TYPE_CHECKING:
-    from lightning_dynamical.oracle import Query
-    from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.batches import batch_size, evaluation, forward_logits, split_batch, to_model
+from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.queries import Query
 
 MAX_THUMBNAILS = 256
 """Queried samples beyond this many get no image in the table (the rows are all kept)."""
@@ -43,12 +40,24 @@ def image_array(x: Any) -> np.ndarray | None:
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
+ROW_METRICS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs", "train_loss", "train_acc")
+"""The columns of a round's row that every logger gets as ``al/<column>``."""
+
+
+def log_round(trainer: Trainer, history: Sequence[dict[str, Any]], row: dict[str, Any], extra: dict[str, float],
+              query: Query | None, pool_scores: Tensor | None, datamodule: ActiveLearningDataModule) -> None:
+    """Log a finished round: its row and ``extra`` as scalars to every logger, then the media (W&B only)."""
+    metrics = {**{f"al/{k}": row[k] for k in ROW_METRICS}, **extra}
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+    log_round_media(trainer, [*history, row], query, pool_scores, datamodule)
+
+
 def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: Query | None,
                     pool_scores: Tensor | None, datamodule: ActiveLearningDataModule) -> None:
     """Log the learning curve so far, and for a query the pool-score histogram and the queried samples.
 
-    Does nothing without a ``WandbLogger`` or off rank zero; ``pool_scores`` is only read with a ``query``
-    (the loop keeps the previous round's scores on the last round).
+    Does nothing without a ``WandbLogger`` or off rank zero; ``pool_scores`` is only read with a ``query``.
     """
     loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
     if not loggers or not trainer.is_global_zero:
@@ -66,7 +75,7 @@ def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: 
             finite = pool_scores.detach().double().cpu()
             finite = finite[torch.isfinite(finite)]
             if finite.numel():
-                media["al/pool_scores"] = wandb.Histogram(finite.numpy(), num_bins=64)
+                media["al/pool_scores"] = wandb.Histogram(finite.tolist(), num_bins=64)
         media["al/queried"] = queried_table(trainer, query, datamodule)
     for logger in loggers:
         logger.log_metrics(media, step=trainer.global_step)
@@ -98,7 +107,7 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
                 images.append(wandb.Image(array) if array is not None else None)
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
-    columns = ["round", "index", "score", "pseudo_label", "true_label"]
+    columns: list[Any] = ["round", "index", "score", "pseudo_label", "true_label"]
     rows = [[query.round, int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
     if any(image is not None for image in images):
         columns.append("image")

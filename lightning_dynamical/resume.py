@@ -32,7 +32,9 @@ def prepare(trainer: Trainer, ckpt_path: str | None) -> None:
     wandb_link.prepare(trainer.loggers, link if isinstance(link, dict) else None)
     states = checkpoint.get("callbacks", {})
     for callback in trainer.checkpoint_callbacks:
-        state = states.get(callback.state_key) if isinstance(callback, ModelCheckpoint) else None
+        if not isinstance(callback, ModelCheckpoint):
+            continue
+        state = states.get(callback.state_key)
         if callback.dirpath is None and isinstance(state, dict) and state.get("dirpath"):
             callback.dirpath = state["dirpath"]
             warnings.filterwarnings("ignore", message=f"Checkpoint directory {re.escape(str(callback.dirpath))} "

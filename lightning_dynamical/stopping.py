@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from lightning.pytorch import LightningModule, Trainer
@@ -20,20 +20,35 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from lightning_dynamical.distributed import gather_shards, reduce_sum, shard
+from lightning_dynamical.evaluator import Evaluator
+from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.pool_scorer import PoolScorer
+from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
-
-if TYPE_CHECKING:
-    from lightning_dynamical.callback import ActiveLearningLoop
 
 Phase = Literal["train", "query"]
 StopMode = Literal["stop", "record"]
 
 
+class LoopView(Protocol):
+    """What criteria read from :class:`~lightning_dynamical.ActiveLearningLoop` (declared here, so this module
+    does not import the loop that imports it)."""
+
+    round: int
+    query_size: int
+    strategy: Strategy
+    evaluator: Evaluator
+    scorer: PoolScorer
+
+    @property
+    def datamodule(self) -> ActiveLearningDataModule: ...
+
+
 class RoundContext:
     """What a criterion may look at for the round that just trained; every value is the same on all ranks."""
 
-    def __init__(self, trainer: Trainer, pl_module: LightningModule, loop: ActiveLearningLoop) -> None:
+    def __init__(self, trainer: Trainer, pl_module: LightningModule, loop: LoopView) -> None:
         self.trainer = trainer
         self.pl_module = pl_module
         self.loop = loop
@@ -64,15 +79,16 @@ class RoundContext:
         val = self.datamodule.val_dataset
         if val is None:
             raise ValueError("no validation split")
-        return self.loop._accuracy(self.trainer, self.pl_module, val)
+        return self.loop.evaluator.accuracy(self.trainer, self.pl_module, self.datamodule, val)
 
     def pool_sqnorm(self) -> Tensor:
         """``||g_u||^2`` of every pool sample DynamicAL scored this round, gathered from every rank's shard."""
-        stats = getattr(self.loop.strategy, "last_statistics", None)
+        strategy = self.loop.strategy
+        stats = strategy.last_statistics if isinstance(strategy, DynamicAL) else None
         if stats is None:
             raise RuntimeError("the strategy has not scored the pool this round")
         local = stats.sqnorm.double().cpu()
-        if self.trainer.world_size == 1 or not self.loop._sharded:
+        if self.trainer.world_size == 1 or not self.loop.scorer.sharded:
             return local
         device = self.trainer.strategy.root_device
         total = int(reduce_sum(self.trainer, torch.tensor([float(local.numel())], device=device)).item())
@@ -94,7 +110,7 @@ class StoppingCriterion(ABC):
         self.value: float | None = None
         self.message = ""
 
-    def setup(self, loop: ActiveLearningLoop) -> None:
+    def setup(self, loop: LoopView) -> None:
         """Check that the criterion can work with this loop (raise before training starts)."""
         return None
 
@@ -248,7 +264,7 @@ class ValidationPlateau(StoppingCriterion):
         self.best = -math.inf
         self.wait = 0
 
-    def setup(self, loop: ActiveLearningLoop) -> None:
+    def setup(self, loop: LoopView) -> None:
         if loop.datamodule.val_dataset is None:
             raise ValueError("ValidationPlateau needs a validation split: give the DataModule a val dataset or "
                              "val_size > 0")
@@ -299,7 +315,7 @@ class GradientNormDecay(StoppingCriterion):
         self.fraction = fraction
         self.reference: float | None = None
 
-    def setup(self, loop: ActiveLearningLoop) -> None:
+    def setup(self, loop: LoopView) -> None:
         if not isinstance(loop.strategy, DynamicAL):
             raise TypeError(f"GradientNormDecay reads DynamicAL's ||g_u||^2; the strategy is "
                             f"{type(loop.strategy).__name__}")
@@ -359,11 +375,11 @@ class Stopping:
     def enforce(self) -> bool:
         return self.mode == "stop"
 
-    def setup(self, loop: ActiveLearningLoop) -> None:
+    def setup(self, loop: LoopView) -> None:
         for criterion in self.criteria:
             criterion.setup(loop)
 
-    def check(self, trainer: Trainer, pl_module: LightningModule, loop: ActiveLearningLoop, row: dict[str, Any],
+    def check(self, trainer: Trainer, pl_module: LightningModule, loop: LoopView, row: dict[str, Any],
               phase: Phase) -> bool:
         """Ask this phase's criteria about the round in ``row``; add their names to ``row["stopped_by"]`` when
         they fire (the same on every rank). True when the run should stop now."""
@@ -380,6 +396,10 @@ class Stopping:
         row["stopped_by"] = ";".join([n for n in row["stopped_by"].split(";") if n] + [c.name for c in fired])
         self.messages += [c.message or c.name for c in fired]
         return bool(fired) and self.enforce
+
+    def summary(self, round: int) -> str:
+        """The line saying why the run stops after ``round``."""
+        return f"[active learning] stopping after round {round}: " + "; ".join(self.messages)
 
     def metrics(self) -> dict[str, float]:
         """This round's statistic of each criterion, for the loggers."""

@@ -45,3 +45,10 @@ def _final_model(trainer: Trainer) -> str | None:
     path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
     return path or None
 
+
+
+def round_line(row: dict[str, Any], reason: str) -> str:
+    """The line printed when a round ends (``verbose``)."""
+    return (f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
+            f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+            f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({reason})")

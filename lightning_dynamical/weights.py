@@ -1,10 +1,10 @@
-"""Model weights for ``resume_from_state``: loaded from the checkpoint that ``al_state.json`` names."""
+"""Model weights: loaded for ``resume_from_state`` from the checkpoint ``al_state.json`` names, or re-initialised."""
 
 from __future__ import annotations
 
 import torch
 from fsspec.core import url_to_fs
-from lightning.pytorch import LightningModule
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 
@@ -46,7 +46,7 @@ def restore_weights(pl_module: LightningModule, checkpoint: str | None, state_pa
         saved = torch.load(f, map_location="cpu", weights_only=True)
     weights = saved.get("state_dict") if isinstance(saved, dict) else None
     problem = _mismatch(pl_module.state_dict(), weights)
-    if problem:
+    if problem or weights is None:
         raise RuntimeError(f"the weights in {checkpoint} (named by {state_path}) do not fit this model: {problem}; "
                            "nothing was changed")
     pl_module.load_state_dict(weights)
@@ -63,3 +63,16 @@ def _mismatch(current: dict[str, torch.Tensor], saved: dict[str, torch.Tensor] |
     parts = [f"{what} {keys[:5]}" for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
                                                      ("other shapes for", shapes)) if keys]
     return "; ".join(parts)
+
+
+def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> None:
+    """Reset every module's parameters under ``seed`` (the global RNG is left as it was) and clear the
+    optimizers' state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in pl_module.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()

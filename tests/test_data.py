@@ -27,11 +27,11 @@ from lightning_dynamical.data.modules import (
     MNISTDataModule,
     SVHNDataModule,
 )
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
 from lightning_dynamical.data.transforms import CIFAR10_STATS, MNIST_STATS
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool import dataset_targets
+from lightning_dynamical.splits import DatasetSplits
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

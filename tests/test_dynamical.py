@@ -60,8 +60,8 @@ def test_select_is_top_b_and_rejects_bad_args():
     model, pool, labeled, *_ = _problem(torch.float64, seed=3)
     strategy = DynamicAL()
     chosen = strategy.select(model, pool, labeled, 5)
-    scores = strategy.last_scores
-    assert set(chosen.tolist()) == set(scores.argsort(descending=True)[:5].tolist())
+    scores = chosen.pool_scores
+    assert set(chosen.positions.tolist()) == set(scores.argsort(descending=True)[:5].tolist())
     with pytest.raises(ValueError, match="gamma"):
         DynamicAL(gamma=-1)
     with pytest.raises(ValueError, match="Unknown parameter"):

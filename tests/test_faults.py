@@ -30,7 +30,7 @@ def _fit(loop, dm, tmp_path, loggers=False):
 
 
 class NaNs(Strategy):
-    def score(self, model, pool_loader, labeled_loader):
+    def score(self, model, pool_loader, labeled_loader, **options):
         s = torch.ones(len(pool_loader.dataset))
         s[:3] = float("nan")
         s[3] = float("inf")
@@ -38,7 +38,7 @@ class NaNs(Strategy):
 
 
 class Boom(Strategy):
-    def score(self, model, pool_loader, labeled_loader):
+    def score(self, model, pool_loader, labeled_loader, **options):
         raise RuntimeError("strategy exploded")
 
 

@@ -57,7 +57,7 @@ def test_chunk_sizes():
 def test_one_by_one_greedy_maximises_the_summed_gradient_norm(engine):
     model, pool, labeled, g, g_s = _problem()
     strategy = DynamicAL(gamma=2.0, engine=engine, greedy_chunks=B)
-    chosen = strategy.select(model, pool, labeled, B).tolist()
+    chosen = strategy.select(model, pool, labeled, B).positions.tolist()
     total, expected = g_s.clone(), []
     for _ in range(B):  # explicit: the u maximising ||G_S + G_Q + g_u||^2
         rest = [u for u in range(N_POOL) if u not in expected]
@@ -74,7 +74,7 @@ def test_one_by_one_greedy_maximises_the_summed_gradient_norm(engine):
 @pytest.mark.parametrize("chunks", [2, 3])
 def test_chunked_greedy_matches_brute_force(chunks, gamma):
     model, pool, labeled, g, g_s = _problem(seed=1)
-    chosen = DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B + 1).tolist()
+    chosen = DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B + 1).positions.tolist()
     assert chosen == _brute_force_greedy(g, g_s, chunk_sizes(B + 1, chunks), gamma)
 
 
@@ -84,8 +84,10 @@ def test_one_chunk_and_gamma_zero_are_top_b(gamma):
     plain = DynamicAL(gamma=gamma)
     top = plain.select(model, pool, labeled, B)
     chunks = 1 if gamma else 3
-    assert torch.equal(DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B), top)
-    assert set(top.tolist()) == set(plain.last_scores.argsort(descending=True)[:B].tolist())
+    assert torch.equal(DynamicAL(gamma=gamma, greedy_chunks=chunks).select(model, pool, labeled, B).positions,
+                       top.positions)
+    assert set(top.positions.tolist()) == set(top.pool_scores.argsort(descending=True)[:B].tolist())
+    torch.testing.assert_close(top.scores, top.pool_scores[top.positions])
 
 
 def test_greedy_is_joint_and_keeps_the_model_untouched():
@@ -95,10 +97,11 @@ def test_greedy_is_joint_and_keeps_the_model_untouched():
     strategy = DynamicAL(greedy_chunks=2)
     assert strategy.joint and not DynamicAL().joint
     chosen = strategy.select(model, pool, labeled, N_POOL + 5)
-    assert sorted(chosen.tolist()) == list(range(N_POOL))
+    assert sorted(chosen.positions.tolist()) == list(range(N_POOL))
     assert model.training and model.bn.training
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
-    assert strategy.last_scores.shape == (N_POOL,) and strategy.last_pseudo_labels.shape == (N_POOL,)
+    assert chosen.pool_scores.shape == (N_POOL,) and chosen.pseudo_labels.shape == (N_POOL,)
+    assert torch.equal(chosen.pseudo_labels, strategy.last_statistics.pseudo_labels[chosen.positions])
     assert "greedy_chunks=2" in repr(strategy)
     with pytest.raises(ValueError, match="greedy_chunks"):
         DynamicAL(greedy_chunks=0)

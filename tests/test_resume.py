@@ -16,6 +16,7 @@ from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Cl
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import DigitsCNN
+from lightning_dynamical.run_records import load_split
 
 
 class Interrupt(L.Callback):
@@ -123,7 +124,7 @@ def test_invalid_state_file_refused(tmp_path, bad, match):
     else:
         path.write_text(json.dumps({**json.loads(path.read_text()), **bad}))
     with pytest.raises(ConfigError, match=f"^state file {re.escape(str(path))}.*{match}"):
-        ActiveLearningLoop(query_size=30, rounds=1)._load_records_state(fresh, str(path))
+        load_split(fresh, str(path))
     assert fresh.state_dict() == before
 
 
@@ -141,3 +142,19 @@ def test_stale_temporary_files_are_removed(tmp_path):
 def test_tiny_dataset_round_trip():
     dm = ActiveLearningDataModule(TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), initial_size=4)
     assert dm.num_labeled == 4
+
+
+def test_loop_state_of_the_previous_version_still_loads():
+    """Checkpoints written before strategies had a default state_dict hold ``strategy: None``; they still load, and
+    the loop's state keeps the same keys."""
+    old = {"round": 2, "finished": False, "history": [{"round": 0}, {"round": 1}],
+           "convergence": {"epochs": 3, "best": 0.5, "wait": 1, "recent": [0.6, 0.5], "last_loss": 0.5, "reason": ""},
+           "rng": {"torch": torch.get_rng_state(), "python": [0] * 625}, "strategy": None, "stopping": {},
+           "pending": {"row": {"round": 2}, "metrics": {}, "indices": [4, 7], "scores": None,
+                       "pseudo_labels": torch.tensor([1, 0])}}
+    loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3)
+    loop.load_state_dict(old)
+    assert (loop.round, loop.history, loop.convergence.epochs) == (2, old["history"], 3)
+    query, row, _ = loop.paused.query(loop.round)
+    assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0] and row == {"round": 2}
+    assert set(loop.state_dict()) == set(old) and loop.state_dict()["strategy"] == {}

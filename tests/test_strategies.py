@@ -67,15 +67,15 @@ def test_uncertainty_scores_match_formulas_and_rank(strategy: Strategy, formula)
     scores = strategy.score(identity_head(3), pool, [])
     torch.testing.assert_close(scores, expected)
     ranked = torch.argsort(expected, descending=True)[:3].tolist()
-    assert strategy.select(identity_head(3), pool, [], 3).tolist() == ranked
+    assert strategy.select(identity_head(3), pool, [], 3).positions.tolist() == ranked
 
 
 def test_uncertainty_known_extremes() -> None:
     pool = loader(LOGITS)
-    assert Entropy().select(identity_head(3), pool, [], 1).item() == 0  # uniform: ln 3
-    assert Margin().select(identity_head(3), pool, [], 2).tolist() == [0, 2]  # top two classes tied
+    assert Entropy().select(identity_head(3), pool, [], 1).positions.item() == 0  # uniform: ln 3
+    assert Margin().select(identity_head(3), pool, [], 2).positions.tolist() == [0, 2]  # top two classes tied
     assert Margin().score(identity_head(3), pool, [])[[0, 2]].tolist() == [0.0, 0.0]
-    assert LeastConfidence().select(identity_head(3), pool, [], 5).tolist()[-1] == 3  # the most confident
+    assert LeastConfidence().select(identity_head(3), pool, [], 5).positions.tolist()[-1] == 3  # the most confident
 
 
 def test_mutual_information_known_values() -> None:
@@ -97,7 +97,7 @@ def test_bald_zero_without_disagreement_and_positive_with_it() -> None:
     scores = BALD(mc_samples=50, seed=3).score(dropout_model(0.5), loader(x, batch_size=3), [])
     assert scores[0] == 0 and scores[2] == 0
     assert (scores[[1, 3]] > 0.05).all() and (scores <= math.log(2) + 1e-12).all()
-    assert set(BALD(mc_samples=50, seed=3).select(dropout_model(0.5), loader(x), [], 2).tolist()) == {1, 3}
+    assert set(BALD(mc_samples=50, seed=3).select(dropout_model(0.5), loader(x), [], 2).positions.tolist()) == {1, 3}
 
 
 def test_bald_seeded_and_leaves_global_rng_alone() -> None:
@@ -154,7 +154,7 @@ def test_badge_factored_kmeans_pp_equals_explicit_embeddings() -> None:
     for seed in range(3):
         got = kmeans_pp(a, h, 8, torch.Generator().manual_seed(seed)).tolist()
         assert got == brute_kmeans_pp(explicit, 8, torch.Generator().manual_seed(seed))
-        assert got == BADGE(seed=seed).select(model, loader(x), [], 8).tolist()
+        assert got == BADGE(seed=seed).select(model, loader(x), [], 8).positions.tolist()
 
 
 def test_badge_picks_one_point_per_separated_cluster() -> None:
@@ -166,7 +166,7 @@ def test_badge_picks_one_point_per_separated_cluster() -> None:
         head.weight.copy_(0.01 * torch.eye(3))
         head.bias.zero_()
     for seed in range(5):
-        picked = BADGE(seed=seed).select(head, loader(x, batch_size=8), [], 3)
+        picked = BADGE(seed=seed).select(head, loader(x, batch_size=8), [], 3).positions
         assert sorted((picked // 10).tolist()) == [0, 1, 2]
 
 
@@ -212,7 +212,7 @@ def test_coreset_equals_brute_force_k_center_greedy() -> None:
     expected = brute_k_center(pool.tolist(), lab.tolist(), 7)
     for chunk in (3, 1024):
         labeled = loader(lab, torch.zeros(5, dtype=torch.long), batch_size=2)
-        picked = Coreset(chunk_size=chunk).select(model, loader(pool, batch_size=6), labeled, 7)
+        picked = Coreset(chunk_size=chunk).select(model, loader(pool, batch_size=6), labeled, 7).positions
         assert picked.tolist() == expected
     scores = Coreset().score(model, loader(pool), loader(lab, torch.zeros(5, dtype=torch.long)))
     torch.testing.assert_close(scores, torch.cdist(pool, lab).min(1).values.double(), rtol=1e-5, atol=1e-5)
@@ -222,18 +222,18 @@ def test_coreset_takes_farthest_from_labeled_first() -> None:
     pool = torch.tensor([[1.0, 0.0], [5.0, 0.0], [0.0, 3.0], [-4.9, 0.0]])
     labeled = loader(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long))
     # 5 is farthest from the origin; then -4.9 (9.9 from the new center), then (0, 3), then (1, 0).
-    assert Coreset().select(nn.Linear(2, 2), loader(pool), labeled, 4).tolist() == [1, 3, 2, 0]
+    assert Coreset().select(nn.Linear(2, 2), loader(pool), labeled, 4).positions.tolist() == [1, 3, 2, 0]
 
 
 def test_coreset_without_labeled_samples_starts_from_a_seeded_point() -> None:
     pool = torch.rand(20, 2, generator=torch.Generator().manual_seed(1))
     empty = loader(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
-    picked = Coreset(seed=4).select(nn.Linear(2, 2), loader(pool), empty, 5).tolist()
+    picked = Coreset(seed=4).select(nn.Linear(2, 2), loader(pool), empty, 5).positions.tolist()
     first = picked[0]
     rest = brute_k_center(pool.tolist(), [pool[first].tolist()], 5)
     assert picked == [first] + [i for i in rest if i != first][:4]
-    assert picked == Coreset(seed=4).select(nn.Linear(2, 2), loader(pool), empty, 5).tolist()
-    assert len(set(Coreset().select(nn.Linear(2, 2), loader(torch.ones(4, 2)), empty, 4).tolist())) == 4
+    assert picked == Coreset(seed=4).select(nn.Linear(2, 2), loader(pool), empty, 5).positions.tolist()
+    assert len(set(Coreset().select(nn.Linear(2, 2), loader(torch.ones(4, 2)), empty, 4).positions.tolist())) == 4
 
 
 def test_exp4p_moves_toward_the_rewarded_arm() -> None:
@@ -255,12 +255,11 @@ class Oracle(Strategy):
         super().__init__()
         self.good = good
 
-    def score(self, model, pool_loader, labeled_loader) -> Tensor:
+    def score(self, model, pool_loader, labeled_loader, **options) -> Tensor:
         x, y = pool_loader.dataset.tensors
         right = (model(x).argmax(1) == y).double()
         scores = right if self.good else 1 - right
-        self.last_scores = scores + torch.arange(len(y)) * 1e-6
-        return self.last_scores
+        return scores + torch.arange(len(y)) * 1e-6
 
 
 def simulate(albl: ALBL, model_after: Callable[[ALBL], nn.Module], x: Tensor, y: Tensor, labeled: list[int],
@@ -271,7 +270,7 @@ def simulate(albl: ALBL, model_after: Callable[[ALBL], nn.Module], x: Tensor, y:
     for r in range(rounds):
         pool = [i for i in range(len(x)) if i not in labeled]
         lab = loader(x[labeled], y[labeled], batch_size=3, shuffle=True, seed=r)
-        picked = albl.select(model, loader(x[pool], y[pool]), lab, b).tolist()
+        picked = albl.select(model, loader(x[pool], y[pool]), lab, b).positions.tolist()
         queried.append([pool[i] for i in picked])
         labeled = labeled + queried[-1]
         model = model_after(albl)
@@ -341,7 +340,7 @@ def test_albl_state_dict_round_trip_and_seeding() -> None:
 def test_albl_warns_when_queried_samples_cannot_be_recognised() -> None:
     model, x, y = albl_problem()
     albl = ALBL([Oracle(good=True)], seed=0)
-    picked = albl.select(model, loader(x[4:], y[4:]), loader(x[:4], y[:4]), 2) + 4
+    picked = albl.select(model, loader(x[4:], y[4:]), loader(x[:4], y[:4]), 2).positions + 4
     labeled = torch.cat([torch.arange(4), picked])
     with pytest.warns(UserWarning, match="none of last round"):
         albl.select(model, loader(x, y), loader(x[labeled] + 1e-3, y[labeled]), 2)
@@ -362,7 +361,7 @@ def test_modes_and_batchnorm_statistics_are_restored(make) -> None:
     x, y = torch.randn(20, 1, 6, 6, generator=gen), torch.randint(3, (20,), generator=gen)
     strategy = make()
     for _ in range(2):
-        picked = strategy.select(model, loader(x[5:]), loader(x[:5], y[:5]), 4)
+        picked = strategy.select(model, loader(x[5:]), loader(x[:5], y[:5]), 4).positions
         assert len(set(picked.tolist())) == 4 and 0 <= picked.min() and picked.max() < 15
     assert [m.training for m in model.modules()] == modes
     assert all(torch.equal(a, b) for a, b in zip(stats, model.bn.buffers()))
@@ -373,7 +372,7 @@ def test_deterministic_for_a_seed(make) -> None:
     model = mixed_model(1)
     gen = torch.Generator().manual_seed(1)
     x, y = torch.randn(30, 1, 6, 6, generator=gen), torch.randint(3, (30,), generator=gen)
-    runs = [make().select(model, loader(x[6:]), loader(x[:6], y[:6]), 5) for _ in range(2)]
+    runs = [make().select(model, loader(x[6:]), loader(x[:6], y[:6]), 5).positions for _ in range(2)]
     assert torch.equal(runs[0], runs[1])
 
 

@@ -20,8 +20,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_dynamical.batches import LABEL_KEY
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.splits import DatasetSplits
 
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 HEADER = ["label", "title", "description"]

@@ -7,8 +7,8 @@ from pathlib import Path
 from torchvision.datasets import MNIST
 
 from lightning_dynamical.data.missing import dataset_files
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import MNIST_STATS, normalized
+from lightning_dynamical.splits import DatasetSplits
 
 
 def build_mnist(root: str | Path, download: bool = False) -> DatasetSplits:

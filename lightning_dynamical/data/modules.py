@@ -18,9 +18,9 @@ from lightning_dynamical.data.cifar10 import build_cifar10
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.data.image_folder import build_image_folder
 from lightning_dynamical.data.mnist import build_mnist
-from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
 from lightning_dynamical.pool import ActiveLearningDataModule
+from lightning_dynamical.splits import DatasetSplits
 
 
 class NamedDataModule(ActiveLearningDataModule):

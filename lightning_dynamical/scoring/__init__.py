@@ -1,8 +1,11 @@
 """Per-sample gradient engines and the pieces they share."""
 
+from collections.abc import Callable
+
+from lightning_dynamical.batches import evaluation
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
-from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
+from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, PoolStatistics
 from lightning_dynamical.scoring.exact import ExactGradients, ScoringError
 from lightning_dynamical.scoring.fast import FastEngine
@@ -30,7 +33,7 @@ __all__ = [
     "summed_gradient",
 ]
 
-ENGINES: dict[str, type[Engine]] = {
+ENGINES: dict[str, Callable[..., Engine]] = {
     "auto": AutoEngine,
     "fast": FastEngine,
     "func": FuncEngine,

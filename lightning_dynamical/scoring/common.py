@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -41,18 +40,6 @@ def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, n
     if not chosen:
         raise ValueError(f"No trainable parameters selected by params={params!r}")
     return {n: named[n] for n in chosen}
-
-
-@contextlib.contextmanager
-def evaluation(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every module in eval mode and restore each module's own mode afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in modes:
-            m.training = training
 
 
 def summed_gradient(

@@ -7,8 +7,9 @@ from typing import Any
 
 from torch import nn
 
+from lightning_dynamical.batches import evaluation
 from lightning_dynamical.scoring import make_engine
-from lightning_dynamical.scoring.common import ParamSpec, evaluation, select_parameters, summed_gradient
+from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
 
 
 def approximation_ratio(model: nn.Module, labeled_loader: Iterable[Any], query_loader: Iterable[Any],

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor, nn
 
 from lightning_dynamical.batches import Inputs, forward_logits
@@ -10,7 +12,7 @@ from lightning_dynamical.scoring.common import last_linear_name
 
 def head_of(model: nn.Module) -> nn.Linear:
     """The model's last registered ``nn.Linear`` (its classifier head)."""
-    return model.get_submodule(last_linear_name(model))
+    return cast(nn.Linear, model.get_submodule(last_linear_name(model)))
 
 
 def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tensor]:

@@ -24,9 +24,14 @@ class NotLastLayerError(ValueError):
 def output_gradient(logits: Tensor) -> tuple[Tensor, Tensor]:
     """``(softmax(logits) - onehot(y), y)`` with ``y = argmax logits``: d CE_sum / d logits per sample."""
     y = logits.argmax(1)
-    e = torch.softmax(logits, 1)
+    return softmax_minus_onehot(torch.softmax(logits, 1), y), y
+
+
+def softmax_minus_onehot(p: Tensor, y: Tensor) -> Tensor:
+    """``p - onehot(y)`` as a new tensor: d CE_sum / d logits per sample, for softmax outputs ``p`` and labels ``y``."""
+    e = p.clone()
     e[torch.arange(y.shape[0], device=y.device), y] -= 1
-    return e, y
+    return e
 
 
 class LastLayerEngine(Engine):

@@ -164,7 +164,7 @@ def function_name(func: Any) -> str:
     """A readable name for a torch function: ``Tensor.T``, ``Tensor.mul``, ``torch.addmm``, ``F.linear``."""
     owner = getattr(func, "__self__", None)
     if type(owner).__name__ == "getset_descriptor":  # a property such as Tensor.T
-        return f"Tensor.{owner.__name__}"
+        return f"Tensor.{getattr(owner, '__name__', '?')}"
     name = str(getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func)))
     prefixes = (("_TensorBase.", "Tensor."), ("TensorBase.", "Tensor."), ("_VariableFunctionsClass.", "torch."))
     for prefix, short in prefixes:

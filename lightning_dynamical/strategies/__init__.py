@@ -1,9 +1,9 @@
-"""Query strategies: each a small class with ``score`` (and, for joint selection, ``select``)."""
+"""Query strategies: each a small class with ``score`` and ``select`` (returning a :class:`Selection`)."""
 
 from lightning_dynamical.strategies.albl import ALBL
 from lightning_dynamical.strategies.badge import BADGE
 from lightning_dynamical.strategies.bald import BALD
-from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy, check_finite, top_b
+from lightning_dynamical.strategies.base import NonFiniteScoresError, Selection, Strategy, check_finite, top_b
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
@@ -20,6 +20,7 @@ __all__ = [
     "Margin",
     "NonFiniteScoresError",
     "Random",
+    "Selection",
     "Strategy",
     "check_finite",
     "top_b",

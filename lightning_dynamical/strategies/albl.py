@@ -12,18 +12,19 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
+from lightning_dynamical import seeds
 from lightning_dynamical.batches import (
     Inputs,
     batch_inputs,
     batch_size,
     batch_targets,
+    evaluation,
     forward_logits,
     model_device_dtype,
     to_model,
 )
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.scoring.common import evaluation
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, identity
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy
@@ -94,7 +95,7 @@ class ALBL(Strategy):
     ``select`` only sees loaders, so queried samples are recognised by a hash of their input bytes
     (:func:`fingerprint`): the labeled loader must yield the same input tensors as the pool loader did
     (the evaluation transform, no augmentation); its order, shuffling and sharding do not matter (sums go
-    through ``reduce_sum``). A warning is raised when none of last round's samples is found.
+    through ``reduce``). A warning is raised when none of last round's samples is found.
     The draw uses a generator seeded by ``seed`` and the round, so the choice is identical on every rank.
     ``state_dict``/``load_state_dict`` hold the bandit and the query record for resuming; save after
     ``select``.
@@ -147,31 +148,28 @@ class ALBL(Strategy):
         """Current probability of drawing each strategy."""
         return self._bandit.probabilities()
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
         """Scores of the currently most probable strategy (no draw, no bandit update)."""
         strategy = self._prepared(int(torch.argmax(self.probabilities)))
-        scores = strategy.score(model, pool_loader, labeled_loader)
-        self.last_scores = scores
-        return scores
+        return strategy.score(model, pool_loader, labeled_loader, reduce=reduce, progress=progress)
 
-    def select(
-        self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int
-    ) -> Tensor:
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
+               reduce: Reducer = identity, progress: bool = False) -> Selection:
         if self._last_choice is not None:
-            self._last_reward = self._reward(model, labeled_loader)
+            self._last_reward = self._reward(model, labeled_loader, reduce)
             if self._last_reward is not None:
                 self._bandit.update(self._last_choice, self._last_reward)
         probs = self.probabilities
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self._round)
-        choice = int(torch.multinomial(probs, 1, generator=gen))
+        choice = int(torch.multinomial(probs, 1, generator=seeds.generator(self.seed, self._round)))
         strategy = self._prepared(choice)
-        positions = strategy.select(model, pool_loader, labeled_loader, query_size)
-        queried = self._pool_fingerprints(pool_loader, positions)
+        selection = strategy.select(model, pool_loader, labeled_loader, query_size, reduce=reduce, progress=progress)
+        queried = self._pool_fingerprints(pool_loader, selection.positions)
         self._fingerprints = torch.cat([self._fingerprints, queried])
         self._query_probs = torch.cat([self._query_probs, probs[choice].repeat(queried.numel())])
         self._last_choice, self._last_count, self._round = choice, queried.numel(), self._round + 1
-        self._last_strategy, self.last_scores = strategy, strategy.last_scores
-        return positions
+        self._last_strategy = strategy
+        return selection
 
     def state_dict(self) -> dict[str, Any]:
         """Bandit weights, round counter, last choice and the queried-sample record (plain types/tensors)."""
@@ -198,9 +196,9 @@ class ALBL(Strategy):
         self._query_probs = torch.as_tensor(state["query_probs"], dtype=torch.float64).clone()
 
     def _prepared(self, index: int) -> Strategy:
-        """The strategy at ``index`` with this instance's DDP reducer and progress setting."""
+        """The strategy at ``index``, reading dict batches' targets under this instance's ``label_key``."""
         strategy = self.strategies[index]
-        strategy.reduce_sum, strategy.progress, strategy.label_key = self.reduce_sum, self.progress, self.label_key
+        strategy.label_key = self.label_key
         return strategy
 
     def _pool_fingerprints(self, pool_loader: Any, positions: Tensor, chunk: int = 256) -> Tensor:
@@ -212,7 +210,7 @@ class ALBL(Strategy):
                  for s in range(0, len(idx), chunk)]
         return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.long)
 
-    def _reward(self, model: nn.Module, labeled_loader: Iterable[Any]) -> float | None:
+    def _reward(self, model: nn.Module, labeled_loader: Iterable[Any], reduce: Reducer) -> float | None:
         """Importance-weighted accuracy on the labeled set (``None`` when it is empty on every rank)."""
         weight_of = dict(zip(self._fingerprints.tolist(), self._query_probs.reciprocal().tolist()))
         last = set(self._fingerprints[self._fingerprints.numel() - self._last_count:].tolist())
@@ -229,8 +227,7 @@ class ALBL(Strategy):
                 den += float(w.sum())
                 found += sum(k in last for k in keys)
         device = model_device_dtype(model)[0]
-        num, den, found = self.reduce_sum(torch.tensor([num, den, found], dtype=torch.float64,
-                                                       device=device)).tolist()
+        num, den, found = reduce(torch.tensor([num, den, found], dtype=torch.float64, device=device)).tolist()
         if self._last_count and not found:
             warnings.warn("ALBL found none of last round's queried samples in the labeled loader (do its "
                           "inputs differ from the pool loader's, e.g. augmented?); they count with weight 1",

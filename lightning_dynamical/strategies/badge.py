@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.scoring.features import head_of
-from lightning_dynamical.strategies.base import Strategy, check_finite
+from lightning_dynamical.scoring.last_layer import softmax_minus_onehot
+from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
 from lightning_dynamical.strategies.inference import features_and_probabilities
 
 
@@ -22,9 +23,7 @@ def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress
     ``a = softmax - onehot(argmax)`` and ``h`` the head's input, with a trailing 1 for the bias.
     """
     h, p = features_and_probabilities(model, loader, progress, label_key)
-    a = p.clone()
-    if a.numel():
-        a[torch.arange(a.shape[0]), a.argmax(1)] -= 1
+    a = softmax_minus_onehot(p, p.argmax(1)) if p.numel() else p.clone()
     if head_of(model).bias is not None:
         h = torch.cat([h, h.new_ones(h.shape[0], 1)], 1)
     return a, h
@@ -76,18 +75,18 @@ class BADGE(Strategy):
         super().__init__()
         self.seed = int(seed)
 
-    def _factors(self, model: nn.Module, pool_loader: Any) -> tuple[Tensor, Tensor, Tensor]:
-        """``(a, h, norms)``; raises on non-finite embeddings and records the norms as ``last_scores``."""
-        a, h = gradient_embedding_factors(model, pool_loader, self.progress, self.label_key)
+    def _factors(self, model: nn.Module, pool_loader: Any, progress: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """``(a, h, norms)``; raises on non-finite embeddings."""
+        a, h = gradient_embedding_factors(model, pool_loader, progress, self.label_key)
         norms = check_finite((a.pow(2).sum(1) * h.pow(2).sum(1)).sqrt())
-        self.last_scores = norms
         return a, h, norms
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        return self._factors(model, pool_loader)[2]
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
+        return self._factors(model, pool_loader, progress)[2]
 
-    def select(
-        self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int
-    ) -> Tensor:
-        a, h, _ = self._factors(model, pool_loader)
-        return kmeans_pp(a, h, query_size, torch.Generator().manual_seed(self.seed))
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
+               reduce: Reducer = identity, progress: bool = False) -> Selection:
+        a, h, norms = self._factors(model, pool_loader, progress)
+        positions = kmeans_pp(a, h, query_size, torch.Generator().manual_seed(self.seed))
+        return Selection.of_pool(positions, norms)

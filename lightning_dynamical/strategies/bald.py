@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lightning_dynamical.batches import Inputs, forward_logits
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 from lightning_dynamical.strategies.inference import collect, mc_dropout, softmax
 from lightning_dynamical.strategies.uncertainty import entropy
 
@@ -40,13 +40,12 @@ class BALD(Strategy):
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
         def fn(x: Inputs) -> tuple[Tensor]:
             passes = [softmax(forward_logits(model, x)) for _ in range(self.mc_samples)]
             return (mutual_information(torch.stack(passes, 1)),)
 
         with mc_dropout(model, self.seed):
-            out = collect(model, pool_loader, fn, self.progress, "BALD", self.label_key)
-        scores = out[0] if out else torch.zeros(0, dtype=torch.float64)
-        self.last_scores = scores
-        return scores
+            out = collect(model, pool_loader, fn, progress, "BALD", self.label_key)
+        return out[0] if out else torch.zeros(0, dtype=torch.float64)

@@ -1,8 +1,9 @@
-"""The strategy contract: ``score`` the pool, ``select`` the top-b (joint strategies override ``select``)."""
+"""The strategy contract: ``score`` the pool, ``select`` a :class:`Selection` (joint strategies override it)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,18 +14,61 @@ from lightning_dynamical.batches import LABEL_KEY
 Reducer = Callable[[Tensor], Tensor]
 
 
+def identity(t: Tensor) -> Tensor:
+    """The single-process ``reduce``: nothing to sum over."""
+    return t
+
+
 class NonFiniteScoresError(RuntimeError):
     """A strategy produced NaN or inf scores."""
+
+
+@dataclass(frozen=True, eq=False)
+class Selection:
+    """What a strategy chose: the one thing ``select`` returns.
+
+    Attributes:
+        positions: ``(b,)`` int64 positions into the pool loader's order, in selection order.
+        scores: ``(b,)`` scores of the selected samples, or ``None`` when the strategy has none.
+        pseudo_labels: ``(b,)`` ``argmax f(x)`` of the selected samples when the strategy computed them.
+        pool_scores: ``(N,)`` scores of the whole pool in loader order (for logging), or ``None``.
+    """
+
+    positions: Tensor
+    scores: Tensor | None = None
+    pseudo_labels: Tensor | None = None
+    pool_scores: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        b = self.positions.numel()
+        for name in ("scores", "pseudo_labels"):
+            value = getattr(self, name)
+            if value is not None and value.shape[0] != b:
+                raise ValueError(f"Selection.{name} has {value.shape[0]} entries for {b} positions")
+
+    @classmethod
+    def top(cls, scores: Tensor, query_size: int, pseudo_labels: Tensor | None = None) -> Selection:
+        """The ``query_size`` highest of the pool's ``scores`` (see :func:`top_b`); ``pseudo_labels`` are the
+        pool's, in loader order, or ``None``."""
+        positions = top_b(check_finite(scores), query_size)
+        return cls.of_pool(positions, scores, pseudo_labels)
+
+    @classmethod
+    def of_pool(cls, positions: Tensor, scores: Tensor | None, pseudo_labels: Tensor | None = None) -> Selection:
+        """``positions`` with the pool-wide ``scores`` and ``pseudo_labels`` (loader order) picked out."""
+        return cls(positions, None if scores is None else scores[positions],
+                   None if pseudo_labels is None else pseudo_labels[positions], scores)
 
 
 class Strategy:
     """Base class: higher score means query first.
 
     ``score(model, pool_loader, labeled_loader)`` returns a CPU tensor of shape ``(len(pool_loader.dataset),)``
-    aligned with the pool loader's order. ``select`` returns positions into that order. Under DDP the loop
-    installs a ``reduce_sum`` (an all-reduce over ranks) that strategies use for quantities summed over the
-    labeled set; single-process it is the identity. Dict batches hold their targets under ``label_key``
-    (the loop sets it from the data module).
+    aligned with the pool loader's order; ``select`` returns a :class:`Selection` whose positions index that
+    order. Both take ``reduce``, the sum over DDP ranks of quantities summed over the labeled set (the
+    identity in one process), and ``progress`` (show a progress bar). Dict batches hold their targets under
+    ``label_key`` (the loop sets it from the data module at setup). ``state_dict``/``load_state_dict`` hold
+    whatever a strategy must keep across rounds to resume (nothing by default).
     """
 
     #: True where ``select`` needs the whole pool at once (joint batch selection); such strategies are
@@ -32,27 +76,29 @@ class Strategy:
     joint: bool = False
 
     def __init__(self) -> None:
-        self.reduce_sum: Reducer = _identity
-        self.progress: bool = False
-        self.last_scores: Tensor | None = None
         self.label_key: str = LABEL_KEY
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
         raise NotImplementedError
 
-    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int) -> Tensor:
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
+               reduce: Reducer = identity, progress: bool = False) -> Selection:
         """Top-``query_size`` positions by score; ties go to the earlier position (deterministic)."""
-        scores = self.score(model, pool_loader, labeled_loader)
-        return top_b(check_finite(scores), query_size)
+        scores = self.score(model, pool_loader, labeled_loader, reduce=reduce, progress=progress)
+        return Selection.top(scores, query_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What must survive a resume (nothing for a stateless strategy)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        return None
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_")
-                         and k not in ("reduce_sum", "progress", "last_scores", "label_key"))
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "label_key")
         return f"{type(self).__name__}({args})"
-
-
-def _identity(t: Tensor) -> Tensor:
-    return t
 
 
 def check_finite(scores: Tensor) -> Tensor:

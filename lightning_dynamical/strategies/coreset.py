@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.strategies.base import Strategy, check_finite
+from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
 from lightning_dynamical.strategies.inference import features_and_probabilities
 
 
@@ -71,28 +71,27 @@ class Coreset(Strategy):
         self.seed = int(seed)
         self.chunk_size = int(chunk_size)
 
-    def _features(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]
+    def _features(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], progress: bool
                   ) -> tuple[Tensor, Tensor, Tensor]:
         """``(pool features, squared distance to the nearest labeled sample, scores)``; non-finite raise."""
-        pool = features_and_probabilities(model, pool_loader, self.progress, self.label_key)[0]
-        labeled = features_and_probabilities(model, labeled_loader, self.progress, self.label_key)[0]
+        pool = features_and_probabilities(model, pool_loader, progress, self.label_key)[0]
+        labeled = features_and_probabilities(model, labeled_loader, progress, self.label_key)[0]
         for feats in (pool, labeled):
             if feats.shape[0]:
                 check_finite(feats.abs().amax(1))
         min_d2 = min_sq_distances(pool, labeled, self.chunk_size)
         scores = min_d2.sqrt() if labeled.shape[0] else torch.zeros_like(min_d2)
-        self.last_scores = scores
         return pool, min_d2, scores
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        return self._features(model, pool_loader, labeled_loader)[2]
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
+        return self._features(model, pool_loader, labeled_loader, progress)[2]
 
-    def select(
-        self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int
-    ) -> Tensor:
-        pool, min_d2, _ = self._features(model, pool_loader, labeled_loader)
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
+               reduce: Reducer = identity, progress: bool = False) -> Selection:
+        pool, min_d2, scores = self._features(model, pool_loader, labeled_loader, progress)
         first = None
         if pool.shape[0] and torch.isinf(min_d2).all():
             gen = torch.Generator().manual_seed(self.seed)
             first = int(torch.randint(pool.shape[0], (1,), generator=gen))
-        return k_center_greedy(pool, min_d2, query_size, first)
+        return Selection.of_pool(k_center_greedy(pool, min_d2, query_size, first), scores)

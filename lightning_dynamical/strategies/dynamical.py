@@ -21,7 +21,7 @@ from lightning_dynamical.scoring import (
     select_parameters,
     summed_gradient,
 )
-from lightning_dynamical.strategies.base import Strategy, check_finite, top_b
+from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity, top_b
 
 
 class DynamicAL(Strategy):
@@ -79,11 +79,6 @@ class DynamicAL(Strategy):
         return self.greedy_chunks > 1
 
     @property
-    def last_pseudo_labels(self) -> Tensor | None:
-        """``argmax f(x_u)`` of the last scored pool, in pool order."""
-        return None if self._last_statistics is None else self._last_statistics.pseudo_labels
-
-    @property
     def last_statistics(self) -> PoolStatistics | None:
         """``||g_u||^2`` and ``g_u . G_S`` of the last scored pool (diagnostics)."""
         return self._last_statistics
@@ -100,31 +95,38 @@ class DynamicAL(Strategy):
         with evaluation(model):
             return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params)
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
         with evaluation(model):
-            return self._score(model, pool_loader, labeled_loader)[0]
+            return self._score(model, pool_loader, labeled_loader, reduce, progress)[0]
 
-    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int) -> Tensor:
-        """Top-b, or with ``greedy_chunks > 1`` the chunked greedy selection (positions in pool order)."""
+    def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
+               reduce: Reducer = identity, progress: bool = False) -> Selection:
+        """Top-b, or with ``greedy_chunks > 1`` the chunked greedy selection; pseudo labels ``argmax f(x_u)``."""
         self._last_gains = None
-        if self.greedy_chunks == 1 or self.gamma == 0:
-            return super().select(model, pool_loader, labeled_loader, query_size)
         with evaluation(model):
-            scores, params = self._score(model, pool_loader, labeled_loader)
-            return self._greedy(model, pool_loader, params, check_finite(scores), query_size)
+            scores, params = self._score(model, pool_loader, labeled_loader, reduce, progress)
+            stats = self._statistics()
+            if self.greedy_chunks == 1 or self.gamma == 0:
+                return Selection.top(scores, query_size, stats.pseudo_labels)
+            positions = self._greedy(model, pool_loader, params, check_finite(scores), query_size, progress)
+        return Selection.of_pool(positions, scores, stats.pseudo_labels)
 
-    def _score(self, model: nn.Module, pool_loader: Any,
-               labeled_loader: Iterable[Any]) -> tuple[Tensor, dict[str, nn.Parameter]]:
+    def _statistics(self) -> PoolStatistics:
+        if self._last_statistics is None:
+            raise RuntimeError("DynamicAL has not scored a pool yet")
+        return self._last_statistics
+
+    def _score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], reduce: Reducer,
+               progress: bool) -> tuple[Tensor, dict[str, nn.Parameter]]:
         params = select_parameters(model, self.params)
         directions = []
         if self.gamma != 0:
             g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key)
-            directions = [{n: self.reduce_sum(g) for n, g in g_s.items()}]
-        stats = self._engine.pool_statistics(model, pool_loader, params, directions, self.progress, self.label_key)
+            directions = [{n: reduce(g) for n, g in g_s.items()}]
+        stats = self._engine.pool_statistics(model, pool_loader, params, directions, progress, self.label_key)
         self._last_statistics = stats
-        scores = self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None)
-        self.last_scores = scores
-        return scores, params
+        return self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None), params
 
     def _combine(self, sqnorm: Tensor, dots: Tensor | None) -> Tensor:
         if dots is None:
@@ -132,11 +134,11 @@ class DynamicAL(Strategy):
         return dots if math.isinf(self.gamma) else sqnorm + self.gamma * dots
 
     def _greedy(self, model: nn.Module, pool_loader: Any, params: dict[str, nn.Parameter], scores: Tensor,
-                query_size: int) -> Tensor:
+                query_size: int, progress: bool) -> Tensor:
         """Select chunk by chunk; ``dots`` accumulates ``g_u . (G_S + G_Q)`` by linearity."""
         n = scores.numel()
-        sqnorm = self._last_statistics.sqnorm
-        dots = self._last_statistics.dots[:, 0].clone()
+        sqnorm = self._statistics().sqnorm
+        dots = self._statistics().dots[:, 0].clone()
         remaining = torch.ones(n, dtype=torch.bool)
         chosen, gains = [], []
         sizes = chunk_sizes(min(query_size, n), self.greedy_chunks)
@@ -152,7 +154,7 @@ class DynamicAL(Strategy):
                                           pseudo_labels=True, label_key=self.label_key)
                 rest = remaining.nonzero().squeeze(1)
                 stats = self._engine.pool_statistics(model, subset_loader(pool_loader, rest.tolist()), params,
-                                                     [g_chunk], self.progress, self.label_key)
+                                                     [g_chunk], progress, self.label_key)
                 dots[rest] += stats.dots[:, 0].to(dots)
         self._last_gains = torch.cat(gains) if gains else scores.new_zeros(0)
         return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)

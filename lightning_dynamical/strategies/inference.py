@@ -10,8 +10,15 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_dynamical.batches import LABEL_KEY, Inputs, batch_inputs, forward_logits, model_device_dtype, to_model
-from lightning_dynamical.scoring.common import evaluation
+from lightning_dynamical.batches import (
+    LABEL_KEY,
+    Inputs,
+    batch_inputs,
+    evaluation,
+    forward_logits,
+    model_device_dtype,
+    to_model,
+)
 from lightning_dynamical.scoring.features import features_and_logits
 
 DROPOUT_TYPES = (

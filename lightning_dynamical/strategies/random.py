@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical import seeds
+from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 
 
 class Random(Strategy):
@@ -24,8 +25,7 @@ class Random(Strategy):
         super().__init__()
         self.seed = int(seed)
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + len(pool_loader.dataset))
-        scores = torch.rand(len(pool_loader.dataset), generator=gen, dtype=torch.float64)
-        self.last_scores = scores
-        return scores
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
+        gen = seeds.generator(self.seed, len(pool_loader.dataset))
+        return torch.rand(len(pool_loader.dataset), generator=gen, dtype=torch.float64)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 from lightning_dynamical.strategies.inference import probabilities
 
 
@@ -24,11 +24,10 @@ class _SoftmaxUncertainty(Strategy):
         """``(N,)`` uncertainty of ``(N, C)`` probabilities."""
         raise NotImplementedError
 
-    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any]) -> Tensor:
-        p = probabilities(model, pool_loader, self.progress, self.label_key)
-        scores = self.uncertainty(p) if p.numel() else p.new_zeros(p.shape[0])
-        self.last_scores = scores
-        return scores
+    def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
+              reduce: Reducer = identity, progress: bool = False) -> Tensor:
+        p = probabilities(model, pool_loader, progress, self.label_key)
+        return self.uncertainty(p) if p.numel() else p.new_zeros(p.shape[0])
 
 
 class Entropy(_SoftmaxUncertainty):

@@ -53,7 +53,7 @@ def main(mode: str, devices: int, out: Path) -> None:
         trainer.fit(model, datamodule=dm)
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
             {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
-             "sharded": loop._sharded, "buffers": []}))
+             "sharded": loop.scorer.sharded, "buffers": []}))
         return
     net = DigitsCNN()
     if mode == "score":
@@ -75,7 +75,8 @@ def main(mode: str, devices: int, out: Path) -> None:
     model = (Frozen if mode == "score" else Classifier)(net)
     trainer.fit(model, datamodule=dm)
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
-        {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size, "sharded": loop._sharded,
+        {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
+         "sharded": loop.scorer.sharded,
          "buffers": [b.double().sum().item() for b in model.buffers()],
          "stopping": loop.stopping.state_dict(), "stopped_by": [r.get("stopped_by") for r in loop.history]}))
 

@@ -66,7 +66,7 @@ class View:
                 p = func(p, *rest, **kwargs)
             return p
 
-        _, pullback = torch.func.vjp(views, self.param.detach())
+        pullback = torch.func.vjp(views, self.param.detach())[1]
         return torch.func.vmap(lambda gi: pullback(gi)[0])(g)
 
 

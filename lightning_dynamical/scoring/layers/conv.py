@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+import torch.nn.grad
 from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import (

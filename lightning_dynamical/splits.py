@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch.utils.data import Dataset
 
@@ -21,3 +22,8 @@ class DatasetSplits:
     val: Dataset | None
     test: Dataset | None
     num_classes: int
+
+
+def dataset_size(dataset: Any) -> int:
+    """``len(dataset)``: map-style datasets have a length, though ``torch.utils.data.Dataset`` does not declare it."""
+    return len(dataset)
