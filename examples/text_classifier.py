@@ -11,35 +11,13 @@ The same run through the CLI: ``lightning-dynamical fit --config configs/ag_news
 from __future__ import annotations
 
 import argparse
-import time
 
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from example_common import RoundClock, make_strategy
+from lightning.pytorch import Trainer, seed_everything
 
-from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL, Entropy, Random, Strategy
+from lightning_dynamical import ActiveLearningLoop, Classifier
 from lightning_dynamical.data import AGNewsDataModule
 from lightning_dynamical.models import TextTransformer
-
-
-class RoundClock(Callback):
-    """Wall seconds from the start of ``fit`` to the end of each active-learning round."""
-
-    def __init__(self, loop: ActiveLearningLoop) -> None:
-        self.loop = loop
-        self.times: list[float] = []
-        self.start = time.perf_counter()
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        while len(self.times) < len(self.loop.history):
-            self.times.append(time.perf_counter() - self.start)
-
-
-def make_strategy(name: str, gamma: float, seed: int) -> Strategy:
-    """dynamicAL, or a baseline to compare it with."""
-    return {"dynamical": lambda: DynamicAL(gamma=gamma), "random": lambda: Random(seed=seed),
-            "entropy": Entropy}[name]()
 
 
 def parse_args() -> argparse.Namespace:

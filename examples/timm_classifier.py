@@ -11,29 +11,13 @@ resnet18's stem to 8x8 images (a 3x3 stride-1 convolution, no max-pool), or a Vi
 from __future__ import annotations
 
 import argparse
-import time
 
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from example_common import RoundClock, make_strategy
+from lightning.pytorch import Trainer, seed_everything
 from torch import nn
 
-from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL, Entropy, Random, Strategy
+from lightning_dynamical import ActiveLearningLoop, Classifier
 from lightning_dynamical.data import DigitsDataModule
-
-
-class RoundClock(Callback):
-    """Wall seconds from the start of ``fit`` to the end of each active-learning round."""
-
-    def __init__(self, loop: ActiveLearningLoop) -> None:
-        self.loop = loop
-        self.times: list[float] = []
-        self.start = time.perf_counter()
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        while len(self.times) < len(self.loop.history):
-            self.times.append(time.perf_counter() - self.start)
 
 
 def timm_for_digits(name: str) -> nn.Module:
@@ -48,12 +32,6 @@ def timm_for_digits(name: str) -> nn.Module:
     net.conv1 = nn.Conv2d(1, net.conv1.out_channels, 3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     return net
-
-
-def make_strategy(name: str, gamma: float, seed: int) -> Strategy:
-    """dynamicAL, or a baseline to compare it with."""
-    return {"dynamical": lambda: DynamicAL(gamma=gamma), "random": lambda: Random(seed=seed),
-            "entropy": Entropy}[name]()
 
 
 def parse_args() -> argparse.Namespace:
