@@ -8,6 +8,7 @@ from lightning.pytorch import LightningModule, Trainer
 
 from lightning_dynamical import records, wandb_link
 from lightning_dynamical.console import end_progress_bar, say
+from lightning_dynamical.queries import QUERIES_FILE
 
 
 def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: list[dict[str, Any]],
@@ -25,7 +26,9 @@ def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: 
 
 def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]], round_checkpoints: bool) -> str:
     """A few aligned lines naming every file the run produced (read after ``trainer.fit``'s last round)."""
-    lines = [f"records       {records.join(dirpath, records.ROUNDS_FILE)}, {records.join(dirpath, records.STATE_FILE)}"]
+    files = [records.ROUNDS_FILE, QUERIES_FILE, records.STATE_FILE]
+    lines = ["records       " + ", ".join(records.join(dirpath, name) for name in files
+                                         if name != QUERIES_FILE or records.exists(records.join(dirpath, name)))]
     saved = [records.round_checkpoint(dirpath, int(row["round"])) for row in history[:-1]] if round_checkpoints else []
     saved = [path for path in saved if records.exists(path)]
     if saved:

@@ -64,7 +64,7 @@ def test_digits_config_two_rounds(tmp_path):
     assert len(lines) <= 16, console  # 3 rounds, the table, where everything went
     assert lines[0].startswith("[active learning] round 0: labeled=100 pool=1300")
     assert "| round | labeled | test_acc | epochs | score_s |" in lines
-    assert f"  records       {tmp_path}/al_rounds.csv, {tmp_path}/al_state.json" in lines
+    assert f"  records       {tmp_path}/al_rounds.csv, {tmp_path}/al_queries.csv, {tmp_path}/al_state.json" in lines
     assert f"  checkpoints   al_round_0.ckpt .. al_round_1.ckpt in {tmp_path}" in lines
     assert any(line.startswith("  final model   ") and line.endswith(".ckpt") for line in lines)
     assert f"  upload with   wandb sync {runs[0].parent}" in lines
