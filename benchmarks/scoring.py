@@ -49,6 +49,7 @@ from torch import Tensor, nn
 from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
 from lightning_dynamical.models import CifarCNN, resnet18
 from lightning_dynamical.scoring import FuncEngine, LastLayerEngine, make_engine, select_parameters
+from lightning_dynamical.scoring.engine import FAST_PATHS
 
 
 def _timm(name: str, **kwargs: Any) -> Callable[[], nn.Module]:
@@ -130,7 +131,7 @@ def _engine(model: nn.Module, name: str, direction: dict[str, Tensor], chunk_siz
     def run(x: Inputs) -> tuple[Tensor, Tensor]:
         sq, dots, _ = engine.batch_statistics(model, x, params, directions)
         if name == "auto":
-            FAST_FRACTION[0] = sum(p.path.startswith(("fast", "unused", "last_layer"))
+            FAST_FRACTION[0] = sum(p.path.startswith(FAST_PATHS)
                                    for p in engine.paths.values()) / max(len(engine.paths), 1)
         return sq, dots[:, 0]
     return run

@@ -1,10 +1,12 @@
-"""Pieces both examples share: a per-round wall clock and the strategy chosen on the command line."""
+"""What both examples share: the active-learning arguments, a per-round wall clock, and one run with its table."""
 
 from __future__ import annotations
 
+import argparse
 import time
+from collections.abc import Callable
 
-from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 
 from lightning_dynamical import ActiveLearningLoop, DynamicAL, Entropy, Random, Strategy
 
@@ -29,3 +31,35 @@ def make_strategy(name: str, gamma: float, seed: int) -> Strategy:
     """dynamicAL, or a baseline to compare it with."""
     return {"dynamical": lambda: DynamicAL(gamma=gamma), "random": lambda: Random(seed=seed),
             "entropy": Entropy}[name]()
+
+
+def add_loop_arguments(p: argparse.ArgumentParser, *, query_size: int, rounds: int, max_epochs: int,
+                       out: str) -> None:
+    """The active-learning options both examples take, with each example's defaults."""
+    p.add_argument("--initial-size", type=int, default=100, help="M, class-balanced")
+    p.add_argument("--query-size", type=int, default=query_size, help="b")
+    p.add_argument("--rounds", type=int, default=rounds, help="R")
+    p.add_argument("--strategy", choices=["dynamical", "random", "entropy"], default="dynamical")
+    p.add_argument("--gamma", type=float, default=2.0, help="dynamicAL's gamma")
+    p.add_argument("--max-epochs-per-round", type=int, default=max_epochs)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out)
+
+
+def run(model: LightningModule, dm: LightningDataModule, args: argparse.Namespace, title: Callable[[], str]) -> None:
+    """One active-learning run with the arguments of :func:`add_loop_arguments`, then ``title()`` (called after
+    the fit, when the data module is set up) and the per-round table."""
+    loop = ActiveLearningLoop(make_strategy(args.strategy, args.gamma, args.seed), query_size=args.query_size,
+                              rounds=args.rounds, patience=3, train_acc_threshold=0.99,
+                              max_epochs_per_round=args.max_epochs_per_round, seed=args.seed, dirpath=args.out,
+                              save_round_checkpoints=False)
+    clock = RoundClock(loop)
+    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out,
+                      callbacks=[loop, clock])
+    trainer.fit(model, datamodule=dm)
+    print(title())
+    print("| round | labeled | test_acc | epochs | score_s | wall_s |\n|---|---|---|---|---|---|")
+    for row, wall in zip(loop.history, clock.times):
+        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} | {row['epochs']} | "
+              f"{row['score_seconds']:.1f} | {wall:.1f} |")

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import argparse
 
-from example_common import RoundClock, make_strategy
-from lightning.pytorch import Trainer, seed_everything
+from example_common import add_loop_arguments, run
+from lightning.pytorch import seed_everything
 
-from lightning_dynamical import ActiveLearningLoop, Classifier
+from lightning_dynamical import Classifier
 from lightning_dynamical.data import AGNewsDataModule
 from lightning_dynamical.models import TextTransformer
 
@@ -25,14 +25,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--root", default="../shared/data", help="folder holding ag_news/test.csv")
     p.add_argument("--pool-size", type=int, default=2000, help="pool items (the rest of the file is unused)")
     p.add_argument("--test-size", type=int, default=1000)
-    p.add_argument("--initial-size", type=int, default=100, help="M, class-balanced")
-    p.add_argument("--query-size", type=int, default=100, help="b")
-    p.add_argument("--rounds", type=int, default=4, help="R")
-    p.add_argument("--strategy", choices=["dynamical", "random", "entropy"], default="dynamical")
-    p.add_argument("--gamma", type=float, default=2.0, help="dynamicAL's gamma")
-    p.add_argument("--max-epochs-per-round", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/text_classifier")
+    add_loop_arguments(p, query_size=100, rounds=4, max_epochs=30, out="runs/text_classifier")
     return p.parse_args()
 
 
@@ -44,21 +37,8 @@ def main() -> None:
     net = TextTransformer(vocab_size=dm.vocab_size, num_classes=4, max_length=dm.max_length, dim=64, depth=2,
                           heads=4, dropout=0.1)
     model = Classifier(net, num_classes=4, lr=1e-3, weight_decay=1e-4)
-    strategy = make_strategy(args.strategy, args.gamma, args.seed)
-    loop = ActiveLearningLoop(strategy, query_size=args.query_size, rounds=args.rounds, patience=3,
-                              train_acc_threshold=0.99, max_epochs_per_round=args.max_epochs_per_round,
-                              seed=args.seed, dirpath=args.out, save_round_checkpoints=False)
-    clock = RoundClock(loop)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out,
-                      callbacks=[loop, clock])
-    trainer.fit(model, datamodule=dm)
-    print(f"{args.strategy} on AG News: pool {args.pool_size}, test {args.test_size}, "
-          f"vocabulary {len(dm.splits.pool.vocabulary)} ids")
-    print("| round | labeled | test_acc | epochs | score_s | wall_s |\n|---|---|---|---|---|---|")
-    for row, wall in zip(loop.history, clock.times):
-        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} | {row['epochs']} | "
-              f"{row['score_seconds']:.1f} | {wall:.1f} |")
+    run(model, dm, args, lambda: f"{args.strategy} on AG News: pool {args.pool_size}, test {args.test_size}, "
+                                 f"vocabulary {len(dm.splits.pool.vocabulary)} ids")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import argparse
 
-from example_common import RoundClock, make_strategy
-from lightning.pytorch import Trainer, seed_everything
+from example_common import add_loop_arguments, run
+from lightning.pytorch import seed_everything
 from torch import nn
 
-from lightning_dynamical import ActiveLearningLoop, Classifier
+from lightning_dynamical import Classifier
 from lightning_dynamical.data import DigitsDataModule
 
 
@@ -37,14 +37,7 @@ def timm_for_digits(name: str) -> nn.Module:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet18", help="a timm resnet* or vit_* model name")
-    p.add_argument("--initial-size", type=int, default=100, help="M, class-balanced")
-    p.add_argument("--query-size", type=int, default=50, help="b")
-    p.add_argument("--rounds", type=int, default=3, help="R")
-    p.add_argument("--strategy", choices=["dynamical", "random", "entropy"], default="dynamical")
-    p.add_argument("--gamma", type=float, default=2.0, help="dynamicAL's gamma")
-    p.add_argument("--max-epochs-per-round", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/timm_classifier")
+    add_loop_arguments(p, query_size=50, rounds=3, max_epochs=20, out="runs/timm_classifier")
     return p.parse_args()
 
 
@@ -53,20 +46,8 @@ def main() -> None:
     seed_everything(args.seed)
     dm = DigitsDataModule(initial_size=args.initial_size, balanced=True, batch_size=32, seed=args.seed)
     model = Classifier(timm_for_digits(args.model), num_classes=10, lr=1e-3)
-    strategy = make_strategy(args.strategy, args.gamma, args.seed)
-    loop = ActiveLearningLoop(strategy, query_size=args.query_size, rounds=args.rounds, patience=3,
-                              train_acc_threshold=0.99, max_epochs_per_round=args.max_epochs_per_round,
-                              seed=args.seed, dirpath=args.out, save_round_checkpoints=False)
-    clock = RoundClock(loop)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=args.out,
-                      callbacks=[loop, clock])
-    trainer.fit(model, datamodule=dm)
-    print(f"{args.strategy}, timm {args.model} on digits: pool {len(dm.splits.pool)}, test {len(dm.splits.test)}")
-    print("| round | labeled | test_acc | epochs | score_s | wall_s |\n|---|---|---|---|---|---|")
-    for row, wall in zip(loop.history, clock.times):
-        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} | {row['epochs']} | "
-              f"{row['score_seconds']:.1f} | {wall:.1f} |")
+    run(model, dm, args, lambda: f"{args.strategy}, timm {args.model} on digits: pool {len(dm.splits.pool)}, "
+                                 f"test {len(dm.splits.test)}")
 
 
 if __name__ == "__main__":
