@@ -41,7 +41,7 @@ class _Sums:
     def __call__(self, site: Site, d: Tensor) -> None:
         if not site.active:
             return
-        local = [{attr: v[name] for attr, name in site.wanted.items()} for v in self.directions]
+        local = site.local(self.directions)
         with torch.no_grad():
             s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s

@@ -75,7 +75,7 @@ class LastLayerEngine(Engine):
         site = heads[0]
         with torch.no_grad():
             e, y = output_gradient(logits.detach())
-            local = [{attr: v[name] for attr, name in site.wanted.items()} for v in directions]
+            local = site.local(directions)
             sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}
         watch.release()

@@ -19,7 +19,7 @@ proven goes to an exact path, with the reason.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,10 @@ class Site:
     edge: GradientEdge | None = None
     problem: str | None = None
     wanted: dict[str, str] = field(default_factory=dict)
+
+    def local(self, directions: Sequence[Mapping[str, Tensor]]) -> list[dict[str, Tensor]]:
+        """The directions restricted to this call's proven parameters, keyed by their role in the call."""
+        return [{attr: v[name] for attr, name in self.wanted.items()} for v in directions]
 
     @property
     def active(self) -> bool:
