@@ -31,8 +31,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
-from lightning_dynamical import records
+from lightning_dynamical import models, records
+from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits
 from lightning_dynamical.callback import ActiveLearningLoop
+from lightning_dynamical.data.modules import (
+    AGNewsDataModule,
+    Caltech101DataModule,
+    CIFAR10DataModule,
+    DigitsDataModule,
+    ImageFolderDataModule,
+    MNISTDataModule,
+    NamedDataModule,
+    SVHNDataModule,
+)
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.splits import DatasetSplits, dataset_size
@@ -63,111 +74,120 @@ STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "dynamical_gamma0": lambda seed: DynamicAL(gamma=0.0),
     "dynamical_gamma1": lambda seed: DynamicAL(gamma=1.0),
     "dynamical_inf": lambda seed: DynamicAL(gamma=math.inf),
+    "dynamical_greedy4": lambda seed: DynamicAL(gamma=2.0, greedy_chunks=4),
+    "dynamical_last_layer": lambda seed: DynamicAL(gamma=2.0, params="last_layer"),
 }
 
 
 # ---- data sets and networks ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Preset:
-    """How a data set is benchmarked: its splits, its network ``(num_classes, image_size)`` and optimiser."""
+    """How a data set is benchmarked: the DataModule and network its config (``configs/<config>``) names, with
+    the same options; ``tests/test_bench.py`` checks that each preset and its config agree.
 
-    splits: Callable[[argparse.Namespace], DatasetSplits]
+    ``data`` builds the DataModule from the bench arguments (only its :meth:`build_splits` is used: the bench
+    makes its own labeled/unlabeled split per seed); ``net`` takes ``(num_classes, image_size)``.
+    """
+
+    data: Callable[[argparse.Namespace], NamedDataModule]
     net: Callable[[int, int], nn.Module]
     model: str
+    config: str
     optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 64
     eval_batch_size: int = 512
     cache: bool = False
-    """Decode the evaluation data once into tensors (small images without augmentation only)."""
+    """Decode the evaluation data once into tensors (small images; the augmented training view stays lazy)."""
+    augments: bool = False
+    """The DataModule takes ``augment`` (``--augment/--no-augment``; its own default otherwise)."""
 
 
-def _digits(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.digits import build_digits
-
-    return build_digits()
+def _augment(args: argparse.Namespace) -> dict[str, bool]:
+    return {} if getattr(args, "augment", None) is None else {"augment": args.augment}
 
 
-def _mnist(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.mnist import build_mnist
-
-    return build_mnist(args.root)
+def _digits(args: argparse.Namespace) -> NamedDataModule:
+    return DigitsDataModule()
 
 
-def _cifar10(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.cifar10 import build_cifar10
-
-    return build_cifar10(args.root)
+def _mnist(args: argparse.Namespace) -> NamedDataModule:
+    return MNISTDataModule(root=args.root, **_augment(args))
 
 
-def _svhn(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.svhn import build_svhn
-
-    return build_svhn(args.root)
+def _cifar10(args: argparse.Namespace) -> NamedDataModule:
+    return CIFAR10DataModule(root=args.root, **_augment(args))
 
 
-def _caltech101(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.caltech101 import build_caltech101
-
-    return build_caltech101(args.root, image_size=args.image_size)
+def _svhn(args: argparse.Namespace) -> NamedDataModule:
+    return SVHNDataModule(root=args.root, **_augment(args))
 
 
-def _image_folder(args: argparse.Namespace) -> DatasetSplits:
-    from lightning_dynamical.data.image_folder import build_image_folder
+def _caltech101(args: argparse.Namespace) -> NamedDataModule:
+    return Caltech101DataModule(root=args.root, image_size=args.image_size, **_augment(args))
 
-    return build_image_folder(args.root, image_size=args.image_size)
+
+def _image_folder(args: argparse.Namespace) -> NamedDataModule:
+    return ImageFolderDataModule(root=args.root, image_size=args.image_size, **_augment(args))
+
+
+def _ag_news(args: argparse.Namespace) -> NamedDataModule:
+    return AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000, vocab_size=AG_NEWS_VOCAB,
+                            max_length=AG_NEWS_LENGTH)
+
+
+AG_NEWS_POOL, AG_NEWS_VOCAB, AG_NEWS_LENGTH = 2000, 8000, 64
 
 
 def _resnet18(num_classes: int, image_size: int) -> nn.Module:
-    from lightning_dynamical.models import resnet18
-
-    return resnet18(num_classes, in_channels=3, cifar_stem=image_size <= 64)
+    return models.resnet18(num_classes, in_channels=3, cifar_stem=image_size <= 64)
 
 
 def _cifar_cnn(num_classes: int, image_size: int) -> nn.Module:
-    from lightning_dynamical.models import CifarCNN
-
-    return CifarCNN(num_classes, in_channels=3, width=32)
+    return models.CifarCNN(num_classes, in_channels=3, width=32)
 
 
 def _digits_cnn(num_classes: int, image_size: int) -> nn.Module:
-    from lightning_dynamical.models import DigitsCNN
-
-    return DigitsCNN(num_classes)
+    return models.DigitsCNN(num_classes, dropout=0.25)
 
 
 def _lenet(num_classes: int, image_size: int) -> nn.Module:
-    """LeNet-style CNN for 28x28 grey digits: learns from a hundred samples and scores fast on a CPU."""
-    return nn.Sequential(nn.Conv2d(1, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 5), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Dropout(0.25), nn.Linear(32 * 4 * 4, num_classes))
+    return models.LeNet(num_classes, in_channels=1, dropout=0.25)
 
 
 def _vgg11(num_classes: int, image_size: int) -> nn.Module:
-    from lightning_dynamical.models import vgg11
+    return models.vgg11(num_classes, in_channels=3, dropout=0.0)
 
-    return vgg11(num_classes, in_channels=3)
+
+def _text_transformer(num_classes: int, image_size: int) -> nn.Module:
+    return models.TextTransformer(AG_NEWS_VOCAB, num_classes, max_length=AG_NEWS_LENGTH, dim=64, depth=2, heads=4,
+                                  dropout=0.1)
 
 
 PRESETS: dict[str, Preset] = {
-    "digits": Preset(_digits, _digits_cnn, "DigitsCNN", lr=2e-3, batch_size=32),
-    "mnist": Preset(_mnist, _lenet, "LeNet-style CNN (conv16-conv32, dropout, linear)", lr=2e-3, batch_size=32,
-                    eval_batch_size=1024, cache=True),
-    "cifar10": Preset(_cifar10, _cifar_cnn, "CifarCNN (width 32)", weight_decay=5e-4),
-    "cifar10_resnet18": Preset(_cifar10, _resnet18, "ResNet-18 (CIFAR stem)", optimizer="sgd", lr=0.02,
-                               weight_decay=5e-4, batch_size=128, eval_batch_size=256),
-    "svhn": Preset(_svhn, _vgg11, "VGG-11", optimizer="sgd", lr=0.01, weight_decay=5e-4, batch_size=128),
-    "caltech101": Preset(_caltech101, _resnet18, "ResNet-18", optimizer="sgd", lr=0.02, weight_decay=5e-4,
-                         eval_batch_size=256),
-    "image_folder": Preset(_image_folder, _resnet18, "ResNet-18", optimizer="sgd", lr=0.02, weight_decay=5e-4,
-                           eval_batch_size=256),
+    "digits": Preset(_digits, _digits_cnn, "DigitsCNN", "digits.yaml", lr=2e-3, batch_size=32, eval_batch_size=256),
+    "mnist": Preset(_mnist, _lenet, "LeNet (conv16-conv32, dropout, linear)", "mnist_cnn.yaml", lr=2e-3,
+                    batch_size=32, eval_batch_size=1024, cache=True, augments=True),
+    "cifar10": Preset(_cifar10, _cifar_cnn, "CifarCNN (width 32)", "cifar10_cnn.yaml", weight_decay=5e-4,
+                      augments=True),
+    "cifar10_resnet18": Preset(_cifar10, _resnet18, "ResNet-18 (CIFAR stem)", "cifar10_resnet18.yaml",
+                               optimizer="sgd", lr=0.02, weight_decay=5e-4, batch_size=128, augments=True),
+    "svhn": Preset(_svhn, _vgg11, "VGG-11", "svhn_vgg11.yaml", optimizer="sgd", lr=0.01, weight_decay=5e-4,
+                   batch_size=128, augments=True),
+    "caltech101": Preset(_caltech101, _resnet18, "ResNet-18", "caltech101_resnet18.yaml", optimizer="sgd", lr=0.02,
+                         weight_decay=5e-4, eval_batch_size=256, augments=True),
+    "image_folder": Preset(_image_folder, _resnet18, "ResNet-18", "image_folder.yaml", optimizer="sgd", lr=0.02,
+                           weight_decay=5e-4, eval_batch_size=256, augments=True),
+    "ag_news": Preset(_ag_news, _text_transformer, "TextTransformer (dim 64, 2 blocks, 4 heads)", "ag_news.yaml",
+                      weight_decay=1e-4, batch_size=32, eval_batch_size=256),
 }
 
 
 def load_splits(args: argparse.Namespace) -> DatasetSplits:
     """The preset's splits, the pool cut to a seeded ``pool_limit`` samples (the same for every run)."""
     preset = PRESETS[args.data]
-    splits = preset.splits(args)
+    splits = preset.data(args).build_splits()
     if args.pool_limit is not None and args.pool_limit < dataset_size(splits.pool):
         perm = torch.randperm(dataset_size(splits.pool), generator=torch.Generator().manual_seed(0))
         keep = perm[: args.pool_limit].sort().values.tolist()
@@ -548,17 +568,18 @@ def per_sample_seconds(args: argparse.Namespace, splits: DatasetSplits) -> tuple
     preset = PRESETS[args.data]
     net = preset.net(splits.num_classes, args.image_size)
     optimizer = torch.optim.SGD(net.parameters(), lr=1e-3)
-    x, y = next(iter(DataLoader(splits.pool, batch_size=preset.batch_size, shuffle=False)))[:2]
-    n = len(x)
+    batch = next(iter(DataLoader(splits.pool, batch_size=preset.batch_size, shuffle=False)))
+    inputs, y = batch_inputs(batch), batch_targets(batch)
+    n = batch_size(inputs)
 
     def step() -> None:
         optimizer.zero_grad()
-        nn.functional.cross_entropy(net(x), y).backward()
+        nn.functional.cross_entropy(forward_logits(net, inputs), y).backward()
         optimizer.step()
 
     def evaluate() -> None:
         with torch.no_grad():
-            net(x)
+            forward_logits(net, inputs)
 
     timings = []
     for fn, mode in ((step, True), (evaluate, False)):
@@ -652,6 +673,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pool-limit", type=int, default=None, help="keep a seeded subset of the pool")
     parser.add_argument("--pool-subset", type=int, default=None, help="score this many pool samples per round")
     parser.add_argument("--image-size", type=int, default=224, help="caltech101 and image_folder")
+    parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                        help="augment the training view (image data sets; default: the DataModule's own default)")
     parser.add_argument("--accelerator", default="cpu")
     parser.add_argument("--estimate-only", action="store_true", help="print the run-time estimate and exit")
     parser.add_argument("--out", default="bench_results")
@@ -668,6 +691,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be a positive int, got {getattr(args, name)}")
     if args.query_sizes is not None and (not args.query_sizes or min(args.query_sizes) <= 0):
         parser.error(f"--query-sizes must be positive ints, got {args.query_sizes}")
+    if args.augment is not None:
+        plain = [d for d in (args.datasets or [args.data]) if not PRESETS[d].augments]
+        if plain:
+            parser.error(f"--augment/--no-augment: {', '.join(plain)} has no augmentation; image data sets with "
+                         f"one: {', '.join(k for k, p in PRESETS.items() if p.augments)}")
     if args.val_size < 0:
         parser.error(f"--val-size must be >= 0, got {args.val_size}")
     return args

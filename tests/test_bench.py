@@ -4,24 +4,33 @@ files in the real on-disk formats, summary arithmetic (one seed, paired comparis
 from __future__ import annotations
 
 import csv
+import importlib
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
+import yaml
+from torch.utils.data import TensorDataset
 
 from lightning_dynamical.bench import (
+    PRESETS,
     PROTOCOLS,
     TIMING_FIELDS,
     aulc,
+    load_splits,
     main,
     mean_std,
     parse_args,
     read_results,
     summary_markdown,
 )
-from tests.test_data import skip_md5, write_caltech101, write_cifar10, write_svhn  # noqa: F401 (fixture)
+from lightning_dynamical.module import Classifier
+from tests.test_data import skip_md5, write_caltech101, write_cifar10, write_mnist, write_svhn  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--protocol", "smoke", "--strategies", "random,entropy", "--seeds", "0,1", "--rounds", "1",
@@ -152,3 +161,57 @@ def test_paired_comparison_and_stopping_table():
     assert "| x | val_plateau | 1/3 | 0.0 ± n/a | 10 ± n/a | 50.00 ± n/a | 50.00 ± n/a |" in text
     assert "| x | gradient_norm | 0/3 | did not fire | | | |" in text
     assert "| random | kappa | 0/3 | did not fire | | | |" in text
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+SHARED_DATA_ARGS = {"root", "download", "initial_size", "balanced", "val_size", "batch_size", "eval_batch_size",
+                    "num_workers", "seed"}
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_each_preset_builds_what_its_config_names(name: str) -> None:
+    """One experiment, one definition: the bench preset's network, optimiser, DataModule and its options are
+    those of ``configs/<config>`` (so the bench measures what the README's CLI commands run)."""
+    preset = PRESETS[name]
+    config = yaml.safe_load((ROOT / "configs" / preset.config).read_text())
+    model_args, data = config["model"]["init_args"], config["data"]
+    net_spec = model_args.pop("net")
+    image_size = data["init_args"].get("image_size", 32)
+    torch.manual_seed(0)
+    from_config = _import(net_spec["class_path"])(**net_spec["init_args"])
+    torch.manual_seed(0)
+    from_preset = preset.net(model_args["num_classes"], image_size)
+    assert repr(from_preset) == repr(from_config)
+    assert all(torch.equal(a, b) for a, b in zip(from_preset.state_dict().values(), from_config.state_dict().values()))
+    defaults = inspect.signature(Classifier).parameters
+    for key in ("optimizer", "lr", "weight_decay"):
+        assert model_args.get(key, defaults[key].default) == getattr(preset, key), key
+    assert (data["init_args"]["batch_size"], data["init_args"]["eval_batch_size"]) == \
+        (preset.batch_size, preset.eval_batch_size)
+    module = preset.data(parse_args(["--data", name, "--image-size", str(image_size)]))
+    assert type(module) is _import(data["class_path"])
+    for key, value in data["init_args"].items():
+        if key not in SHARED_DATA_ARGS:
+            assert getattr(module, key) == value, key
+
+
+def test_augmented_mnist_augments_the_training_view_only(tmp_path: Path) -> None:
+    """``--augment``: the labeled samples are re-drawn shifted every time they are read (not cached away with
+    the decoded evaluation data), while scoring and evaluation see fixed images."""
+    write_mnist(tmp_path, n_train=12, n_test=5)
+    args = parse_args(["--data", "mnist", "--root", str(tmp_path), "--augment", "--pool-limit", "10"])
+    splits = load_splits(args)
+    assert isinstance(splits.pool_eval, TensorDataset) and isinstance(splits.test, TensorDataset)
+    torch.manual_seed(0)
+    draws = torch.stack([torch.stack([splits.pool[i][0] for i in range(10)]) for _ in range(4)])
+    assert not all(torch.equal(draws[0], d) for d in draws[1:])
+    assert torch.equal(torch.stack([splits.pool_eval[i][0] for i in range(10)]), splits.pool_eval.tensors[0])
+    plain = load_splits(parse_args(["--data", "mnist", "--root", str(tmp_path), "--pool-limit", "10"]))
+    assert plain.pool is plain.pool_eval
+    assert torch.equal(plain.pool_eval.tensors[0], splits.pool_eval.tensors[0])
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "digits", "--augment"])

@@ -7,18 +7,25 @@ from pathlib import Path
 from torchvision.datasets import MNIST
 
 from lightning_dynamical.data.missing import dataset_files
-from lightning_dynamical.data.transforms import MNIST_STATS, normalized
+from lightning_dynamical.data.transforms import MNIST_STATS, normalized, padded_crop
+from lightning_dynamical.data.views import TransformedView
 from lightning_dynamical.splits import DatasetSplits
 
 
-def build_mnist(root: str | Path, download: bool = False) -> DatasetSplits:
+def build_mnist(root: str | Path, download: bool = False, augment: bool = False) -> DatasetSplits:
     """MNIST as normalised ``(1, 28, 28)`` tensors, read from ``<root>/MNIST/raw/`` idx files.
 
-    ``download=True`` fetches the files (needs internet). No augmentation, so ``pool`` and ``pool_eval``
-    are the same dataset; there is no official validation split.
+    ``pool`` augments with a 2-pixel-padded random crop (``augment=True``); otherwise ``pool`` and
+    ``pool_eval`` are the same dataset. There is no official validation split. ``download=True`` fetches
+    the files (needs internet).
     """
-    transform = normalized(MNIST_STATS)
     with dataset_files("MNIST", root, "MNIST/raw/"):
-        pool = MNIST(str(root), train=True, transform=transform, download=download)
-        test = MNIST(str(root), train=False, transform=transform, download=download)
-    return DatasetSplits(pool=pool, pool_eval=pool, val=None, test=test, num_classes=10)
+        train = MNIST(str(root), train=True, download=download)
+        test = MNIST(str(root), train=False, download=download)
+    evaluation = normalized(MNIST_STATS)
+    train_targets, test_targets = train.targets.tolist(), test.targets.tolist()
+    pool_eval = TransformedView(train, train_targets, evaluation)
+    pool = TransformedView(train, train_targets, padded_crop(MNIST_STATS, 28, flip=False, padding=2)) if augment \
+        else pool_eval
+    return DatasetSplits(pool=pool, pool_eval=pool_eval, val=None, test=TransformedView(test, test_targets, evaluation),
+                         num_classes=10)

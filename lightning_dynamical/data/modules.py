@@ -65,19 +65,21 @@ class MNISTDataModule(NamedDataModule):
     Args:
         root: folder holding ``MNIST/raw/`` (torchvision's layout).
         download: fetch the files into ``root`` first (needs internet).
+        augment: random 2-pixel shifts for training (scoring and evaluation never augment).
     """
 
-    def __init__(self, *, root: str = "data", download: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *, root: str = "data", download: bool = False, augment: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.root = root
         self.download = download
+        self.augment = augment
 
     def prepare_data(self) -> None:
         if self.download:
             build_mnist(self.root, download=True)
 
     def build_splits(self) -> DatasetSplits:
-        return build_mnist(self.root)
+        return build_mnist(self.root, augment=self.augment)
 
 
 class CIFAR10DataModule(NamedDataModule):

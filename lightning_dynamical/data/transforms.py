@@ -23,9 +23,10 @@ def normalized(stats: Stats) -> T.Compose:
     return T.Compose([T.ToTensor(), T.Normalize(*stats)])
 
 
-def padded_crop(stats: Stats, size: int = 32, flip: bool = True) -> T.Compose:
-    """Random ``size`` crop after 4-pixel zero padding (and horizontal flip): the CIFAR/SVHN augmentation."""
-    steps: list = [T.RandomCrop(size, padding=4)]
+def padded_crop(stats: Stats, size: int = 32, flip: bool = True, padding: int = 4) -> T.Compose:
+    """Random ``size`` crop after ``padding``-pixel zero padding (and horizontal flip): the CIFAR/SVHN (4 pixels)
+    and MNIST (2 pixels, no flip) augmentation."""
+    steps: list = [T.RandomCrop(size, padding=padding)]
     if flip:
         steps.append(T.RandomHorizontalFlip())
     return T.Compose([*steps, T.ToTensor(), T.Normalize(*stats)])

@@ -5,9 +5,10 @@ The paper's image networks take an image batch; ``TextTransformer`` takes ``inpu
 
 from lightning_dynamical.models.cifar_cnn import CifarCNN
 from lightning_dynamical.models.digits_cnn import DigitsCNN
+from lightning_dynamical.models.lenet import LeNet
 from lightning_dynamical.models.mlp import MLP
 from lightning_dynamical.models.resnet import resnet18
 from lightning_dynamical.models.text_transformer import TextTransformer
 from lightning_dynamical.models.vgg import VGG, vgg11
 
-__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "TextTransformer", "resnet18", "vgg11"]
+__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "LeNet", "TextTransformer", "resnet18", "vgg11"]
