@@ -16,6 +16,7 @@ from lightning_dynamical.errors import ConfigError, check_choice, check_fraction
 from lightning_dynamical.errors import check_positive_int as check_positive
 from lightning_dynamical.evaluator import Evaluator
 from lightning_dynamical.interrupts import interrupt_message
+from lightning_dynamical.migrate import migrate_loop_state
 from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle
 from lightning_dynamical.pending import PendingQuery
 from lightning_dynamical.pool import ActiveLearningDataModule
@@ -263,6 +264,7 @@ class ActiveLearningLoop(Callback):
                 "stopping": self.stopping.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = migrate_loop_state(state_dict)  # checkpoints of earlier versions
         self.round, self.finished = int(state_dict["round"]), bool(state_dict["finished"])
         self.history = [dict(r) for r in state_dict["history"]]
         self.convergence.load_state_dict(state_dict["convergence"])

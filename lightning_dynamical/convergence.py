@@ -18,6 +18,7 @@ from lightning_dynamical.errors import (
     check_non_negative,
     check_positive_int,
 )
+from lightning_dynamical.migrate import migrate_convergence_state
 
 
 class Convergence:
@@ -112,12 +113,15 @@ class Convergence:
                 "last_loss": self.last_loss, "reason": self.reason}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a :meth:`state_dict`, or an earlier version's (migrated by
+        :func:`~lightning_dynamical.migrate.migrate_convergence_state`)."""
+        state = migrate_convergence_state(state)
         self.epochs = int(state["epochs"])
         self.best = float(state["best"])
         self.wait = int(state["wait"])
-        self._recent = deque((float(v) for v in state.get("recent", [])), maxlen=self.smoothing)
-        self.last_loss = float(state.get("last_loss", math.nan))
-        self.reason = str(state.get("reason", ""))
+        self._recent = deque((float(v) for v in state["recent"]), maxlen=self.smoothing)
+        self.last_loss = float(state["last_loss"])
+        self.reason = str(state["reason"])
 
     def check_max_epochs(self, trainer_max_epochs: int | None, rounds: int) -> None:
         """Warn when ``Trainer(max_epochs=...)`` may end the run before ``rounds`` rounds can finish."""

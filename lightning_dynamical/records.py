@@ -26,6 +26,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.faults import kill_point
+from lightning_dynamical.migrate import migrate_records_state
 
 if TYPE_CHECKING:
     from lightning.pytorch import Trainer
@@ -162,7 +163,8 @@ def read_rounds(path: str) -> list[dict[str, str]]:
 
 
 def read_state(path: str) -> dict[str, Any]:
-    """Read ``al_state.json``, refusing (:class:`ConfigError`, naming the file and field) files that are not a state."""
+    """Read ``al_state.json``, refusing (:class:`ConfigError`, naming the file and field) files that are not a state;
+    a file an earlier version wrote comes back in today's format (:func:`.migrate.migrate_records_state`)."""
     fs, fs_path = url_to_fs(path)
     if not fs.exists(fs_path):
         raise ConfigError(f"state file {path} does not exist")
@@ -177,7 +179,7 @@ def read_state(path: str) -> dict[str, Any]:
     if missing:
         raise ConfigError(f"state file {path} lacks the keys {missing}")
     _check_state_fields(path, state)
-    return state
+    return migrate_records_state(state)
 
 
 def _check_state_fields(path: str, state: dict[str, Any]) -> None:
