@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL, records
+from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL, migrate, records
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import DigitsCNN
@@ -154,7 +154,9 @@ def test_loop_state_of_the_previous_version_still_loads():
                        "pseudo_labels": torch.tensor([1, 0])}}
     loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3)
     loop.load_state_dict(old)
-    assert (loop.round, loop.history, loop.convergence.epochs) == (2, old["history"], 3)
+    completed = [{**r, **migrate.ROW_DEFAULTS} for r in old["history"]]  # rows get the fields they lack, NaN or ""
+    assert (loop.round, loop.history, loop.convergence.epochs) == (2, completed, 3)
     query, row, _ = loop.paused.query(loop.round)
-    assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0] and row == {"round": 2}
+    assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0]
+    assert row == {"round": 2, **migrate.ROW_DEFAULTS}
     assert set(loop.state_dict()) == set(old) and loop.state_dict()["strategy"] == {}
