@@ -229,12 +229,14 @@ def test_migrated_checkpoint_state_is_todays_format(today, path):
 
 
 def test_migrated_round_start_convergence_is_what_today_saves():
+    """A round checkpoint's convergence state (saved as a round starts) migrates to exactly today's."""
     old = _checkpoint(DATA / "run" / "al_round_1.ckpt")["callbacks"][LOOP]
     assert _same(migrate_loop_state(old)["convergence"], Convergence().state_dict())
 
 
 @pytest.mark.parametrize("path", ["run/al_state_round_0.json", "run/al_state.json", "paused/al_state.json"])
 def test_migrated_state_file_is_todays_format(today, path):
+    """Old ``al_state.json`` files lack keys today's writes; read (and migrated), they have exactly today's."""
     saved = _json(DATA / path)
     assert _keys(saved) != _keys(today["state"])
     migrated = migrate_records_state(saved)
@@ -245,6 +247,7 @@ def test_migrated_state_file_is_todays_format(today, path):
 
 
 def test_todays_states_pass_unchanged(today):
+    """Migration leaves today's formats as they are, so load paths can call it on whatever they read."""
     state = today["checkpoint"]["callbacks"][LOOP]
     assert _same(migrate_loop_state(state), state)
     assert _same(migrate_records_state(today["state"]), today["state"])
