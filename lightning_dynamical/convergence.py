@@ -111,7 +111,10 @@ class Convergence:
         return {"epochs": self.epochs, "best": self.best, "wait": self.wait, "recent": list(self._recent),
                 "last_loss": self.last_loss, "reason": self.reason}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict`'s output; ``None`` (nothing saved) starts the round afresh."""
+        if state is None:
+            return self.reset()
         self.epochs = int(state["epochs"])
         self.best = float(state["best"])
         self.wait = int(state["wait"])

@@ -155,6 +155,6 @@ def test_loop_state_of_the_previous_version_still_loads():
     loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3)
     loop.load_state_dict(old)
     assert (loop.round, loop.history, loop.convergence.epochs) == (2, old["history"], 3)
-    query, row, _ = loop.paused.query(loop.round)
+    query, row, _ = loop.labeling.pending.query(loop.round)
     assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0] and row == {"round": 2}
     assert set(loop.state_dict()) == set(old) and loop.state_dict()["strategy"] == {}
