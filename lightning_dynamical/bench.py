@@ -31,19 +31,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
+from lightning_dynamical import data as datasets
 from lightning_dynamical import models, records
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits
 from lightning_dynamical.callback import ActiveLearningLoop
-from lightning_dynamical.data.modules import (
-    AGNewsDataModule,
-    Caltech101DataModule,
-    CIFAR10DataModule,
-    DigitsDataModule,
-    ImageFolderDataModule,
-    MNISTDataModule,
-    NamedDataModule,
-    SVHNDataModule,
-)
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.splits import DatasetSplits, dataset_size
@@ -89,7 +80,7 @@ class Preset:
     makes its own labeled/unlabeled split per seed); ``net`` takes ``(num_classes, image_size)``.
     """
 
-    data: Callable[[argparse.Namespace], NamedDataModule]
+    data: Callable[[argparse.Namespace], datasets.NamedDataModule]
     net: Callable[[int, int], nn.Module]
     model: str
     config: str
@@ -108,32 +99,32 @@ def _augment(args: argparse.Namespace) -> dict[str, bool]:
     return {} if getattr(args, "augment", None) is None else {"augment": args.augment}
 
 
-def _digits(args: argparse.Namespace) -> NamedDataModule:
-    return DigitsDataModule()
+def _digits(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.DigitsDataModule()
 
 
-def _mnist(args: argparse.Namespace) -> NamedDataModule:
-    return MNISTDataModule(root=args.root, **_augment(args))
+def _mnist(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.MNISTDataModule(root=args.root, **_augment(args))
 
 
-def _cifar10(args: argparse.Namespace) -> NamedDataModule:
-    return CIFAR10DataModule(root=args.root, **_augment(args))
+def _cifar10(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.CIFAR10DataModule(root=args.root, **_augment(args))
 
 
-def _svhn(args: argparse.Namespace) -> NamedDataModule:
-    return SVHNDataModule(root=args.root, **_augment(args))
+def _svhn(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.SVHNDataModule(root=args.root, **_augment(args))
 
 
-def _caltech101(args: argparse.Namespace) -> NamedDataModule:
-    return Caltech101DataModule(root=args.root, image_size=args.image_size, **_augment(args))
+def _caltech101(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.Caltech101DataModule(root=args.root, image_size=args.image_size, **_augment(args))
 
 
-def _image_folder(args: argparse.Namespace) -> NamedDataModule:
-    return ImageFolderDataModule(root=args.root, image_size=args.image_size, **_augment(args))
+def _image_folder(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.ImageFolderDataModule(root=args.root, image_size=args.image_size, **_augment(args))
 
 
-def _ag_news(args: argparse.Namespace) -> NamedDataModule:
-    return AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000, vocab_size=AG_NEWS_VOCAB,
+def _ag_news(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000, vocab_size=AG_NEWS_VOCAB,
                             max_length=AG_NEWS_LENGTH)
 
 

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lightning_dynamical import seeds, wandb_link
 from lightning_dynamical.batches import batch_inputs, batch_size
-from lightning_dynamical.console import end_progress_bar, say
+from lightning_dynamical.console import say
 from lightning_dynamical.convergence import Convergence, EpochLoss
 from lightning_dynamical.distributed import sync_buffers
-from lightning_dynamical.errors import ConfigError, check_choice, check_fraction, check_int_between, check_non_negative
+from lightning_dynamical.errors import ConfigError, check_choice, check_fraction
 from lightning_dynamical.errors import check_positive_int as check_positive
 from lightning_dynamical.evaluator import Evaluator
-from lightning_dynamical.interrupts import interrupt_message
+from lightning_dynamical.interrupts import announce_interrupt
+from lightning_dynamical.labeling import Labeling
 from lightning_dynamical.migrate import migrate_loop_state
-from lightning_dynamical.oracle import DatasetOracle, LabelsPending, Oracle
-from lightning_dynamical.pending import PendingQuery
+from lightning_dynamical.oracle import DatasetOracle, Oracle
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.pool_scorer import PoolScorer, Scored
-from lightning_dynamical.queries import Query
 from lightning_dynamical.records import save_checkpoint
 from lightning_dynamical.reporting import log_round
 from lightning_dynamical.rng import RngState
@@ -83,29 +81,24 @@ class ActiveLearningLoop(Callback):
                  smoothing: int = 5, rel_delta: float = 1e-3, verbose: bool = True) -> None:
         check_positive("query_size", query_size)
         check_positive("rounds", rounds)
-        check_positive("patience", patience)
-        check_non_negative("min_delta", min_delta)
         check_fraction("train_acc_threshold", train_acc_threshold)
-        check_positive("max_epochs_per_round", max_epochs_per_round)
-        check_int_between("min_epochs_per_round", min_epochs_per_round, 1, max_epochs_per_round, "max_epochs_per_round")
         check_choice("reset", reset, ("none", "init"))
         if strategy is not None and not isinstance(strategy, Strategy):
             raise TypeError(f"strategy must be a lightning_dynamical Strategy, got {type(strategy).__name__}")
         self.strategy = strategy if strategy is not None else DynamicAL()
-        self.oracle = oracle if oracle is not None else DatasetOracle()
         self.query_size, self.rounds, self.reset, self.seed = query_size, rounds, reset, seed
         self.save_round_checkpoints, self.verbose = save_round_checkpoints, verbose
-        self.resume_from_state, self.log_approximation_ratio = resume_from_state, log_approximation_ratio
+        self.resume_from_state = resume_from_state
         self.round, self.finished = 0, False
         self.history: list[dict[str, Any]] = []
-        self.scorer = PoolScorer(self.strategy, pool_subset, seed, query_size)
-        # The parts, each with its own state:
+        # The parts, each with its own state (each validates its own arguments):
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
                                        min_epochs_per_round, smoothing, rel_delta)
+        self.scorer = PoolScorer(self.strategy, pool_subset, seed, query_size, log_approximation_ratio)
         self.stopping = Stopping(stop, stop_mode)
         self.evaluator = Evaluator()
         self.records = RunRecords(dirpath)
-        self.paused = PendingQuery()
+        self.labeling = Labeling(oracle if oracle is not None else DatasetOracle(), self.records)
         self.rng = RngState()
         self.loss = EpochLoss()
 
@@ -116,7 +109,7 @@ class ActiveLearningLoop(Callback):
     @property
     def pending(self) -> dict[str, Any] | None:
         """The paused round's query (``None`` unless labels are pending)."""
-        return self.paused.state
+        return self.labeling.pending.state
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
@@ -128,20 +121,13 @@ class ActiveLearningLoop(Callback):
         self._datamodule = dm
         dm.setup("fit")
         if self.resume_from_state:
-            self._load_records_state(dm, self.resume_from_state)
+            self.load_state_dict(self.records.resume_from(dm, self.resume_from_state))
         if self.query_size > dm.num_unlabeled and not self.finished and self.round == 0:
             raise ConfigError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
         self.records.setup(trainer)
         self.scorer.setup(trainer, dm)
         self.stopping.setup(self)
         self.convergence.check_max_epochs(trainer.max_epochs, self.rounds)
-
-    def _load_records_state(self, dm: ActiveLearningDataModule, path: str) -> None:
-        """The split, finished rounds and criteria of the ``al_state.json`` at ``path``."""
-        state = self.records.resume_from(dm, path)
-        self.round = int(state["round"])
-        self.history = [row for row in state.get("history", []) if int(row["round"]) < self.round]
-        self.stopping.load_state_dict(state.get("stopping", {}))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
@@ -150,10 +136,8 @@ class ActiveLearningLoop(Callback):
         self.loss.to(pl_module.device)
         self.rng.restore()
         self.records.cut_back(self.round)
-        if self.paused.state is not None:
-            query, row, metrics = self.paused.query(self.round)
-            self._label(query, self.oracle.collect(dm, query))
-            self.paused.clear()
+        if (collected := self.labeling.collect(dm, self.round)) is not None:
+            query, row, metrics = collected
             self._log(trainer, row, metrics, Scored(query, None, 0.0))
             self._advance(trainer, pl_module, row, last=False)
         self._write()
@@ -186,27 +170,17 @@ class ActiveLearningLoop(Callback):
                     scored = None
             metrics = scored.metrics() if scored is not None else {}
             if scored is not None:
-                if self.log_approximation_ratio:
-                    ratio = self.evaluator.approximation_ratio(pl_module, dm, scored.query, self.strategy)
-                    metrics["al/approximation_ratio"] = ratio
-                try:
-                    labels = self.oracle.label(dm, scored.query)
-                except LabelsPending as reason:  # keep the query, save a checkpoint, stop; resuming collects labels
-                    self.paused.keep(row, scored.query, metrics)
+                reason = self.labeling.label(dm, scored.query, row, metrics)
+                if reason is not None:  # labels come later: save a checkpoint and stop; resuming collects them
                     path = self.records.save_pending(trainer, self.round)
                     self._write()
                     trainer.should_stop = True
-                    return self.paused.announce(self.round, reason, path)
-                self._label(scored.query, labels)
+                    return self.labeling.pending.announce(self.round, reason, path)
             self._log(trainer, row, metrics, scored)
         except BaseException:
             dm.load_state_dict(snapshot)
             raise
         self._advance(trainer, pl_module, row, last=scored is None)
-
-    def _label(self, query: Query, labels: Sequence[int] | None) -> None:
-        self.datamodule.label(query.indices, labels)
-        self.records.write_query(query, self.datamodule, getattr(self.oracle, "source", "oracle"))
 
     def _log(self, trainer: Trainer, row: dict[str, Any], metrics: dict[str, float], scored: Scored | None) -> None:
         query, pool_scores = (scored.query, scored.pool_scores) if scored is not None else (None, None)
@@ -219,10 +193,8 @@ class ActiveLearningLoop(Callback):
         if self.verbose:
             say(round_line(row, self.convergence.reason))
         if last:
-            if row.get("stopped_by") and self.stopping.enforce:
-                say(self.stopping.summary(row["round"]))
-            elif self.datamodule.num_unlabeled == 0 and self.round < self.rounds:
-                say(f"[active learning] the pool is empty after round {self.round}: stopping")
+            if (line := self.stopping.end_line(row, self.datamodule.num_unlabeled, self.rounds)) is not None:
+                say(line)
             self.finished = trainer.should_stop = True
             return self._write()
         self.round += 1
@@ -238,8 +210,8 @@ class ActiveLearningLoop(Callback):
     def _write(self) -> None:
         """``al_rounds.csv`` and ``al_state.json`` (the paused round's row too, for ``label import``)."""
         fields = {"strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict()}
-        if self.paused.state is not None:
-            fields["pending_row"] = self.paused.state["row"]
+        if self.pending is not None:
+            fields["pending_row"] = self.pending["row"]
         self.records.write(self.datamodule, self.round, self.history, fields)
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -249,27 +221,25 @@ class ActiveLearningLoop(Callback):
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """On Ctrl-C or SIGTERM, name the last round checkpoint and the command that resumes from it."""
         saved = self.records.saved_round(self.round - 1) if self.save_round_checkpoints else None
-        message = interrupt_message(exception, self.round, saved)
-        if message is not None:
-            end_progress_bar(trainer, pl_module)
-            say(message)
+        announce_interrupt(trainer, pl_module, exception, self.round, saved)
 
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[wandb_link.CHECKPOINT_KEY] = wandb_link.identity(trainer)
 
+    def _parts(self) -> dict[str, Any]:
+        """The loop's own parts whose state goes into checkpoints, by key (each loads ``None`` as "none saved")."""
+        return {"convergence": self.convergence, "rng": self.rng, "pending": self.labeling.pending,
+                "stopping": self.stopping}
+
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
-                "convergence": self.convergence.state_dict(), "rng": self.rng.state_dict(),
-                "pending": self.paused.state, "strategy": self.strategy.state_dict(),
-                "stopping": self.stopping.state_dict()}
+                "strategy": self.strategy.state_dict(), **{k: part.state_dict() for k, part in self._parts().items()}}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = migrate_loop_state(state_dict)  # checkpoints of earlier versions
         self.round, self.finished = int(state_dict["round"]), bool(state_dict["finished"])
         self.history = [dict(r) for r in state_dict["history"]]
-        self.convergence.load_state_dict(state_dict["convergence"])
-        self.rng.load_state_dict(state_dict.get("rng"))
-        self.paused.state = state_dict.get("pending")
-        self.stopping.load_state_dict(state_dict.get("stopping", {}))
+        for key, part in self._parts().items():
+            part.load_state_dict(state_dict.get(key))
         if state_dict.get("strategy") is not None:
             self.strategy.load_state_dict(state_dict["strategy"])

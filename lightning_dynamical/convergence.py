@@ -112,9 +112,12 @@ class Convergence:
         return {"epochs": self.epochs, "best": self.best, "wait": self.wait, "recent": list(self._recent),
                 "last_loss": self.last_loss, "reason": self.reason}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`, or an earlier version's (migrated by
-        :func:`~lightning_dynamical.migrate.migrate_convergence_state`)."""
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Restore :meth:`state_dict`'s output, or an earlier version's (migrated by
+        :func:`~lightning_dynamical.migrate.migrate_convergence_state`); ``None`` (nothing saved) starts the round
+        afresh."""
+        if state is None:
+            return self.reset()
         state = migrate_convergence_state(state)
         self.epochs = int(state["epochs"])
         self.best = float(state["best"])

@@ -1,4 +1,4 @@
-"""What the loop measures on the model: accuracy on a data set, the logit width, Eq. 14 for a query."""
+"""What the loop measures on the model: accuracy on a data set and the logit width."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from lightning_dynamical.batches import batch_inputs, batch_targets, evaluation,
 from lightning_dynamical.convergence import Convergence, near_chance_warning
 from lightning_dynamical.distributed import shard
 from lightning_dynamical.pool import ActiveLearningDataModule
-from lightning_dynamical.queries import Query
-from lightning_dynamical.scoring.diagnostics import approximation_ratio
-from lightning_dynamical.strategies.base import Strategy
-from lightning_dynamical.strategies.dynamical import DynamicAL
 
 
 class Evaluator:
@@ -63,10 +59,3 @@ class Evaluator:
         if warning:
             rank_zero_warn(warning)
         return row
-
-    def approximation_ratio(self, model: LightningModule, dm: ActiveLearningDataModule, query: Query,
-                            strategy: Strategy) -> float:
-        """Eq. 14 for the queried batch, before it joins the labeled set (over DynamicAL's ``params``)."""
-        params = strategy.params if isinstance(strategy, DynamicAL) else None
-        queried = dm.eval_loader(Subset(dm.splits.pool_eval, query.indices))
-        return approximation_ratio(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import shlex
 from collections.abc import Sequence
 
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from lightning_dynamical.console import end_progress_bar, say
 
 _command: list[str] | None = None
 
@@ -48,3 +51,12 @@ def interrupt_message(exception: BaseException, round: int, checkpoint: str | No
                 "run the same command again to start over")
     return (f"[active learning] {what} in round {round}. Last round checkpoint: {checkpoint}\n"
             f"Resume with: {resume_hint(checkpoint)}")
+
+
+def announce_interrupt(trainer: Trainer, model: LightningModule, exception: BaseException, round: int,
+                       checkpoint: str | None) -> None:
+    """Say :func:`interrupt_message` (below any progress bar) when ``exception`` is an interrupt."""
+    message = interrupt_message(exception, round, checkpoint)
+    if message is not None:
+        end_progress_bar(trainer, model)
+        say(message)

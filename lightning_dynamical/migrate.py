@@ -56,8 +56,9 @@ def migrate_loop_state(state: dict[str, Any]) -> dict[str, Any]:
     ``round``, ``finished``, ``rng`` and the rest of ``pending`` (``metrics, indices, scores, pseudo_labels``)
     are unchanged.
     """
-    migrated = {**state, "history": [migrate_row(row) for row in state["history"]],
-                "convergence": migrate_convergence_state(state["convergence"])}
+    migrated = {**state, "history": [migrate_row(row) for row in state["history"]]}
+    if state.get("convergence") is not None:
+        migrated["convergence"] = migrate_convergence_state(state["convergence"])
     pending = state.get("pending")
     if pending is not None:
         migrated["pending"] = {**pending, "row": migrate_row(pending["row"])}

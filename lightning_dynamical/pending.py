@@ -35,6 +35,12 @@ class PendingQuery:
         say(f"[active learning] round {round}: labels pending ({reason}). Resume with ckpt_path={checkpoint} once "
             "they are in.")
 
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.state
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        self.state = state
+
     def clear(self) -> None:
         """The labels came in: nothing is pending any more."""
         self.state = None

@@ -16,29 +16,34 @@ from lightning_dynamical.distributed import check_agreement, gather_shards, redu
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.queries import Query
+from lightning_dynamical.scoring.diagnostics import approximation_ratio
 from lightning_dynamical.splits import dataset_size
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, Selection, Strategy, identity
+from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
 
 
 @dataclass(frozen=True, eq=False)
 class Scored:
-    """A round's query, the whole scored pool's scores (for logging) and the seconds scoring took."""
+    """A round's query, the whole scored pool's scores (for logging), the seconds scoring took and, when asked
+    for, the paper's Eq. 14 ratio of the queried batch."""
 
     query: Query
     pool_scores: Tensor | None
     seconds: float
+    approximation_ratio: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """Score statistics of the pool and of the queried samples, for the loggers."""
         s = self.pool_scores
+        ratio = {} if self.approximation_ratio is None else {"al/approximation_ratio": self.approximation_ratio}
         if s is None or s.numel() == 0:
-            return {}
+            return ratio
         s = s.double()
         chosen = self.query.scores.double() if self.query.scores is not None else s.new_zeros(0)
         return {"al/score_mean": float(s.mean()), "al/score_std": float(s.std()) if s.numel() > 1 else 0.0,
                 "al/score_max": float(s.max()), "al/score_min": float(s.min()),
-                "al/selected_score_mean": float(chosen.mean())}
+                "al/selected_score_mean": float(chosen.mean()), **ratio}
 
 
 class PoolScorer:
@@ -54,14 +59,18 @@ class PoolScorer:
         pool_subset: score only a seeded random subset of this many pool samples per round.
         seed: seeds the subsets.
         query_size: samples per query (a subset holds at least this many).
+        approximation_ratio: also compute the paper's Eq. 14 ratio of each query (one extra gradient pass over
+            the labeled set and the queried batch, over DynamicAL's ``params``).
     """
 
-    def __init__(self, strategy: Strategy, pool_subset: int | None, seed: int, query_size: int) -> None:
+    def __init__(self, strategy: Strategy, pool_subset: int | None, seed: int, query_size: int,
+                 approximation_ratio: bool = False) -> None:
         if pool_subset is not None and (not isinstance(pool_subset, int) or pool_subset < query_size):
             raise ConfigError(f"pool_subset must be null or an int >= query_size ({query_size}), got {pool_subset!r}")
         self.strategy = strategy
         self.pool_subset = pool_subset
         self.seed = seed
+        self.approximation_ratio = approximation_ratio
         self.sharded = False
         self._warned_small_pool = False
 
@@ -91,7 +100,15 @@ class PoolScorer:
         if pseudo is None:
             queried = dm.eval_loader(Subset(dm.splits.pool_eval, indices))
             pseudo = probabilities(model, queried, label_key=dm.label_key).argmax(1)
-        return Scored(Query(round, indices, selection.scores, pseudo), selection.pool_scores, seconds)
+        query = Query(round, indices, selection.scores, pseudo)
+        ratio = self._approximation_ratio(model, dm, query) if self.approximation_ratio else None
+        return Scored(query, selection.pool_scores, seconds, ratio)
+
+    def _approximation_ratio(self, model: LightningModule, dm: ActiveLearningDataModule, query: Query) -> float:
+        """Eq. 14 for the queried batch, before it joins the labeled set (over DynamicAL's ``params``)."""
+        params = self.strategy.params if isinstance(self.strategy, DynamicAL) else None
+        queried = dm.eval_loader(Subset(dm.splits.pool_eval, query.indices))
+        return approximation_ratio(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params)
 
     def select(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, positions: list[int],
                b: int) -> Selection:

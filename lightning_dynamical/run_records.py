@@ -42,10 +42,13 @@ class RunRecords:
 
     def resume_from(self, dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
         """Load the split of the ``al_state.json`` at ``path`` into ``dm`` (see :func:`load_split`), remember the
-        checkpoint it names for :meth:`start_weights`, and return the state."""
+        checkpoint it names for :meth:`start_weights`, and return what it holds of the loop's ``state_dict``:
+        the round to run, the rounds finished before it and the stopping criteria's state."""
         state = load_split(dm, path)
         self.weights_in_state = state.get("weights")
-        return state
+        round = int(state["round"])
+        return {"round": round, "finished": False, "stopping": state.get("stopping"),
+                "history": [row for row in state.get("history", []) if int(row["round"]) < round]}
 
     def start_weights(self, model: LightningModule, ckpt_path: str | PathLike[str] | None, state_path: str | None,
                       round: int) -> None:

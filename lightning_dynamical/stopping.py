@@ -397,9 +397,14 @@ class Stopping:
         self.messages += [c.message or c.name for c in fired]
         return bool(fired) and self.enforce
 
-    def summary(self, round: int) -> str:
-        """The line saying why the run stops after ``round``."""
-        return f"[active learning] stopping after round {round}: " + "; ".join(self.messages)
+    def end_line(self, row: dict[str, Any], unlabeled: int, rounds: int) -> str | None:
+        """Why the run ends after the round in ``row``, when it ends early: a criterion fired (and is enforced)
+        or the pool is empty."""
+        if row.get("stopped_by") and self.enforce:
+            return f"[active learning] stopping after round {row['round']}: " + "; ".join(self.messages)
+        if unlabeled == 0 and row["round"] < rounds:
+            return f"[active learning] the pool is empty after round {row['round']}: stopping"
+        return None
 
     def metrics(self) -> dict[str, float]:
         """This round's statistic of each criterion, for the loggers."""
@@ -408,7 +413,7 @@ class Stopping:
     def state_dict(self) -> dict[str, Any]:
         return {c.name: c.state_dict() for c in self.criteria}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
         for criterion in self.criteria:
-            if criterion.name in state:
+            if state is not None and criterion.name in state:
                 criterion.load_state_dict(state[criterion.name])

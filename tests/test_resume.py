@@ -156,7 +156,7 @@ def test_loop_state_of_the_previous_version_still_loads():
     loop.load_state_dict(old)
     completed = [{**r, **migrate.ROW_DEFAULTS} for r in old["history"]]  # rows get the fields they lack, NaN or ""
     assert (loop.round, loop.history, loop.convergence.epochs) == (2, completed, 3)
-    query, row, _ = loop.paused.query(loop.round)
+    query, row, _ = loop.labeling.pending.query(loop.round)
     assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0]
     assert row == {"round": 2, **migrate.ROW_DEFAULTS}
     assert set(loop.state_dict()) == set(old) and loop.state_dict()["strategy"] == {}

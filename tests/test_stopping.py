@@ -217,7 +217,7 @@ def test_criterion_state_survives_resume(tmp_path, one_thread):
     assert [r["stopped_by"] for r in _rounds(crash)] == [r["stopped_by"] for r in _rounds(full)]
 
     fresh = ActiveLearningLoop(query_size=30, rounds=3, stop=_criteria())
-    fresh._load_records_state(_dm(val_size=100), str(crash / "al_state.json"))
+    fresh.load_state_dict(fresh.records.resume_from(_dm(val_size=100), str(crash / "al_state.json")))
     assert fresh.stopping.state_dict() == state
 
 
