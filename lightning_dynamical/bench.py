@@ -431,10 +431,11 @@ def summary_markdown(rows: Sequence[dict], title: str, protocol: str,
 
 
 def paired_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
-    """Each strategy against Random and Entropy on the same seeds: per-seed AULC differences, seeds won."""
-    references = [r for r in ("random", "entropy") if r in groups]
-    if not references or len(groups) < 2:
+    """Each strategy against Random and Entropy on the same seeds (against the first strategy when neither ran,
+    e.g. a table of dynamicAL variants): per-seed AULC differences, seeds won."""
+    if len(groups) < 2:
         return []
+    references = [r for r in ("random", "entropy") if r in groups] or [next(iter(groups))]
     header = "| strategy | " + " | ".join(f"ΔAULC vs {r} (pp) | seeds won vs {r}" for r in references) + " |"
     lines = ["## Paired comparison (metric: AULC, fixed before running)", "", header,
              "|---" * (1 + 2 * len(references)) + "|"]
