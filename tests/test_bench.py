@@ -164,7 +164,8 @@ def test_paired_comparison_and_stopping_table():
 
 
 def test_variants_are_compared_with_the_first_strategy_when_random_and_entropy_did_not_run():
-    text = summary_markdown(_rows({"dynamical": [[0.5, 0.6], [0.5, 0.7]], "gamma0": [[0.5, 0.8], [0.5, 0.6]]}), "t", "p")
+    rows = _rows({"dynamical": [[0.5, 0.6], [0.5, 0.7]], "gamma0": [[0.5, 0.8], [0.5, 0.6]]})
+    text = summary_markdown(rows, "t", "p")
     assert "ΔAULC vs dynamical (pp)" in text and "vs random" not in text
     # AULC of two points is their mean: gamma0 - dynamical per seed +10, -5 pp -> mean 2.50, std 10.61, 1 of 2 won
     assert "| gamma0 | +2.50 ± 10.61 | 1/2 |" in text
