@@ -3,17 +3,16 @@ end it on a flat one, and the loop records each round's train loss and labeled-s
 
 from __future__ import annotations
 
-import csv
 import math
 
 import lightning as L
 import numpy as np
 import pytest
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, Convergence, Random
+from lightning_dynamical import ActiveLearningLoop, Classifier, Convergence, Random
 from lightning_dynamical.convergence import near_chance_warning
-from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.models import DigitsCNN
+from tests.tiny import digits_datamodule, fit_loop, read_csv
 
 FALLING_UNTIL = 60
 """Up to this epoch the noiseless loss below still falls by more than 1% per epoch."""
@@ -100,14 +99,11 @@ class ScriptedLoss(Classifier):
 
 def _round0_epochs(tmp_path, **kwargs) -> tuple[int, list[dict[str, str]]]:
     L.seed_everything(0)
-    s = build_digits(test_size=300)
-    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=40, batch_size=40)
+    dm = digits_datamodule(batch_size=40)
     loop = ActiveLearningLoop(Random(), query_size=10, rounds=1, patience=5, max_epochs_per_round=150,
                               dirpath=str(tmp_path), verbose=False, save_round_checkpoints=False, **kwargs)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(ScriptedLoss(noisy_falling(seed=8, epochs=400)), datamodule=dm)
-    return loop.history[0]["epochs"], list(csv.DictReader(open(tmp_path / "al_rounds.csv")))
+    fit_loop(ScriptedLoss(noisy_falling(seed=8, epochs=400)), dm, loop, tmp_path)
+    return loop.history[0]["epochs"], read_csv(tmp_path / "al_rounds.csv")
 
 
 def test_loop_trains_on_while_a_noisy_loss_falls_and_warns_near_chance(tmp_path, one_thread):
