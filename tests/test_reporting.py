@@ -19,6 +19,8 @@ from lightning_dynamical.strategies.uncertainty import Entropy
 from tests.models import TinyCNN
 from tests.tiny import fit_loop
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def run(tmp_path: Path, logger) -> ActiveLearningLoop:
     seed_everything(0, verbose=False)

@@ -16,6 +16,8 @@ from lightning_dynamical.models import DigitsCNN
 from lightning_dynamical.run_records import load_split
 from tests.tiny import CrashAtRound, comparable_state, digits_datamodule, fit_loop, read_csv, toy_datamodule
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def _run(tmp, crash_at: int | None = None, ckpt_path=None):
     L.seed_everything(0)

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamical import Classifier
 from lightning_dynamical.train_loader import reload_train_dataloader
 from tests.tiny import quiet_trainer
 
@@ -20,6 +19,21 @@ class Growing(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return DataLoader(TensorDataset(torch.zeros(self.size, 2), torch.zeros(self.size, dtype=torch.long)),
                           batch_size=2)
+
+
+class Tiny(L.LightningModule):
+    """Trains and nothing else (no validation step, as the data module has no validation data)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Linear(2, 2)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
 class GrowAfterFirstEpoch(L.Callback):
@@ -38,7 +52,7 @@ class GrowAfterFirstEpoch(L.Callback):
 
 def _batches_per_epoch(reload: bool) -> list[int]:
     probe = GrowAfterFirstEpoch(reload)
-    quiet_trainer(None, [probe], max_epochs=3).fit(Classifier(nn.Linear(2, 2), num_classes=2), datamodule=Growing())
+    quiet_trainer(None, [probe], max_epochs=3).fit(Tiny(), datamodule=Growing())
     return probe.batches
 
 
