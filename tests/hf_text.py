@@ -3,11 +3,13 @@ LightningModule around a tiny, randomly initialised ``BertForSequenceClassificat
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
 from torch.utils.data import Dataset
+
+from lightning_dynamical import ActiveLearningDataModule
 
 if TYPE_CHECKING:
     from transformers import BertForSequenceClassification
@@ -33,6 +35,11 @@ class TokenDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
+
+
+def token_datamodule(n: int, test_size: int, **options: Any) -> ActiveLearningDataModule:
+    """An ``ActiveLearningDataModule`` over ``n`` :class:`TokenDataset` samples (seed 0) and ``test_size`` test ones."""
+    return ActiveLearningDataModule(TokenDataset(n, 0), test=TokenDataset(test_size, 1), **options)
 
 
 def tiny_bert() -> BertForSequenceClassification:

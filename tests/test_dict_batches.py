@@ -21,7 +21,7 @@ from lightning_dynamical import (
     Random,
 )
 from tests.brute_force import any_per_sample_grads
-from tests.hf_text import HFClassifier, TokenDataset
+from tests.hf_text import HFClassifier, TokenDataset, token_datamodule
 from tests.tiny import fit_loop, read_csv
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
@@ -43,8 +43,7 @@ STRATEGIES = {
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_runs_on_dict_batches(name, tmp_path):
     L.seed_everything(0)
-    dm = ActiveLearningDataModule(TokenDataset(48, 0), test=TokenDataset(12, 1), initial_size=9, batch_size=8,
-                                  eval_batch_size=16)
+    dm = token_datamodule(48, 12, initial_size=9, batch_size=8, eval_batch_size=16)
     loop = ActiveLearningLoop(STRATEGIES[name](), query_size=6, rounds=1, max_epochs_per_round=1, dirpath=str(tmp_path),
                               save_round_checkpoints=False, verbose=False)
     fit_loop(HFClassifier(), dm, loop, tmp_path)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL
 from lightning_dynamical.data.ag_news import (
     CLASSES,
     WordVocabulary,
@@ -28,6 +28,8 @@ from lightning_dynamical.data.modules import AGNewsDataModule
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import TextTransformer
 from tests.brute_force import any_per_sample_grads
+from tests.hf_text import CLASSES as HF_CLASSES
+from tests.hf_text import tiny_bert, token_datamodule
 from tests.tiny import fit_loop, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -269,12 +271,9 @@ def test_ag_news_config_one_round(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_classifier_around_a_hugging_face_model_runs_a_round(tmp_path: Path) -> None:
     """``Classifier(BertForSequenceClassification)``: keyword inputs in, a ``ModelOutput`` out, no adapter."""
-    from tests.hf_text import CLASSES as HF_CLASSES
-    from tests.hf_text import TokenDataset, tiny_bert
-
     L.seed_everything(0)
     model = Classifier(tiny_bert(), num_classes=HF_CLASSES, lr=3e-3)
-    dm = ActiveLearningDataModule(TokenDataset(40, 0), test=TokenDataset(12, 1), initial_size=8, batch_size=8)
+    dm = token_datamodule(40, 12, initial_size=8, batch_size=8)
     loop = ActiveLearningLoop(DynamicAL(), query_size=5, rounds=1, max_epochs_per_round=2, dirpath=str(tmp_path),
                               save_round_checkpoints=False, verbose=False)
     fit_loop(model, dm, loop, tmp_path)

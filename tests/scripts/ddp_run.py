@@ -29,15 +29,13 @@ class Frozen(Classifier):
 
 
 def hf_task() -> tuple[L.LightningModule, ActiveLearningDataModule]:
-    from tests.hf_text import HFClassifier, TokenDataset
+    from tests.hf_text import HFClassifier, token_datamodule
 
     class FrozenHF(HFClassifier):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    dm = ActiveLearningDataModule(TokenDataset(64, 0), test=TokenDataset(16, 1), initial_size=10, batch_size=8,
-                                  eval_batch_size=8)
-    return FrozenHF(), dm
+    return FrozenHF(), token_datamodule(64, 16, initial_size=10, batch_size=8, eval_batch_size=8)
 
 
 def main(mode: str, devices: int, out: Path) -> None:
