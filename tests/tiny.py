@@ -48,9 +48,10 @@ def toy_classifier(classes: int = 2) -> Classifier:
     return Classifier(nn.Linear(4, classes), num_classes=classes)
 
 
-def digits_datamodule(initial_size: int = 40, batch_size: int = 32, **options: Any) -> ActiveLearningDataModule:
-    """scikit-learn's 8x8 digits, 300 held out for test, in an ``ActiveLearningDataModule``."""
-    splits = build_digits(test_size=300)
+def digits_datamodule(initial_size: int = 40, batch_size: int = 32, test_size: int = 300,
+                      **options: Any) -> ActiveLearningDataModule:
+    """scikit-learn's 8x8 digits, ``test_size`` held out for test, in an ``ActiveLearningDataModule``."""
+    splits = build_digits(test_size=test_size)
     return ActiveLearningDataModule(splits.pool, None, splits.test, initial_size=initial_size, batch_size=batch_size,
                                     **options)
 
