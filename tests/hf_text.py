@@ -3,9 +3,16 @@ LightningModule around a tiny, randomly initialised ``BertForSequenceClassificat
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import lightning as L
 import torch
 from torch.utils.data import Dataset
+
+from lightning_dynamical import ActiveLearningDataModule
+
+if TYPE_CHECKING:
+    from transformers import BertForSequenceClassification
 
 VOCAB, SEQ, CLASSES = 30, 8, 3
 
@@ -30,16 +37,26 @@ class TokenDataset(Dataset):
         return {"input_ids": self.ids[i], "attention_mask": self.mask[i], "labels": self.labels[i]}
 
 
+def token_datamodule(n: int, test_size: int, **options: Any) -> ActiveLearningDataModule:
+    """An ``ActiveLearningDataModule`` over ``n`` :class:`TokenDataset` samples (seed 0) and ``test_size`` test ones."""
+    return ActiveLearningDataModule(TokenDataset(n, 0), test=TokenDataset(test_size, 1), **options)
+
+
+def tiny_bert() -> BertForSequenceClassification:
+    """A randomly initialised one-layer BERT (width 16) for :class:`TokenDataset`'s vocabulary, length and classes."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=SEQ, num_labels=CLASSES)
+    return BertForSequenceClassification(config)
+
+
 class HFClassifier(L.LightningModule):
     """What a user of transformers writes: ``forward(**inputs)`` returns the model's ``ModelOutput``."""
 
     def __init__(self, lr: float = 3e-3) -> None:
         super().__init__()
-        from transformers import BertConfig, BertForSequenceClassification
-
-        config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                            intermediate_size=32, max_position_embeddings=SEQ, num_labels=CLASSES)
-        self.model = BertForSequenceClassification(config)
+        self.model = tiny_bert()
         self.lr = lr
 
     def forward(self, **inputs: torch.Tensor):

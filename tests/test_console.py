@@ -8,12 +8,10 @@ import warnings
 
 import lightning as L
 import pytest
-import torch
-from torch import nn
-from torch.utils.data import TensorDataset
 from tqdm import tqdm
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, Random, console
+from lightning_dynamical import ActiveLearningLoop, Random, console
+from tests.tiny import fit_loop, toy_classifier, toy_datamodule
 
 
 def test_round_line_is_written_on_its_own_line_around_a_live_bar(capsys):
@@ -30,16 +28,8 @@ def test_round_line_is_written_on_its_own_line_around_a_live_bar(capsys):
 
 
 def _fit(tmp_path, val_size: int) -> L.Trainer:
-    x = torch.randn(60, 4, generator=torch.Generator().manual_seed(0))
-    y = (x[:, 0] > 0).long()
-    dm = ActiveLearningDataModule(TensorDataset(x, y), test=TensorDataset(x[:10], y[:10]), initial_size=10,
-                                  val_size=val_size, batch_size=16)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[ActiveLearningLoop(Random(), query_size=5, rounds=1,
-                                                                      max_epochs_per_round=1, dirpath=str(tmp_path))],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(Classifier(nn.Linear(4, 2), num_classes=2), datamodule=dm)
-    return trainer
+    loop = ActiveLearningLoop(Random(), query_size=5, rounds=1, max_epochs_per_round=1, dirpath=str(tmp_path))
+    return fit_loop(toy_classifier(), toy_datamodule(val_size=val_size, batch_size=16), loop, tmp_path)
 
 
 @pytest.mark.parametrize("val_size", [0, 10])

@@ -1,19 +1,22 @@
 """"Until convergence": the smoothed rule does not end a round on a noisy loss that is still falling, does
-end it on a flat one, and the loop records each round's train loss and labeled-set accuracy."""
+end it on a flat one, and the loop records each round's train loss and labeled-set accuracy. Each part of the rule
+(window, patience, min_delta and rel_delta, accuracy threshold, min and max epochs, state) on scripted losses."""
 
 from __future__ import annotations
 
-import csv
+import json
 import math
+import warnings
 
 import lightning as L
 import numpy as np
 import pytest
+import torch
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, Convergence, Random
-from lightning_dynamical.convergence import near_chance_warning
-from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical import ActiveLearningLoop, Classifier, Convergence, Random
+from lightning_dynamical.convergence import EpochLoss, near_chance_warning
 from lightning_dynamical.models import DigitsCNN
+from tests.tiny import digits_datamodule, fit_loop, read_csv
 
 FALLING_UNTIL = 60
 """Up to this epoch the noiseless loss below still falls by more than 1% per epoch."""
@@ -72,12 +75,119 @@ def test_state_round_trip_mid_round():
     assert a.smoothed == b.smoothed
 
 
-@pytest.mark.parametrize("kwargs, match", [({"smoothing": 0}, "smoothing"), ({"rel_delta": 1.0}, "rel_delta"),
-                                           ({"max_epochs": 0}, "max_epochs_per_round"),
-                                           ({"min_epochs": 9, "max_epochs": 5}, "min_epochs_per_round")])
+@pytest.mark.parametrize("kwargs, match", [
+    ({"smoothing": 0}, r"^smoothing must be a positive int \(>= 1\), got 0$"),
+    ({"rel_delta": 1.0}, r"^rel_delta must be in \[0, 1\), got 1.0$"),
+    ({"rel_delta": -0.1}, "rel_delta"),
+    ({"rel_delta": math.nan}, "rel_delta"),
+    ({"patience": 0}, r"^patience must be a positive int \(>= 1\), got 0$"),
+    ({"min_delta": -1e-3}, r"^min_delta must be a number >= 0, got -0.001$"),
+    ({"accuracy_threshold": 0.0}, r"^accuracy_threshold must be null or a number in \(0, 1\], got 0.0$"),
+    ({"accuracy_threshold": 1.5}, "accuracy_threshold"),
+    ({"max_epochs": 0}, r"^max_epochs_per_round must be a positive int \(>= 1\), got 0$"),
+    ({"min_epochs": 9, "max_epochs": 5}, r"^min_epochs_per_round must be an int from 1 to max_epochs_per_round \(5\)"),
+    ({"min_epochs": 0}, "min_epochs_per_round"),
+])
 def test_bad_arguments_are_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Convergence(**kwargs)
+
+
+@pytest.mark.parametrize("smoothing, patience", [(1, 1), (3, 1), (5, 2)])
+def test_a_flat_loss_ends_the_round_once_the_window_is_full_and_patience_runs_out(smoothing, patience):
+    """The first full window sets the best loss; each later epoch without improvement adds one to ``wait``."""
+    rule = Convergence(patience=patience, smoothing=smoothing, max_epochs=50)
+    assert stop_epoch(rule, [1.0] * 50) == smoothing + patience
+    assert rule.reason == f"train loss plateaued at 1.0000 (mean of {smoothing} epochs) for {patience} epochs"
+
+
+def test_smoothed_is_the_mean_of_the_last_window_and_nan_before():
+    rule = Convergence(smoothing=3)
+    smoothed = []
+    for loss in (3.0, 1.0, 2.0, 6.0):
+        rule.update(loss)
+        smoothed.append(rule.smoothed)
+    assert math.isnan(smoothed[0]) and math.isnan(smoothed[1]) and smoothed[2:] == [2.0, 3.0]
+    assert rule.last_loss == 6.0 and rule.best == 2.0 and rule.wait == 1
+
+
+def test_an_improvement_counts_only_beyond_the_larger_of_min_delta_and_rel_delta():
+    def stops_after(first: float, second: float) -> bool:
+        rule = Convergence(patience=1, min_delta=0.5, smoothing=1, rel_delta=0.1)
+        return [rule.update(first), rule.update(second)] == [False, True]
+
+    assert stops_after(10.0, 9.2)  # 0.8 < rel_delta * 10 = 1.0
+    assert not stops_after(10.0, 8.9)
+    assert stops_after(1.0, 0.6)  # 0.4 < min_delta = 0.5 (rel_delta * 1 = 0.1)
+    assert not stops_after(1.0, 0.4)
+    assert stops_after(1.0, 0.5)  # exactly min_delta is not an improvement
+
+
+def test_accuracy_threshold_ends_the_round_but_not_before_min_epochs():
+    rule = Convergence(patience=100, accuracy_threshold=0.9, min_epochs=3, max_epochs=10)
+    falling = [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert [rule.update(loss, acc) for loss, acc in zip(falling, [0.95, 0.95, 0.8, None, 0.9])] == [
+        False, False, False, False, True]  # min_epochs, below, no accuracy given, reached
+    assert rule.reason == "train accuracy 0.9000 >= 0.9"
+    no_threshold = Convergence(patience=100, max_epochs=10)
+    assert not any(no_threshold.update(loss, 1.0) for loss in falling)
+
+
+def test_min_epochs_holds_off_a_plateau_and_max_epochs_ends_any_round():
+    def stops(**kwargs) -> tuple[int, str]:
+        rule = Convergence(patience=1, smoothing=1, rel_delta=0.0, **kwargs)
+        return stop_epoch(rule, [1.0] * 20), rule.reason
+
+    assert stops()[0] == 2
+    assert stops(min_epochs=5)[0] == 5
+    falling = Convergence(patience=1, max_epochs=4, smoothing=1, accuracy_threshold=0.5)
+    assert [falling.update(1.0 / (e + 1), 0.1) for e in range(4)] == [False, False, False, True]
+    assert falling.reason == "reached max_epochs_per_round=4"
+    first = Convergence(max_epochs=3, accuracy_threshold=0.5)
+    assert [first.update(1.0, 1.0 if e == 2 else 0.0) for e in range(3)] == [False, False, True]
+    assert first.reason == "reached max_epochs_per_round=3"  # the cap is named first
+
+
+def test_reset_starts_a_new_round():
+    rule = Convergence(patience=1, smoothing=2, max_epochs=50)
+    stop_epoch(rule, [1.0] * 50)
+    rule.reset()
+    assert (rule.epochs, rule.best, rule.wait, rule.reason) == (0, math.inf, 0, "")
+    assert math.isnan(rule.smoothed) and math.isnan(rule.last_loss)
+    assert [rule.update(v) for v in (5.0, 5.0, 5.0)] == [False, False, True]  # window refills before it can end
+
+
+def test_state_is_plain_and_an_older_state_without_the_window_still_loads():
+    rule = Convergence(patience=3, smoothing=2)
+    for v in noisy_falling(1)[:6]:
+        rule.update(v)
+    state = rule.state_dict()
+    restored = Convergence(patience=3, smoothing=2)
+    restored.load_state_dict(json.loads(json.dumps(state)))
+    assert restored.state_dict() == state
+    old = Convergence(patience=3, smoothing=2)
+    old.load_state_dict({"epochs": 4, "best": 0.5, "wait": 1})
+    assert (old.epochs, old.best, old.wait, old.reason) == (4, 0.5, 1, "") and math.isnan(old.last_loss)
+    assert [old.update(v) for v in (0.6, 0.6, 0.6)] == [False, False, True]  # an empty window refills first
+
+
+def test_trainer_max_epochs_too_small_for_the_rounds_warns():
+    rule = Convergence(max_epochs=10)
+    with pytest.warns(UserWarning, match=r"Trainer\(max_epochs=20\) may stop before all 2 rounds finish \(up to 30"):
+        rule.check_max_epochs(20, rounds=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for enough in (-1, None, 30):
+            rule.check_max_epochs(enough, rounds=2)
+
+
+def test_epoch_loss_is_the_sample_weighted_mean_of_the_batches():
+    epoch = EpochLoss()
+    epoch.update(torch.tensor(1.0), samples=3)
+    epoch.update({"loss": torch.tensor(5.0), "logits": torch.zeros(1)}, samples=1)
+    epoch.update(None, samples=7)  # a step that returned nothing
+    assert epoch.compute() == 2.0
+    assert epoch.compute() == math.inf  # compute starts the next epoch; an epoch without batches has no loss
 
 
 def test_near_chance_warning_names_round_and_reason():
@@ -100,14 +210,11 @@ class ScriptedLoss(Classifier):
 
 def _round0_epochs(tmp_path, **kwargs) -> tuple[int, list[dict[str, str]]]:
     L.seed_everything(0)
-    s = build_digits(test_size=300)
-    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=40, batch_size=40)
+    dm = digits_datamodule(batch_size=40)
     loop = ActiveLearningLoop(Random(), query_size=10, rounds=1, patience=5, max_epochs_per_round=150,
                               dirpath=str(tmp_path), verbose=False, save_round_checkpoints=False, **kwargs)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(ScriptedLoss(noisy_falling(seed=8, epochs=400)), datamodule=dm)
-    return loop.history[0]["epochs"], list(csv.DictReader(open(tmp_path / "al_rounds.csv")))
+    fit_loop(ScriptedLoss(noisy_falling(seed=8, epochs=400)), dm, loop, tmp_path)
+    return loop.history[0]["epochs"], read_csv(tmp_path / "al_rounds.csv")
 
 
 def test_loop_trains_on_while_a_noisy_loss_falls_and_warns_near_chance(tmp_path, one_thread):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-
 import lightning as L
 import pytest
 import torch
@@ -23,7 +21,8 @@ from lightning_dynamical import (
     Random,
 )
 from tests.brute_force import any_per_sample_grads
-from tests.hf_text import HFClassifier, TokenDataset
+from tests.hf_text import HFClassifier, TokenDataset, token_datamodule
+from tests.tiny import fit_loop, read_csv
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -44,15 +43,12 @@ STRATEGIES = {
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
 def test_every_strategy_runs_on_dict_batches(name, tmp_path):
     L.seed_everything(0)
-    dm = ActiveLearningDataModule(TokenDataset(48, 0), test=TokenDataset(12, 1), initial_size=9, batch_size=8,
-                                  eval_batch_size=16)
+    dm = token_datamodule(48, 12, initial_size=9, batch_size=8, eval_batch_size=16)
     loop = ActiveLearningLoop(STRATEGIES[name](), query_size=6, rounds=1, max_epochs_per_round=1, dirpath=str(tmp_path),
                               save_round_checkpoints=False, verbose=False)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(HFClassifier(), datamodule=dm)
+    fit_loop(HFClassifier(), dm, loop, tmp_path)
     assert dm.num_labeled == 15
-    rows = list(csv.DictReader((tmp_path / "al_rounds.csv").open()))
+    rows = read_csv(tmp_path / "al_rounds.csv")
     assert [int(r["labeled"]) for r in rows] == [9, 15]
     assert all(0.0 <= float(r["test_acc"]) <= 1.0 for r in rows)
 
@@ -88,7 +84,5 @@ def test_label_key_is_configurable(tmp_path):
     dm = ActiveLearningDataModule(Renamed(30, 0), test=Renamed(9, 1), initial_size=6, batch_size=8, label_key="target")
     loop = ActiveLearningLoop(DynamicAL(), query_size=3, rounds=1, max_epochs_per_round=1, dirpath=str(tmp_path),
                               save_round_checkpoints=False, verbose=False)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(Module(), datamodule=dm)
+    fit_loop(Module(), dm, loop, tmp_path)
     assert dm.num_labeled == 9

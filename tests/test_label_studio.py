@@ -3,8 +3,6 @@ unknown classes, skipped tasks and an unreachable server are refused or reported
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
 import sys
 import threading
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from lightning.pytorch import Callback, Trainer, seed_everything
+from lightning.pytorch import Callback, seed_everything
 
 from lightning_dynamical import ActiveLearningLoop, Classifier, LabelsPending, LabelStudioOracle
 from lightning_dynamical.data import DigitsDataModule
@@ -25,6 +23,7 @@ from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.strategies import DynamicAL
 from tests.label_studio_server import free_port
 from tests.models import TinyCNN
+from tests.tiny import digest, quiet_trainer, read_csv
 
 B = 6
 NAMES = [f"digit {i}" for i in range(10)]
@@ -49,10 +48,7 @@ def make_run(tmp_path: Path, oracle: LabelStudioOracle, **loop_kwargs):
                               oracle=oracle, dirpath=str(tmp_path / "run"), save_round_checkpoints=False,
                               verbose=False, **loop_kwargs)
     seen = TrainedOn(loop)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                      callbacks=[loop, seen])
-    return trainer, loop, model, dm, seen
+    return quiet_trainer(tmp_path, [loop, seen]), loop, model, dm, seen
 
 
 def true_label(index: int) -> int:
@@ -62,13 +58,7 @@ def true_label(index: int) -> int:
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return {str(p.relative_to(folder)): digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_annotators_labels_are_what_the_model_trains_on(label_studio, tmp_path, monkeypatch) -> None:

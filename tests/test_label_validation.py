@@ -3,25 +3,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, LabelError, Random
 from lightning_dynamical.data import DigitsDataModule
 from lightning_dynamical.weights import restore_weights
 from tests.models import TinyCNN
+from tests.tiny import digest, fit_loop, toy_datamodule
 
 
 def _dm(**kw) -> ActiveLearningDataModule:
-    data = TensorDataset(torch.randn(60, 4), torch.arange(60) % 3)
-    return ActiveLearningDataModule(data, initial_size=10, **kw)
+    """60 toy points in 3 classes, 10 labeled, no test set."""
+    return toy_datamodule(classes=3, test_size=0, **kw)
 
 
 @pytest.mark.parametrize("dm", [_dm(num_classes=3), DigitsDataModule(initial_size=10)], ids=["explicit", "dataset"])
@@ -90,10 +88,7 @@ def _state_file(tmp_path: Path, dm: ActiveLearningDataModule, label: int) -> Pat
 def _fit(tmp_path: Path, dm: ActiveLearningDataModule, model: nn.Module, state: Path | None = None) -> None:
     loop = ActiveLearningLoop(Random(), query_size=5, rounds=2, max_epochs_per_round=1, dirpath=str(tmp_path),
                               resume_from_state=None if state is None else str(state), verbose=False)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                      callbacks=[loop])
-    trainer.fit(Classifier(model, num_classes=10), datamodule=dm)
+    fit_loop(Classifier(model, num_classes=10), dm, loop, tmp_path)
 
 
 @pytest.mark.parametrize(("make", "model", "match"), [
@@ -103,10 +98,10 @@ def _fit(tmp_path: Path, dm: ActiveLearningDataModule, model: nn.Module, state: 
 def test_resume_from_state_with_an_unknown_class_changes_nothing(tmp_path, make, model, match) -> None:
     dm = make()
     state = _state_file(tmp_path, dm, label=42)
-    before = hashlib.sha256(state.read_bytes()).hexdigest()
+    before = digest(state)
     with pytest.raises(LabelError, match=match):
         _fit(tmp_path, make(), model, state)
-    assert hashlib.sha256(state.read_bytes()).hexdigest() == before
+    assert digest(state) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["al_state.json"]
 
 

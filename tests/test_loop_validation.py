@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
-import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier
+from lightning_dynamical import ActiveLearningLoop, Classifier
 from lightning_dynamical.errors import ConfigError
-
-
-def _dm() -> ActiveLearningDataModule:
-    x, y = torch.randn(60, 4), torch.arange(60) % 3
-    return ActiveLearningDataModule(TensorDataset(x, y), test=TensorDataset(x[:10], y[:10]), initial_size=10)
-
-
-def _fit(net: nn.Module, loop: ActiveLearningLoop, dm: ActiveLearningDataModule, tmp_path) -> None:
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(Classifier(net, num_classes=3), datamodule=dm)
+from tests.tiny import fit_loop, quiet_trainer, toy_classifier, toy_datamodule, toy_dataset
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -43,10 +31,10 @@ def test_bad_arguments_rejected(kwargs, match):
 
 
 def test_query_size_larger_than_pool(tmp_path):
-    dm = _dm()
+    dm = toy_datamodule(classes=3)
     before = dm.state_dict()
     with pytest.raises(ConfigError, match="query_size=51 is larger than the unlabeled pool of 50"):
-        _fit(nn.Linear(4, 3), ActiveLearningLoop(query_size=51, rounds=1), dm, tmp_path)
+        fit_loop(toy_classifier(3), dm, ActiveLearningLoop(query_size=51, rounds=1), tmp_path)
     assert dm.state_dict() == before
 
 
@@ -60,16 +48,15 @@ class _Flat(nn.Module):
 
 
 def test_model_output_not_batch_by_classes(tmp_path):
-    dm = _dm()
+    dm = toy_datamodule(classes=3)
     before = dm.state_dict()
     with pytest.raises(ValueError, match=r"logits of shape \(batch, classes\).*got \(6,\)"):
-        _fit(_Flat(), ActiveLearningLoop(query_size=5, rounds=1), dm, tmp_path)
+        fit_loop(Classifier(_Flat(), num_classes=3), dm, ActiveLearningLoop(query_size=5, rounds=1), tmp_path)
     assert dm.state_dict() == before
 
 
 def test_needs_active_learning_datamodule(tmp_path):
-    trainer = L.Trainer(max_epochs=1, callbacks=[ActiveLearningLoop(query_size=5, rounds=1)], logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
-    loader = torch.utils.data.DataLoader(TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.long)))
+    trainer = quiet_trainer(tmp_path, [ActiveLearningLoop(query_size=5, rounds=1)], max_epochs=1)
+    loader = DataLoader(toy_dataset(8, classes=3))
     with pytest.raises(TypeError, match="needs an ActiveLearningDataModule"):
-        trainer.fit(Classifier(nn.Linear(4, 3), num_classes=3), train_dataloaders=loader)
+        trainer.fit(toy_classifier(3), train_dataloaders=loader)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +19,7 @@ from lightning_dynamical.oracle import FileOracle, LabelsPending, Query
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.strategies import DynamicAL
 from tests.models import TinyCNN
+from tests.tiny import digest, quiet_trainer, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 B = 12
@@ -32,15 +32,7 @@ def make_run(tmp_path: Path, **loop_kwargs) -> tuple[Trainer, ActiveLearningLoop
     loop = ActiveLearningLoop(DynamicAL(params="last_layer"), query_size=B, rounds=1, max_epochs_per_round=2,
                               oracle=FileOracle(str(tmp_path / "labels")), dirpath=str(tmp_path / "run"),
                               save_round_checkpoints=False, verbose=False, **loop_kwargs)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, default_root_dir=str(tmp_path),
-                      callbacks=[loop])
-    return trainer, loop, model, dm
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
+    return quiet_trainer(tmp_path, [loop]), loop, model, dm
 
 
 def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
@@ -48,10 +40,6 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope="module")

@@ -7,19 +7,17 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
 
 from lightning_dynamical import ActiveLearningDataModule, Entropy, Random, Selection
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.pool_scorer import PoolScorer
+from tests.tiny import toy_dataset
 
 TRAINER = SimpleNamespace(world_size=1, global_rank=0, is_global_zero=True, progress_bar_callback=None)
 
 
 def _problem() -> tuple[nn.Module, ActiveLearningDataModule]:
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(40, 3, generator=gen)
-    dm = ActiveLearningDataModule(TensorDataset(x, (x[:, 0] > 0).long()), initial_size=10, eval_batch_size=7)
+    dm = ActiveLearningDataModule(toy_dataset(40, features=3), initial_size=10, eval_batch_size=7)
     dm.setup()
     return nn.Linear(3, 2), dm
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import wandb
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import seed_everything
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 
 from lightning_dynamical import ActiveLearningLoop, Classifier
@@ -17,6 +17,9 @@ from lightning_dynamical.data import DigitsDataModule
 from lightning_dynamical.reporting import image_array
 from lightning_dynamical.strategies.uncertainty import Entropy
 from tests.models import TinyCNN
+from tests.tiny import fit_loop
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(tmp_path: Path, logger) -> ActiveLearningLoop:
@@ -25,9 +28,7 @@ def run(tmp_path: Path, logger) -> ActiveLearningLoop:
     model = Classifier(TinyCNN(1, 10), num_classes=10, lr=0.01)
     loop = ActiveLearningLoop(Entropy(), query_size=10, rounds=1, max_epochs_per_round=2, dirpath=str(tmp_path),
                               save_round_checkpoints=False, log_approximation_ratio=True, verbose=False)
-    trainer = Trainer(max_epochs=-1, accelerator="cpu", devices=1, logger=logger, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1, callbacks=[loop])
-    trainer.fit(model, datamodule=dm)
+    fit_loop(model, dm, loop, tmp_path, logger=logger, log_every_n_steps=1)
     return loop
 
 

@@ -3,74 +3,47 @@ uninterrupted run ends; the labeled set survives weights-only checkpoints and al
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import TensorDataset
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL, migrate, records
-from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL, migrate, records
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import DigitsCNN
 from lightning_dynamical.run_records import load_split
+from tests.tiny import CrashAtRound, comparable_state, digits_datamodule, fit_loop, read_csv, toy_datamodule
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class Interrupt(L.Callback):
-    """Simulates a crash at the start of the first epoch of round ``at_round``."""
-
-    def __init__(self, loop: ActiveLearningLoop, at_round: int) -> None:
-        self.loop, self.at_round = loop, at_round
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if self.loop.round == self.at_round:
-            raise RuntimeError("simulated crash")
-
-
-def _digits_dm(seed: int = 0) -> ActiveLearningDataModule:
-    s = build_digits(test_size=300)
-    return ActiveLearningDataModule(s.pool, None, s.test, initial_size=40, batch_size=32, seed=seed)
-
-
-def _run(tmp, extra=(), ckpt_path=None, weights_only_ckpt=False):
+def _run(tmp, crash_at: int | None = None, ckpt_path=None):
     L.seed_everything(0)
-    dm = _digits_dm()
+    dm = digits_datamodule()
     loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3, max_epochs_per_round=3, patience=2,
                               dirpath=str(tmp), verbose=False)
-    callbacks = [loop, *[c(loop) for c in extra]]
-    trainer = L.Trainer(max_epochs=-1, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)
-    trainer.fit(Classifier(DigitsCNN()), datamodule=dm, ckpt_path=ckpt_path)
+    crash = [] if crash_at is None else [CrashAtRound(loop, crash_at)]
+    trainer = fit_loop(Classifier(DigitsCNN()), dm, loop, tmp, callbacks=crash, ckpt_path=ckpt_path)
     return dm, loop, trainer
-
-
-def _comparable(path):
-    """al_state.json without wall-clock timings."""
-    state = json.loads(path.read_text())
-    for row in state["history"]:
-        row.pop("score_seconds")
-    return state
 
 
 def _queries(path):
     """al_queries.csv without the scores (floats from another process)."""
-    with open(path) as f:
-        return [{k: v for k, v in row.items() if k != "score"} for row in csv.DictReader(f)]
+    return [{k: v for k, v in row.items() if k != "score"} for row in read_csv(path)]
 
 
 def test_interrupted_run_resumes_to_the_same_state(tmp_path):
     full, crash = tmp_path / "full", tmp_path / "crash"
     dm_full, loop_full, _ = _run(full)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        _run(crash, extra=[lambda loop: Interrupt(loop, at_round=2)])
+        _run(crash, crash_at=2)
     state_at_crash = json.loads((crash / "al_state.json").read_text())
     assert state_at_crash["round"] == 2
     dm, loop, _ = _run(crash, ckpt_path=str(crash / "al_round_1.ckpt"))
     assert loop.round == 3 and loop.finished
-    assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
+    assert comparable_state(crash / "al_state.json") == comparable_state(full / "al_state.json")
     assert (crash / "al_rounds.csv").read_text().count("\n") == 5
     assert _queries(crash / "al_queries.csv") == _queries(full / "al_queries.csv")
     queried = _queries(full / "al_queries.csv")
@@ -94,13 +67,11 @@ def test_checkpoint_holds_split_and_loads_weights_only(tmp_path):
 
 def test_resume_from_state_rebuilds_split(tmp_path):
     dm, *_ = _run(tmp_path / "a")
-    fresh = _digits_dm(seed=5)
+    fresh = digits_datamodule(seed=5)
     assert fresh.labeled_indices != dm.labeled_indices[:40]
     loop = ActiveLearningLoop(query_size=30, rounds=3, max_epochs_per_round=1, dirpath=str(tmp_path / "b"),
                               resume_from_state=str(tmp_path / "a" / "al_state.json"), verbose=False)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, default_root_dir=tmp_path)
-    trainer.fit(Classifier(DigitsCNN()), datamodule=fresh)
+    fit_loop(Classifier(DigitsCNN()), fresh, loop, tmp_path)
     assert fresh.labeled_indices == dm.labeled_indices
     assert loop.round == 3 and loop.finished and len(loop.history) == 4
 
@@ -114,7 +85,7 @@ def test_resume_from_state_rebuilds_split(tmp_path):
     ("not json", r"is not valid JSON"),
 ])
 def test_invalid_state_file_refused(tmp_path, bad, match):
-    fresh = _digits_dm()
+    fresh = digits_datamodule()
     before = fresh.state_dict()
     records.write_state(str(tmp_path), {"round": 1, "dataset_size": before["dataset_size"],
                                         "labeled": before["labeled"], "given_labels": [], "history": []})
@@ -140,7 +111,7 @@ def test_stale_temporary_files_are_removed(tmp_path):
 
 
 def test_tiny_dataset_round_trip():
-    dm = ActiveLearningDataModule(TensorDataset(torch.randn(20, 3), torch.arange(20) % 2), initial_size=4)
+    dm = toy_datamodule(20, test_size=0, initial_size=4)
     assert dm.num_labeled == 4
 
 

@@ -3,8 +3,6 @@ them, and their state survives a resume from a round checkpoint and from al_stat
 
 from __future__ import annotations
 
-import csv
-import json
 from pathlib import Path
 
 import lightning as L
@@ -14,8 +12,7 @@ import yaml
 from sklearn.metrics import cohen_kappa_score
 from torch import Tensor
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL, Entropy
-from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL, Entropy
 from lightning_dynamical.models import DigitsCNN
 from lightning_dynamical.stopping import (
     GradientNormDecay,
@@ -26,6 +23,7 @@ from lightning_dynamical.stopping import (
     ValidationPlateau,
     cohen_kappa,
 )
+from tests.tiny import CrashAtRound, comparable_state, digits_datamodule, fit_loop, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,15 +121,6 @@ def test_stopping_refuses_bad_input():
 
 
 # ---- in the loop -----------------------------------------------------------------------------------------
-class Crash(L.Callback):
-    def __init__(self, loop: ActiveLearningLoop, at_round: int) -> None:
-        self.loop, self.at_round = loop, at_round
-
-    def on_train_epoch_start(self, trainer, pl_module):
-        if self.loop.round == self.at_round:
-            raise RuntimeError("simulated crash")
-
-
 class AlwaysAfterScoring(StoppingCriterion):
     name = "always"
     phase = "query"
@@ -141,26 +130,19 @@ class AlwaysAfterScoring(StoppingCriterion):
         return True
 
 
-def _dm(val_size: int = 0) -> ActiveLearningDataModule:
-    s = build_digits(test_size=300)
-    return ActiveLearningDataModule(s.pool, None, s.test, initial_size=40, batch_size=32, val_size=val_size)
-
-
 def _fit(tmp: Path, stop, strategy=None, rounds: int = 3, val_size: int = 0, crash_at: int | None = None,
          ckpt_path: str | None = None, **kwargs):
     L.seed_everything(0)
-    dm = _dm(val_size)
+    dm = digits_datamodule(val_size=val_size)
     loop = ActiveLearningLoop(strategy or DynamicAL(), query_size=30, rounds=rounds, max_epochs_per_round=2,
                               patience=1, dirpath=str(tmp), verbose=False, stop=stop, **kwargs)
-    callbacks = [loop] + ([Crash(loop, crash_at)] if crash_at is not None else [])
-    trainer = L.Trainer(max_epochs=-1, callbacks=callbacks, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp)
-    trainer.fit(Classifier(DigitsCNN()), datamodule=dm, ckpt_path=ckpt_path)
+    crash = [] if crash_at is None else [CrashAtRound(loop, crash_at)]
+    fit_loop(Classifier(DigitsCNN()), dm, loop, tmp, callbacks=crash, ckpt_path=ckpt_path)
     return dm, loop
 
 
 def _rounds(tmp: Path) -> list[dict[str, str]]:
-    return list(csv.DictReader(open(tmp / "al_rounds.csv")))
+    return read_csv(tmp / "al_rounds.csv")
 
 
 def test_budget_stops_the_run_with_a_line_naming_it(tmp_path, one_thread, caplog):
@@ -197,27 +179,20 @@ def _criteria():
             GradientNormDecay(fraction=0.5)]
 
 
-def _comparable(path: Path) -> dict:
-    state = json.loads(path.read_text())
-    for row in state["history"]:
-        row.pop("score_seconds")
-    return state
-
-
 def test_criterion_state_survives_resume(tmp_path, one_thread):
     full, crash = tmp_path / "full", tmp_path / "crash"
     _, loop_full = _fit(full, _criteria(), val_size=100, stop_mode="record")
     with pytest.raises(RuntimeError, match="simulated crash"):
         _fit(crash, _criteria(), val_size=100, stop_mode="record", crash_at=2)
     _, loop = _fit(crash, _criteria(), val_size=100, stop_mode="record", ckpt_path=str(crash / "al_round_1.ckpt"))
-    assert _comparable(crash / "al_state.json") == _comparable(full / "al_state.json")
+    assert comparable_state(crash / "al_state.json") == comparable_state(full / "al_state.json")
     state = loop.stopping.state_dict()
     assert state == loop_full.stopping.state_dict()
     assert len(state["kappa"]["kappas"]) == 3 and state["gradient_norm"]["reference"] > 0
     assert [r["stopped_by"] for r in _rounds(crash)] == [r["stopped_by"] for r in _rounds(full)]
 
     fresh = ActiveLearningLoop(query_size=30, rounds=3, stop=_criteria())
-    fresh.load_state_dict(fresh.records.resume_from(_dm(val_size=100), str(crash / "al_state.json")))
+    fresh.load_state_dict(fresh.records.resume_from(digits_datamodule(val_size=100), str(crash / "al_state.json")))
     assert fresh.stopping.state_dict() == state
 
 

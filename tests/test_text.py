@@ -10,12 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamical import Classifier, DynamicAL
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL
 from lightning_dynamical.data.ag_news import (
     CLASSES,
     WordVocabulary,
@@ -27,6 +28,9 @@ from lightning_dynamical.data.modules import AGNewsDataModule
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.models import TextTransformer
 from tests.brute_force import any_per_sample_grads
+from tests.hf_text import CLASSES as HF_CLASSES
+from tests.hf_text import tiny_bert, token_datamodule
+from tests.tiny import fit_loop, read_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 TOPICS = {1: "election minister", 2: "match coach", 3: "shares profit", 4: "software chip"}
@@ -255,7 +259,7 @@ def test_ag_news_config_one_round(tmp_path: Path) -> None:
            "--trainer.callbacks.init_args.max_epochs_per_round=3", f"--trainer.callbacks.init_args.dirpath={tmp_path}"]
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    rows = list(csv.DictReader(open(tmp_path / "al_rounds.csv")))
+    rows = read_csv(tmp_path / "al_rounds.csv")
     assert [int(r["round"]) for r in rows] == [0, 1]
     assert [int(r["labeled"]) for r in rows] == [8, 12]
     assert all(0 <= float(r["test_acc"]) <= 1 for r in rows)
@@ -267,23 +271,12 @@ def test_ag_news_config_one_round(tmp_path: Path) -> None:
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_classifier_around_a_hugging_face_model_runs_a_round(tmp_path: Path) -> None:
     """``Classifier(BertForSequenceClassification)``: keyword inputs in, a ``ModelOutput`` out, no adapter."""
-    import lightning as L
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop
-    from tests.hf_text import CLASSES as HF_CLASSES
-    from tests.hf_text import SEQ, VOCAB, TokenDataset
-
     L.seed_everything(0)
-    config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=SEQ, num_labels=HF_CLASSES)
-    model = Classifier(BertForSequenceClassification(config), num_classes=HF_CLASSES, lr=3e-3)
-    dm = ActiveLearningDataModule(TokenDataset(40, 0), test=TokenDataset(12, 1), initial_size=8, batch_size=8)
+    model = Classifier(tiny_bert(), num_classes=HF_CLASSES, lr=3e-3)
+    dm = token_datamodule(40, 12, initial_size=8, batch_size=8)
     loop = ActiveLearningLoop(DynamicAL(), query_size=5, rounds=1, max_epochs_per_round=2, dirpath=str(tmp_path),
                               save_round_checkpoints=False, verbose=False)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
-    trainer.fit(model, datamodule=dm)
+    fit_loop(model, dm, loop, tmp_path)
     assert dm.num_labeled == 13
     assert [r["labeled"] for r in loop.history] == [8, 13]
     assert all(0 <= r["test_acc"] <= 1 for r in loop.history)

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamical.train_loader import reload_train_dataloader
+from tests.tiny import quiet_trainer
 
 
 class Growing(L.LightningDataModule):
@@ -21,6 +22,8 @@ class Growing(L.LightningDataModule):
 
 
 class Tiny(L.LightningModule):
+    """Trains and nothing else (no validation step, as the data module has no validation data)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.net = nn.Linear(2, 2)
@@ -49,9 +52,7 @@ class GrowAfterFirstEpoch(L.Callback):
 
 def _batches_per_epoch(reload: bool) -> list[int]:
     probe = GrowAfterFirstEpoch(reload)
-    trainer = L.Trainer(max_epochs=3, callbacks=[probe], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(Tiny(), datamodule=Growing())
+    quiet_trainer(None, [probe], max_epochs=3).fit(Tiny(), datamodule=Growing())
     return probe.batches
 
 

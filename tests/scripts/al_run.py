@@ -14,8 +14,8 @@ import lightning as L
 import torch
 from torch import nn
 
-from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
-from lightning_dynamical.data.digits import build_digits
+from lightning_dynamical import ActiveLearningLoop, Classifier, DynamicAL
+from tests.tiny import digits_datamodule, fit_loop
 
 
 class Timeline(L.Callback):
@@ -30,14 +30,11 @@ class Timeline(L.Callback):
 def main(out: str, ckpt: str | None) -> None:
     torch.set_num_threads(1)
     L.seed_everything(0, verbose=False)
-    splits = build_digits(test_size=300)
-    dm = ActiveLearningDataModule(splits.pool, None, splits.test, initial_size=30, batch_size=32, seed=0)
+    dm = digits_datamodule(initial_size=30, seed=0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Dropout(0.2), nn.Linear(32, 10))
     loop = ActiveLearningLoop(DynamicAL(), query_size=20, rounds=4, patience=2, max_epochs_per_round=3, dirpath=out,
                               verbose=False)
-    trainer = L.Trainer(max_epochs=-1, callbacks=[loop, Timeline()], logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out)
-    trainer.fit(Classifier(net), datamodule=dm, ckpt_path=ckpt)
+    fit_loop(Classifier(net), dm, loop, out, callbacks=[Timeline()], ckpt_path=ckpt)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ import torch
 from torch import nn
 
 from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier, DynamicAL
-from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.models import DigitsCNN
 from lightning_dynamical.stopping import GradientNormDecay, StabilizingPredictions, ValidationPlateau
+from tests.tiny import digits_datamodule, fit_loop
 
 
 class Frozen(Classifier):
@@ -29,28 +29,23 @@ class Frozen(Classifier):
 
 
 def hf_task() -> tuple[L.LightningModule, ActiveLearningDataModule]:
-    from tests.hf_text import HFClassifier, TokenDataset
+    from tests.hf_text import HFClassifier, token_datamodule
 
     class FrozenHF(HFClassifier):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    dm = ActiveLearningDataModule(TokenDataset(64, 0), test=TokenDataset(16, 1), initial_size=10, batch_size=8,
-                                  eval_batch_size=8)
-    return FrozenHF(), dm
+    return FrozenHF(), token_datamodule(64, 16, initial_size=10, batch_size=8, eval_batch_size=8)
 
 
 def main(mode: str, devices: int, out: Path) -> None:
     L.seed_everything(0)
+    strategy = "ddp" if devices > 1 else "auto"
     if mode == "hf":
         model, dm = hf_task()
         loop = ActiveLearningLoop(DynamicAL(), query_size=7, rounds=1, max_epochs_per_round=1, dirpath=str(out),
                                   verbose=False)
-        trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                            precision="64-true", max_epochs=-1, callbacks=[loop], logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            default_root_dir=str(out))
-        trainer.fit(model, datamodule=dm)
+        trainer = fit_loop(model, dm, loop, out, devices=devices, strategy=strategy, precision="64-true")
         (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
             {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
              "sharded": loop.scorer.sharded, "buffers": []}))
@@ -60,20 +55,16 @@ def main(mode: str, devices: int, out: Path) -> None:
         for m in net.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.momentum = 0.0
-    s = build_digits(test_size=297)
-    dm = ActiveLearningDataModule(s.pool, None, s.test, initial_size=60, batch_size=16, eval_batch_size=50,
-                                  val_size=0 if mode == "score" else 50)
+    dm = digits_datamodule(initial_size=60, batch_size=16, test_size=297, eval_batch_size=50,
+                           val_size=0 if mode == "score" else 50)
     stop = None if mode == "score" else [StabilizingPredictions(threshold=-1.0, rounds=1, stop_set_size=101),
                                          ValidationPlateau(patience=1), GradientNormDecay(fraction=0.999)]
     loop = ActiveLearningLoop(DynamicAL(), query_size=25, rounds=1 if mode == "score" else 2,
                               max_epochs_per_round=1 if mode == "score" else 2, dirpath=str(out), verbose=False,
                               stop=stop, stop_mode="record")
-    trainer = L.Trainer(accelerator="cpu", devices=devices, strategy="ddp" if devices > 1 else "auto",
-                        precision="64-true" if mode == "score" else "32-true", max_epochs=-1, callbacks=[loop],
-                        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(out))
     model = (Frozen if mode == "score" else Classifier)(net)
-    trainer.fit(model, datamodule=dm)
+    trainer = fit_loop(model, dm, loop, out, devices=devices, strategy=strategy,
+                       precision="64-true" if mode == "score" else "32-true")
     (out / f"rank{trainer.global_rank}.json").write_text(json.dumps(
         {"labeled": dm.labeled_indices, "round": loop.round, "world": trainer.world_size,
          "sharded": loop.scorer.sharded,
