@@ -13,7 +13,7 @@ import pytest
 import torch
 from fsspec.implementations.local import LocalFileSystem
 
-from lightning_dynamical import records
+from lightning_dynamical import migrate, records
 from lightning_dynamical.errors import ConfigError
 from tests.tiny import read_csv
 
@@ -145,12 +145,23 @@ def test_json_that_cannot_be_written_leaves_the_old_file(tmp_path) -> None:
 
 # ---- the state file ----------------------------------------------------------------------------------------
 STATE = {"round": 2, "dataset_size": 20, "labeled": [3, 1, 4], "given_labels": [[4, 1]],
-         "history": [{"round": 0, "labeled": 1}, {"round": 1, "labeled": 2}], "weights": None}
+         "history": [{"round": 0, "labeled": 1, "train_loss": 0.5, "train_acc": 0.9, "stopped_by": ""},
+                     {"round": 1, "labeled": 2, "train_loss": 0.4, "train_acc": 1.0, "stopped_by": "kappa"}],
+         "weights": None, "stopping": {"kappa": {"kappas": [0.5]}}}
 
 
 def test_state_round_trip(tmp_path) -> None:
     records.write_state(str(tmp_path), STATE)
     assert records.read_state(str(tmp_path / records.STATE_FILE)) == STATE
+
+
+def test_an_older_state_is_read_in_todays_format(tmp_path) -> None:
+    older = {**STATE, "history": [{"round": 0, "labeled": 1}, {"round": 1, "labeled": 2}]}
+    del older["stopping"], older["weights"]
+    records.write_state(str(tmp_path), older)
+    read = records.read_state(str(tmp_path / records.STATE_FILE))
+    assert read == migrate.migrate_records_state(older)
+    assert read["stopping"] == {} and read["weights"] is None and read["history"][1]["stopped_by"] == ""
 
 
 @pytest.mark.parametrize("text, match", [
