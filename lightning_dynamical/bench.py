@@ -435,7 +435,7 @@ def paired_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
     e.g. a table of dynamicAL variants): per-seed AULC differences, seeds won."""
     if len(groups) < 2:
         return []
-    references = [r for r in ("random", "entropy") if r in groups] or [next(iter(groups))]
+    references: list[str] = [r for r in ("random", "entropy") if r in groups] or [next(iter(groups))]
     header = "| strategy | " + " | ".join(f"ΔAULC vs {r} (pp) | seeds won vs {r}" for r in references) + " |"
     lines = ["## Paired comparison (metric: AULC, fixed before running)", "", header,
              "|---" * (1 + 2 * len(references)) + "|"]
