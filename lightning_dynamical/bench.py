@@ -508,7 +508,8 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
                 f"{args.train_acc_threshold}), {pool}{subset}{val}; seeds "
                 f"{', '.join(map(str, args.seeds))}. Model: {preset.model}, {preset.optimizer} lr {preset.lr}, "
                 f"weight decay {preset.weight_decay}, batch {preset.batch_size}; {args.accelerator}, "
-                f"torch {torch.__version__}. Stopping criteria recorded (not enforced): {criteria} "
+                f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Stopping criteria recorded "
+                f"(not enforced): {criteria} "
                 "(GradientNormDecay for dynamicAL strategies only).")
     has_val = getattr(args, "has_val", args.val_size > 0)
     recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val)] for s in args.strategies}
@@ -668,6 +669,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                         help="augment the training view (image data sets; default: the DataModule's own default)")
     parser.add_argument("--accelerator", default="cpu")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (float rounding, and so some selections, depend on it: the same seeds "
+                             "give the same results.csv at the same thread count); default: torch's")
     parser.add_argument("--estimate-only", action="store_true", help="print the run-time estimate and exit")
     parser.add_argument("--out", default="bench_results")
     known, _ = parser.parse_known_args(argv)
@@ -688,6 +692,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         if plain:
             parser.error(f"--augment/--no-augment: {', '.join(plain)} has no augmentation; image data sets with "
                          f"one: {', '.join(k for k, p in PRESETS.items() if p.augments)}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be a positive int, got {args.threads}")
     if args.val_size < 0:
         parser.error(f"--val-size must be >= 0, got {args.val_size}")
     return args
@@ -698,6 +704,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ``summary.md`` under ``--out`` (``--out/<data>_b<b>`` for a grid)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
+    threads = torch.get_num_threads()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    try:
+        _run(args, argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> None:
+    """The benches of ``args`` (the paper protocol's run-time estimate printed first)."""
     benches = grid(args)
     command = shlex.join(["lightning-dynamical-bench", *argv])
     if args.estimate_only or args.protocol == "paper":

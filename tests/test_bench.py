@@ -34,7 +34,7 @@ from tests.test_data import skip_md5, write_caltech101, write_cifar10, write_mni
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--protocol", "smoke", "--strategies", "random,entropy", "--seeds", "0,1", "--rounds", "1",
-        "--max-epochs-per-round", "2"]
+        "--max-epochs-per-round", "2", "--threads", "1"]
 
 
 def without_timings(path: Path) -> list[dict[str, str]]:
@@ -48,7 +48,9 @@ def test_tiny_preset_writes_outputs_and_reproduces_across_processes(tmp_path: Pa
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
+    threads = torch.get_num_threads()
     main([*TINY, "--out", str(second)])
+    assert torch.get_num_threads() == threads  # the bench's thread count does not leak
 
     rows = read_results(first / "results.csv")
     assert [(r["strategy"], r["seed"], r["round"], r["labeled"]) for r in rows] == [
@@ -65,6 +67,7 @@ def test_tiny_preset_writes_outputs_and_reproduces_across_processes(tmp_path: Pa
     assert (first / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = (first / "summary.md").read_text()
     assert "lightning-dynamical-bench --protocol smoke" in summary and "pool limited to 400" in summary
+    assert ", 1 CPU threads." in summary
     assert "| round | labeled | random | entropy |" in summary
     assert "| strategy | AULC (%) | final accuracy (%) | wall s / run | scoring s / run |" in summary
     assert "| entropy | ΔAULC" not in summary and "| entropy | " in summary.split("## Paired comparison")[1]
