@@ -9,7 +9,8 @@ test set.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.data.ag_news import build_ag_news
@@ -59,7 +60,29 @@ class DigitsDataModule(NamedDataModule):
         return build_digits(test_size=self.test_size, seed=self.split_seed)
 
 
-class MNISTDataModule(NamedDataModule):
+class DownloadableDataModule(NamedDataModule):
+    """A torchvision data set read from files under ``root`` by ``builder(root, download=..., augment=...)``.
+
+    Subclasses set ``builder`` and declare their own typed, documented constructor (their ``augment`` default).
+    """
+
+    builder: ClassVar[Callable[..., DatasetSplits]]
+
+    def __init__(self, *, root: str, download: bool, augment: bool, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.root = root
+        self.download = download
+        self.augment = augment
+
+    def prepare_data(self) -> None:
+        if self.download:
+            type(self).builder(self.root, download=True)
+
+    def build_splits(self) -> DatasetSplits:
+        return type(self).builder(self.root, augment=self.augment)
+
+
+class MNISTDataModule(DownloadableDataModule):
     """MNIST (60k train / 10k test).
 
     Args:
@@ -68,21 +91,13 @@ class MNISTDataModule(NamedDataModule):
         augment: random 2-pixel shifts for training (scoring and evaluation never augment).
     """
 
+    builder = staticmethod(build_mnist)
+
     def __init__(self, *, root: str = "data", download: bool = False, augment: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.root = root
-        self.download = download
-        self.augment = augment
-
-    def prepare_data(self) -> None:
-        if self.download:
-            build_mnist(self.root, download=True)
-
-    def build_splits(self) -> DatasetSplits:
-        return build_mnist(self.root, augment=self.augment)
+        super().__init__(root=root, download=download, augment=augment, **kwargs)
 
 
-class CIFAR10DataModule(NamedDataModule):
+class CIFAR10DataModule(DownloadableDataModule):
     """CIFAR-10 (50k train / 10k test).
 
     Args:
@@ -91,22 +106,13 @@ class CIFAR10DataModule(NamedDataModule):
         augment: random crop and flip for training (scoring and evaluation never augment).
     """
 
-    def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.root = root
-        self.download = download
-        self.augment = augment
+    builder = staticmethod(build_cifar10)
 
-    def prepare_data(self) -> None:
-        if self.download:
-            build_cifar10(self.root, download=True)
-
-    def build_splits(self) -> DatasetSplits:
-        return build_cifar10(self.root, augment=self.augment)
+    def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True, **kwargs: Any) -> None:
+        super().__init__(root=root, download=download, augment=augment, **kwargs)
 
 
-class SVHNDataModule(NamedDataModule):
+class SVHNDataModule(DownloadableDataModule):
     """SVHN (73k train / 26k test).
 
     Args:
@@ -115,19 +121,10 @@ class SVHNDataModule(NamedDataModule):
         augment: random crops for training (scoring and evaluation never augment).
     """
 
-    def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True,
-                 **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.root = root
-        self.download = download
-        self.augment = augment
+    builder = staticmethod(build_svhn)
 
-    def prepare_data(self) -> None:
-        if self.download:
-            build_svhn(self.root, download=True)
-
-    def build_splits(self) -> DatasetSplits:
-        return build_svhn(self.root, augment=self.augment)
+    def __init__(self, *, root: str = "data", download: bool = False, augment: bool = True, **kwargs: Any) -> None:
+        super().__init__(root=root, download=download, augment=augment, **kwargs)
 
 
 class Caltech101DataModule(NamedDataModule):
