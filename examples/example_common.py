@@ -1,30 +1,14 @@
-"""What both examples share: the active-learning arguments, a per-round wall clock, and one run with its table."""
+"""What both examples share: the active-learning arguments and one run with its per-round table."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 
-from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from lightning_dynamical import ActiveLearningLoop, DynamicAL, Entropy, Random, Strategy
-
-
-class RoundClock(Callback):
-    """Wall seconds from the start of ``fit`` to the end of each active-learning round."""
-
-    def __init__(self, loop: ActiveLearningLoop) -> None:
-        self.loop = loop
-        self.times: list[float] = []
-        self.start = time.perf_counter()
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        while len(self.times) < len(self.loop.history):
-            self.times.append(time.perf_counter() - self.start)
+from lightning_dynamical.clock import RoundClock
 
 
 def make_strategy(name: str, gamma: float, seed: int) -> Strategy:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 import torch
-from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
+from lightning.pytorch import Trainer, seed_everything
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
@@ -35,6 +35,7 @@ from lightning_dynamical import data as datasets
 from lightning_dynamical import models, records
 from lightning_dynamical.batches import batch_inputs, batch_size, batch_targets, forward_logits
 from lightning_dynamical.callback import ActiveLearningLoop
+from lightning_dynamical.clock import RoundClock
 from lightning_dynamical.module import Classifier
 from lightning_dynamical.pool import ActiveLearningDataModule
 from lightning_dynamical.splits import DatasetSplits, dataset_size
@@ -212,26 +213,6 @@ def materialize(dataset: Dataset | None) -> Dataset | None:
 
 
 # ---- one run -----------------------------------------------------------------------------------------------
-class RoundClock(Callback):
-    """Wall seconds from the start of ``fit`` to the end of each round; ticks the progress bar per round."""
-
-    def __init__(self, loop: ActiveLearningLoop, bar: Any) -> None:
-        self.loop = loop
-        self.bar = bar
-        self.times: list[float] = []
-        self._start = time.perf_counter()
-
-    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        while len(self.times) < len(self.loop.history):
-            row = self.loop.history[len(self.times)]
-            self.times.append(round(time.perf_counter() - self._start, 3))
-            self.bar.set_postfix(labeled=row["labeled"], acc=f"{row['test_acc']:.4f}")
-            self.bar.update(1)
-
-
 def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed: int, bar: Any) -> list[dict]:
     """One seeded active-learning run; its rows for ``results.csv``."""
     preset = PRESETS[args.data]
