@@ -137,9 +137,21 @@ OPS: dict[Callable[..., Any], Binder] = {
 }
 
 
-def register_op(func: Callable[..., Any], binder: Binder) -> None:
-    """Cover parameters passed to ``func``: ``binder(args, kwargs)`` returns the :class:`OpCall` (or ``None``)."""
+def register_op(func: Callable[..., Any], binder: Binder | None = None) -> Any:
+    """Cover parameters passed to ``func``: ``binder(args, kwargs)`` returns the :class:`OpCall` the call is (a
+    rule of :data:`RULES`, its configuration, the input and the parameters by role), or ``None`` for a use the
+    rule does not cover. Call it as ``register_op(func, binder)`` or decorate: ``@register_op(func)``.
+
+    The run-time proof still checks every call (one use per parameter, the batch on dim 0, a two-sample probe),
+    so a binder only states what the call computes; a wrong one is caught there or by the brute-force tests.
+    """
+    if binder is None:
+        def decorate(fn: Binder) -> Binder:
+            OPS[func] = fn
+            return fn
+        return decorate
     OPS[func] = binder
+    return binder
 
 
 def bind(func: Callable[..., Any], args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
