@@ -9,7 +9,7 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torch.utils.data import Subset
+from torch.utils.data import DataLoader, Subset
 
 from lightning_dynamical import seeds
 from lightning_dynamical.distributed import check_agreement, gather_shards, reduce_sum, shard
@@ -96,18 +96,17 @@ class PoolScorer:
         seconds = round_seconds(time.perf_counter() - start)
         indices = dm.pool_indices(positions[p] for p in selection.positions.tolist())
         check_agreement(trainer, indices, f"the round-{round} selection")
+        queried = dm.eval_loader(Subset(dm.splits.pool_eval, indices))
         pseudo = selection.pseudo_labels
         if pseudo is None:
-            queried = dm.eval_loader(Subset(dm.splits.pool_eval, indices))
             pseudo = probabilities(model, queried, label_key=dm.label_key).argmax(1)
-        query = Query(round, indices, selection.scores, pseudo)
-        ratio = self._approximation_ratio(model, dm, query) if self.approximation_ratio else None
-        return Scored(query, selection.pool_scores, seconds, ratio)
+        ratio = self._approximation_ratio(model, dm, queried) if self.approximation_ratio else None
+        return Scored(Query(round, indices, selection.scores, pseudo), selection.pool_scores, seconds, ratio)
 
-    def _approximation_ratio(self, model: LightningModule, dm: ActiveLearningDataModule, query: Query) -> float:
-        """Eq. 14 for the queried batch, before it joins the labeled set (over DynamicAL's ``params``)."""
+    def _approximation_ratio(self, model: LightningModule, dm: ActiveLearningDataModule, queried: DataLoader) -> float:
+        """Eq. 14 for the queried batch (its loader), before it joins the labeled set (over DynamicAL's
+        ``params``)."""
         params = self.strategy.params if isinstance(self.strategy, DynamicAL) else None
-        queried = dm.eval_loader(Subset(dm.splits.pool_eval, query.indices))
         return approximation_ratio(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params)
 
     def select(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, positions: list[int],
