@@ -124,12 +124,13 @@ def _image_folder(args: argparse.Namespace) -> datasets.NamedDataModule:
     return datasets.ImageFolderDataModule(root=args.root, image_size=args.image_size, **_augment(args))
 
 
-def _ag_news(args: argparse.Namespace) -> datasets.NamedDataModule:
-    return datasets.AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000, vocab_size=AG_NEWS_VOCAB,
-                            max_length=AG_NEWS_LENGTH)
-
-
 AG_NEWS_POOL, AG_NEWS_VOCAB, AG_NEWS_LENGTH = 2000, 8000, 64
+"""AG News as ``configs/ag_news.yaml`` has it: pool items, vocabulary size (the network's too), tokens per item."""
+
+
+def _ag_news(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000,
+                                     vocab_size=AG_NEWS_VOCAB, max_length=AG_NEWS_LENGTH)
 
 
 def _resnet18(num_classes: int, image_size: int) -> nn.Module:
