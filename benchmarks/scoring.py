@@ -46,10 +46,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
 from lightning_dynamical.models import CifarCNN, resnet18
 from lightning_dynamical.scoring import FuncEngine, LastLayerEngine, make_engine, select_parameters
 from lightning_dynamical.scoring.engine import FAST_PATHS
+from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, take
 
 
 def _timm(name: str, **kwargs: Any) -> Callable[[], nn.Module]:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from lightning_dynamical import ActiveLearningLoop, DynamicAL, Entropy, Random, Strategy
-from lightning_dynamical.clock import RoundClock
+from lightning_dynamical.reporting.clock import RoundClock
 
 
 def make_strategy(name: str, gamma: float, seed: int) -> Strategy:
@@ -34,7 +34,7 @@ def run(model: LightningModule, dm: LightningDataModule, args: argparse.Namespac
     """One active-learning run with the arguments of :func:`add_loop_arguments`, then ``title()`` (called after
     the fit, when the data module is set up) and the per-round table."""
     loop = ActiveLearningLoop(make_strategy(args.strategy, args.gamma, args.seed), query_size=args.query_size,
-                              rounds=args.rounds, patience=3, train_acc_threshold=0.99,
+                              rounds=args.rounds,
                               max_epochs_per_round=args.max_epochs_per_round, seed=args.seed, dirpath=args.out,
                               save_round_checkpoints=False)
     clock = RoundClock(loop)

@@ -1,20 +1,21 @@
 """dynamicAL deep active learning for PyTorch Lightning."""
 
-from lightning_dynamical.callback import ActiveLearningLoop
-from lightning_dynamical.convergence import Convergence
+from lightning_dynamical.data.datamodule import ActiveLearningDataModule, LabelError
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.label_studio import LabelStudioOracle
-from lightning_dynamical.module import Classifier
-from lightning_dynamical.oracle import DatasetOracle, FileOracle, LabelsPending, Oracle
-from lightning_dynamical.pool import ActiveLearningDataModule, LabelError
-from lightning_dynamical.queries import Query
-from lightning_dynamical.stopping import (
+from lightning_dynamical.loop.callback import ActiveLearningLoop
+from lightning_dynamical.loop.convergence import Convergence
+from lightning_dynamical.loop.stopping import (
     GradientNormDecay,
     LabelBudget,
     StabilizingPredictions,
     StoppingCriterion,
     ValidationPlateau,
 )
+from lightning_dynamical.models.classifier import Classifier
+from lightning_dynamical.oracles.base import DatasetOracle, FileOracle, LabelsPending, Oracle
+from lightning_dynamical.oracles.label_studio import LabelStudioOracle
+from lightning_dynamical.records import moved
+from lightning_dynamical.records.queries import Query
 from lightning_dynamical.strategies import (
     ALBL,
     BADGE,
@@ -63,3 +64,5 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+moved.install()

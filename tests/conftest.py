@@ -18,7 +18,7 @@ def one_thread():
 @pytest.fixture(scope="session")
 def label_studio(tmp_path_factory):
     """A real Label Studio server, started once per test session (see ``tests/label_studio_server.py``)."""
-    from tests import label_studio_server
+    from tests.helpers import label_studio_server
 
     server = label_studio_server.start(tmp_path_factory.mktemp("label-studio"))
     _timings["Label Studio server start (s)"] = round(server.start_seconds, 1)

@@ -1,5 +1,5 @@
-"""Data sets as :class:`~lightning_dynamical.splits.DatasetSplits` builders and the matching
-ActiveLearningDataModule subclasses."""
+"""Data: the labeled/unlabeled pool (:class:`ActiveLearningDataModule`, :mod:`.datamodule`), what a builder returns
+(:mod:`.splits`), and data sets as builders with their DataModule subclasses."""
 
 from lightning_dynamical.data.modules import (
     AGNewsDataModule,
@@ -11,7 +11,7 @@ from lightning_dynamical.data.modules import (
     NamedDataModule,
     SVHNDataModule,
 )
-from lightning_dynamical.splits import DatasetSplits
+from lightning_dynamical.data.splits import DatasetSplits
 
 __all__ = ["AGNewsDataModule", "CIFAR10DataModule", "Caltech101DataModule", "DatasetSplits", "DigitsDataModule",
            "ImageFolderDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule"]

@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lightning_dynamical.batches import LABEL_KEY
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.splits import DatasetSplits
+from lightning_dynamical.tasks.batches import LABEL_KEY
 
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
 HEADER = ["label", "title", "description"]

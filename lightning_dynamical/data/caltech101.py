@@ -8,9 +8,9 @@ from torchvision.datasets import Caltech101
 
 from lightning_dynamical.data.holdout import stratified_holdout
 from lightning_dynamical.data.missing import dataset_files
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import resized
 from lightning_dynamical.data.views import TransformedView
-from lightning_dynamical.splits import DatasetSplits
 
 
 def build_caltech101(root: str | Path, download: bool = False, image_size: int = 224,

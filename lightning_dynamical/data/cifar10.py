@@ -7,9 +7,9 @@ from pathlib import Path
 from torchvision.datasets import CIFAR10
 
 from lightning_dynamical.data.missing import dataset_files
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import CIFAR10_STATS, normalized, padded_crop
 from lightning_dynamical.data.views import TransformedView
-from lightning_dynamical.splits import DatasetSplits
 
 
 def build_cifar10(root: str | Path, download: bool = False, augment: bool = True) -> DatasetSplits:

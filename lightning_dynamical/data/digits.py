@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import TensorDataset
 
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.splits import DatasetSplits
 
 
 def build_digits(test_size: int = 397, seed: int = 0) -> DatasetSplits:

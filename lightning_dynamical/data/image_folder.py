@@ -7,10 +7,10 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 
 from lightning_dynamical.data.holdout import stratified_holdout
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.transforms import resized
 from lightning_dynamical.data.views import TransformedView
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.splits import DatasetSplits
 
 SPLIT_DIRS = ("train", "val", "test")
 

@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.data.ag_news import build_ag_news
 from lightning_dynamical.data.caltech101 import build_caltech101
 from lightning_dynamical.data.cifar10 import build_cifar10
+from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.data.image_folder import build_image_folder
 from lightning_dynamical.data.mnist import build_mnist
+from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
-from lightning_dynamical.pool import ActiveLearningDataModule
-from lightning_dynamical.splits import DatasetSplits
+from lightning_dynamical.tasks.batches import LABEL_KEY
 
 
 class NamedDataModule(ActiveLearningDataModule):

@@ -2,7 +2,6 @@
 
 from collections.abc import Callable
 
-from lightning_dynamical.batches import evaluation
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
 from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
@@ -12,6 +11,7 @@ from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.func import FuncEngine
 from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
 from lightning_dynamical.scoring.layers import LayerRule, register_op
+from lightning_dynamical.tasks.batches import evaluation
 
 __all__ = [
     "AutoEngine",

@@ -6,10 +6,10 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs
 from lightning_dynamical.scoring.engine import Engine
 from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
+from lightning_dynamical.tasks.batches import Inputs
 
 
 class AutoEngine(Engine):

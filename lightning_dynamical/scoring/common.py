@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
+from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
 
 ParamSpec = str | Sequence[str] | None
 """Which parameters form theta: ``None`` (all trainable), ``"last_layer"``, or a list of names."""

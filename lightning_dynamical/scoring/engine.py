@@ -12,7 +12,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_dynamical.batches import LABEL_KEY, Inputs, batch_inputs, to_model
+from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
 
 #: Paths that cost about a training step; every other path is reported as slow.
 FAST_PATHS = ("fast", "unused", "last_layer")

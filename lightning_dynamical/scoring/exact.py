@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lightning_dynamical.batches import (
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.tasks.batches import (
     Inputs,
     batch_size,
     batched_mask,
@@ -24,7 +25,6 @@ from lightning_dynamical.batches import (
     take,
     unsqueeze,
 )
-from lightning_dynamical.errors import ConfigError
 
 
 class ScoringError(RuntimeError):

@@ -21,11 +21,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightning_dynamical.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
 from lightning_dynamical.scoring.layers import Directions, gradient_statistics
 from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
+from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
 
 
 class _Sums:

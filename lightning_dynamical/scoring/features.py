@@ -6,8 +6,8 @@ from typing import cast
 
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, forward_logits
 from lightning_dynamical.scoring.common import last_linear_name
+from lightning_dynamical.tasks.batches import Inputs, forward_logits
 
 
 def head_of(model: nn.Module) -> nn.Linear:

@@ -7,10 +7,10 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, forward_logits
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients
 from lightning_dynamical.scoring.layers import gradient_statistics
+from lightning_dynamical.tasks.batches import Inputs, forward_logits
 
 
 class FuncEngine(Engine):

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.trace import Watch, prove, run_probe
+from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
 
 
 class NotLastLayerError(ValueError):

@@ -29,9 +29,9 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves
 
-from lightning_dynamical.batches import Inputs, batch_size, forward_logits, take
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
+from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, take
 
 
 @dataclass(eq=False)

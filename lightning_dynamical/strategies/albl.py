@@ -12,8 +12,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import default_collate
 
-from lightning_dynamical import seeds
-from lightning_dynamical.batches import (
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.records import rng
+from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, identity
+from lightning_dynamical.strategies.coreset import Coreset
+from lightning_dynamical.strategies.random import Random
+from lightning_dynamical.strategies.uncertainty import Entropy
+from lightning_dynamical.tasks.batches import (
     Inputs,
     batch_inputs,
     batch_size,
@@ -23,11 +28,6 @@ from lightning_dynamical.batches import (
     model_device_dtype,
     to_model,
 )
-from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, identity
-from lightning_dynamical.strategies.coreset import Coreset
-from lightning_dynamical.strategies.random import Random
-from lightning_dynamical.strategies.uncertainty import Entropy
 
 
 class Exp4P:
@@ -161,7 +161,7 @@ class ALBL(Strategy):
             if self._last_reward is not None:
                 self._bandit.update(self._last_choice, self._last_reward)
         probs = self.probabilities
-        choice = int(torch.multinomial(probs, 1, generator=seeds.generator(self.seed, self._round)))
+        choice = int(torch.multinomial(probs, 1, generator=rng.generator(self.seed, self._round)))
         strategy = self._prepared(choice)
         selection = strategy.select(model, pool_loader, labeled_loader, query_size, reduce=reduce, progress=progress)
         queried = self._pool_fingerprints(pool_loader, selection.positions)

@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import LABEL_KEY
 from lightning_dynamical.scoring.features import head_of
 from lightning_dynamical.scoring.last_layer import softmax_minus_onehot
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
 from lightning_dynamical.strategies.inference import features_and_probabilities
+from lightning_dynamical.tasks.batches import LABEL_KEY
 
 
 def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False,

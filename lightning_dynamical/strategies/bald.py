@@ -8,11 +8,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import Inputs, forward_logits
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 from lightning_dynamical.strategies.inference import collect, mc_dropout, softmax
 from lightning_dynamical.strategies.uncertainty import entropy
+from lightning_dynamical.tasks.batches import Inputs, forward_logits
 
 
 def mutual_information(p: Tensor) -> Tensor:

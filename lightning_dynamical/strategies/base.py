@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.batches import LABEL_KEY
+from lightning_dynamical.tasks.batches import LABEL_KEY
 
 Reducer = Callable[[Tensor], Tensor]
 

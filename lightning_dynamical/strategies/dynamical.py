@@ -10,7 +10,6 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from lightning_dynamical.batches import LABEL_KEY, batch_inputs, to_model
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring import (
     ParameterPath,
@@ -22,6 +21,7 @@ from lightning_dynamical.scoring import (
     summed_gradient,
 )
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity, top_b
+from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, to_model
 
 
 class DynamicAL(Strategy):
@@ -37,14 +37,21 @@ class DynamicAL(Strategy):
     is re-scored by ``||g_u||^2 + gamma * g_u . (G_S + G_Q)`` (one dot-product pass per chunk). With
     ``gamma=2`` this is the exact marginal gain ``||G_S + G_Q + g_u||^2 - ||G_S + G_Q||^2``; other gammas
     keep the paper's weighting. ``k=1`` is the paper's top-b; ``gamma=0`` makes every ``k`` equal top-b.
-    Greedy selection needs the whole pool, so the strategy is then ``joint``.
+    This exact marginal gain is not the authors' step (no version of their code has it).
+
+    The authors' de-influence step (``deinfluence=k``, their ``ntk_active_memo_efficient.py`` with its defaults):
+    the query is chosen in ``k`` chunks (they use chunks of 100 for b=500, i.e. 5); after each chunk the
+    gradient of its *mean* pseudo-label loss is added to ``Q``, and the rest of the pool is re-scored by
+    ``||g_u||^2 + gamma * g_u . G_S - g_u . Q`` (minus sign, coefficient 1). Either chunked selection needs the
+    whole pool, so the strategy is then ``joint``.
 
     Args:
         gamma: weight of the training-dynamics term, ``>= 0`` or ``inf``.
         params: ``None`` (all trainable parameters), ``"last_layer"`` or a list of parameter names.
         engine: ``"auto"`` (fastest exact engine for the model), ``"fast"``, ``"func"`` or ``"last_layer"``.
         chunk_size: samples per vectorised gradient call (bounds memory).
-        greedy_chunks: number of chunks the query is selected in (1 = top-b).
+        greedy_chunks: number of chunks the query is selected in by the exact marginal gain (1 = top-b).
+        deinfluence: number of chunks of the authors' de-influence step (``None``: off; they use 5).
         label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
     """
 
@@ -56,6 +63,7 @@ class DynamicAL(Strategy):
         chunk_size: int | None = 32,
         greedy_chunks: int = 1,
         label_key: str = LABEL_KEY,
+        deinfluence: int | None = None,
     ) -> None:
         super().__init__()
         gamma = float(gamma)
@@ -63,11 +71,17 @@ class DynamicAL(Strategy):
             raise ConfigError(f"gamma must be >= 0 or inf, got {gamma}")
         if int(greedy_chunks) != greedy_chunks or greedy_chunks < 1:
             raise ConfigError(f"greedy_chunks must be a positive int, got {greedy_chunks}")
+        if deinfluence is not None and (int(deinfluence) != deinfluence or deinfluence < 1):
+            raise ConfigError(f"deinfluence must be null or a positive int (chunks), got {deinfluence}")
+        if deinfluence is not None and greedy_chunks > 1:
+            raise ConfigError(f"deinfluence={deinfluence} and greedy_chunks={greedy_chunks} are two different "
+                              "chunked selections; set one of them")
         self.gamma = gamma
         self.params = params if params is None or isinstance(params, str) else list(params)
         self.engine = engine
         self.chunk_size = chunk_size
         self.greedy_chunks = int(greedy_chunks)
+        self.deinfluence = None if deinfluence is None else int(deinfluence)
         self.label_key = label_key
         self._engine = make_engine(engine, chunk_size)
         self._last_statistics: PoolStatistics | None = None
@@ -75,8 +89,8 @@ class DynamicAL(Strategy):
 
     @property
     def joint(self) -> bool:  # type: ignore[override]
-        """Greedy selection needs the whole pool on every rank."""
-        return self.greedy_chunks > 1
+        """Chunked selection needs the whole pool on every rank."""
+        return self.greedy_chunks > 1 or self.deinfluence is not None
 
     @property
     def last_statistics(self) -> PoolStatistics | None:
@@ -102,14 +116,16 @@ class DynamicAL(Strategy):
 
     def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
                reduce: Reducer = identity, progress: bool = False) -> Selection:
-        """Top-b, or with ``greedy_chunks > 1`` the chunked greedy selection; pseudo labels ``argmax f(x_u)``."""
+        """Top-b, or the chunked selection of ``greedy_chunks > 1`` or ``deinfluence``; pseudo labels
+        ``argmax f(x_u)``."""
         self._last_gains = None
         with evaluation(model):
             scores, params = self._score(model, pool_loader, labeled_loader, reduce, progress)
             stats = self._statistics()
-            if self.greedy_chunks == 1 or self.gamma == 0:
+            chunks = self.deinfluence or (self.greedy_chunks if self.gamma != 0 else 1)
+            if chunks == 1:
                 return Selection.top(scores, query_size, stats.pseudo_labels)
-            positions = self._greedy(model, pool_loader, params, check_finite(scores), query_size, progress)
+            positions = self._greedy(model, pool_loader, params, check_finite(scores), query_size, progress, chunks)
         return Selection.of_pool(positions, scores, stats.pseudo_labels)
 
     def _statistics(self) -> PoolStatistics:
@@ -134,28 +150,36 @@ class DynamicAL(Strategy):
         return dots if math.isinf(self.gamma) else sqnorm + self.gamma * dots
 
     def _greedy(self, model: nn.Module, pool_loader: Any, params: dict[str, nn.Parameter], scores: Tensor,
-                query_size: int, progress: bool) -> Tensor:
-        """Select chunk by chunk; ``dots`` accumulates ``g_u . (G_S + G_Q)`` by linearity."""
+                query_size: int, progress: bool, chunks: int) -> Tensor:
+        """Select chunk by chunk. Greedy: ``dots`` accumulates ``g_u . (G_S + G_Q)`` by linearity. De-influence:
+        ``shift`` accumulates ``-g_u . Q``, ``Q`` the sum of the chosen chunks' mean-loss gradients."""
         n = scores.numel()
-        sqnorm = self._statistics().sqnorm
-        dots = self._statistics().dots[:, 0].clone()
+        stats = self._statistics()
+        sqnorm = stats.sqnorm
+        dots = stats.dots[:, 0].clone() if stats.dots.shape[1] else torch.zeros_like(sqnorm)
+        shift = torch.zeros_like(dots)
         remaining = torch.ones(n, dtype=torch.bool)
         chosen, gains = [], []
-        sizes = chunk_sizes(min(query_size, n), self.greedy_chunks)
+        sizes = chunk_sizes(min(query_size, n), chunks)
         for i, size in enumerate(sizes):
             candidates = remaining.nonzero().squeeze(1)
-            current = self._combine(sqnorm[candidates], dots[candidates])
+            current = self._combine(sqnorm[candidates], dots[candidates]) + shift[candidates]
             picked = candidates[top_b(check_finite(current), size)]
             chosen.append(picked)
-            gains.append(self._combine(sqnorm[picked], dots[picked]))
+            gains.append(self._combine(sqnorm[picked], dots[picked]) + shift[picked])
             remaining[picked] = False
             if i + 1 < len(sizes):
                 g_chunk = summed_gradient(model, subset_loader(pool_loader, picked.tolist()), params,
                                           pseudo_labels=True, label_key=self.label_key)
+                if self.deinfluence is not None:
+                    g_chunk = {name: g / picked.numel() for name, g in g_chunk.items()}
                 rest = remaining.nonzero().squeeze(1)
                 stats = self._engine.pool_statistics(model, subset_loader(pool_loader, rest.tolist()), params,
                                                      [g_chunk], progress, self.label_key)
-                dots[rest] += stats.dots[:, 0].to(dots)
+                if self.deinfluence is not None:
+                    shift[rest] -= stats.dots[:, 0].to(shift)
+                else:
+                    dots[rest] += stats.dots[:, 0].to(dots)
         self._last_gains = torch.cat(gains) if gains else scores.new_zeros(0)
         return torch.cat(chosen) if chosen else torch.zeros(0, dtype=torch.long)
 

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lightning_dynamical.batches import (
+from lightning_dynamical.scoring.features import features_and_logits
+from lightning_dynamical.tasks.batches import (
     LABEL_KEY,
     Inputs,
     batch_inputs,
@@ -19,7 +20,6 @@ from lightning_dynamical.batches import (
     model_device_dtype,
     to_model,
 )
-from lightning_dynamical.scoring.features import features_and_logits
 
 DROPOUT_TYPES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical import seeds
+from lightning_dynamical.records import rng
 from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 
 
@@ -27,5 +27,5 @@ class Random(Strategy):
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
-        gen = seeds.generator(self.seed, len(pool_loader.dataset))
+        gen = rng.generator(self.seed, len(pool_loader.dataset))
         return torch.rand(len(pool_loader.dataset), generator=gen, dtype=torch.float64)

@@ -1,0 +1,255 @@
+"""``ActiveLearningLoop``: train until convergence, query the pool, grow the labeled set, repeat."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.errors import ConfigError, check_choice, check_fraction
+from lightning_dynamical.errors import check_positive_int as check_positive
+from lightning_dynamical.loop.convergence import Convergence, EpochLoss
+from lightning_dynamical.loop.distributed import sync_buffers
+from lightning_dynamical.loop.evaluator import Evaluator
+from lightning_dynamical.loop.interrupts import announce_interrupt
+from lightning_dynamical.loop.labeling import Labeling
+from lightning_dynamical.loop.pool_scorer import PoolScorer, Scored
+from lightning_dynamical.loop.stopping import StopMode, Stopping, StoppingCriterion
+from lightning_dynamical.loop.train_loader import reload_train_dataloader
+from lightning_dynamical.oracles.base import DatasetOracle, Oracle
+from lightning_dynamical.records import rng
+from lightning_dynamical.records.files import save_checkpoint
+from lightning_dynamical.records.migrate import migrate_loop_state
+from lightning_dynamical.records.rng import RngState
+from lightning_dynamical.records.run import RunRecords
+from lightning_dynamical.records.weights import clear_optimizers, reinitialise
+from lightning_dynamical.reporting import wandb_runs
+from lightning_dynamical.reporting.charts import log_round
+from lightning_dynamical.reporting.console import say
+from lightning_dynamical.reporting.summary import report, round_line
+from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.dynamical import DynamicAL
+from lightning_dynamical.tasks.batches import batch_inputs, batch_size
+
+Reset = Literal["none", "init", "optimizer"]
+
+
+class ActiveLearningLoop(Callback):
+    """Runs ``rounds`` active-learning rounds inside one ``trainer.fit``.
+
+    Each round trains on the labeled split until it has converged
+    (:class:`~lightning_dynamical.loop.convergence.Convergence`: the labeled set fit for ``fit_epochs`` epochs
+    and the smoothed loss at ``loss_target`` or on a relative plateau; a round capped by
+    ``max_epochs_per_round`` first warns), evaluates test accuracy, scores the unlabeled pool with
+    ``strategy``, asks the ``oracle`` to label the top ``query_size`` samples, reloads the train loader and
+    trains again. The trainer is stopped after the last round's training. Needs an :class:`ActiveLearningDataModule`.
+
+    Args:
+        strategy: query strategy (default ``DynamicAL()``).
+        query_size: samples labeled per round (b).
+        rounds: query rounds (R); ``rounds + 1`` training phases, the first on the initial set.
+        patience: epochs without a counted improvement of the smoothed train loss that make a plateau.
+        min_delta: minimum absolute improvement of the smoothed train loss (0: relative only).
+        rel_delta: minimum improvement relative to the best smoothed train loss.
+        smoothing: epochs averaged into the smoothed train loss (see :class:`Convergence`).
+        train_acc_threshold: labeled-set accuracy that must hold for ``fit_epochs`` epochs before a round may
+            end (``None``: no fit test).
+        fit_epochs: consecutive epochs ``train_acc_threshold`` must hold.
+        loss_target: a smoothed train loss at or below this counts as settled (``None``: plateau only).
+        max_epochs_per_round: cap on epochs per round.
+        min_epochs_per_round: floor on epochs per round.
+        pool_subset: score only a seeded random subset of this many pool samples per round.
+        reset: ``"none"`` keeps weights and optimizer state between rounds (warm start, the paper's);
+            ``"optimizer"`` keeps the weights with a fresh optimizer state each round (the authors' code re-creates
+            Adam after every query); ``"init"`` re-initialises weights (seeded) and clears optimizer state.
+        seed: seeds pool subsets and re-initialisation; same seed, same selections.
+        oracle: who labels the queries (default: the data set's own labels).
+        dirpath: where ``al_rounds.csv``, ``al_state.json`` and round checkpoints go (default: the
+            trainer's log directory).
+        save_round_checkpoints: save ``al_round_<k>.ckpt`` after each query (every rank calls
+            ``trainer.save_checkpoint``).
+        resume_from_state: an ``al_state.json`` to rebuild the labeled split from at setup; without a
+            ``ckpt_path``, the model starts from the weights of the checkpoint it names.
+        log_approximation_ratio: also record the query regime (Eq. 14 and the medians of ``||g_u||^2`` and
+            ``g_u . G_S`` over the queried batch) for strategies other than dynamicAL, which always records it.
+        stop: stopping criteria (:mod:`lightning_dynamical.loop.stopping`), asked every round; when one fires the
+            run ends after that round's training, without labeling its query.
+        stop_mode: ``"stop"``, or ``"record"`` to only record in ``al_rounds.csv`` when criteria fire.
+        verbose: print a line per round.
+    """
+
+    def __init__(self, strategy: Strategy | None = None, query_size: int = 500, rounds: int = 5, patience: int = 5,
+                 min_delta: float = 0.0, train_acc_threshold: float | None = 0.99, max_epochs_per_round: int = 100,
+                 min_epochs_per_round: int = 1, pool_subset: int | None = None, reset: Reset = "none", seed: int = 0,
+                 oracle: Oracle | None = None, dirpath: str | None = None, save_round_checkpoints: bool = True,
+                 resume_from_state: str | None = None, log_approximation_ratio: bool = False,
+                 stop: StoppingCriterion | list[StoppingCriterion] | None = None, stop_mode: StopMode = "stop",
+                 smoothing: int = 5, rel_delta: float = 0.05, fit_epochs: int = 5, loss_target: float | None = 0.01,
+                 verbose: bool = True) -> None:
+        check_positive("query_size", query_size)
+        check_positive("rounds", rounds)
+        check_fraction("train_acc_threshold", train_acc_threshold)
+        check_choice("reset", reset, ("none", "init", "optimizer"))
+        if strategy is not None and not isinstance(strategy, Strategy):
+            raise TypeError(f"strategy must be a lightning_dynamical Strategy, got {type(strategy).__name__}")
+        self.strategy = strategy if strategy is not None else DynamicAL()
+        self.query_size, self.rounds, self.reset, self.seed = query_size, rounds, reset, seed
+        self.save_round_checkpoints, self.verbose = save_round_checkpoints, verbose
+        self.resume_from_state = resume_from_state
+        self.round, self.finished = 0, False
+        self.history: list[dict[str, Any]] = []
+        # The parts, each with its own state (each validates its own arguments):
+        self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
+                                       min_epochs_per_round, smoothing, rel_delta, fit_epochs, loss_target)
+        self.scorer = PoolScorer(self.strategy, pool_subset, seed, query_size, log_approximation_ratio)
+        self.stopping = Stopping(stop, stop_mode)
+        self.evaluator = Evaluator()
+        self.records = RunRecords(dirpath)
+        self.labeling = Labeling(oracle if oracle is not None else DatasetOracle(), self.records)
+        self.rng = RngState()
+        self.loss = EpochLoss()
+
+    @property
+    def datamodule(self) -> ActiveLearningDataModule:
+        return self._datamodule
+
+    @property
+    def pending(self) -> dict[str, Any] | None:
+        """The paused round's query (``None`` unless labels are pending)."""
+        return self.labeling.pending.state
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        dm = getattr(trainer, "datamodule", None)
+        if not isinstance(dm, ActiveLearningDataModule):
+            raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
+                            f"; got {type(dm).__name__}")
+        self._datamodule = dm
+        dm.setup("fit")
+        if self.resume_from_state:
+            self.load_state_dict(self.records.resume_from(dm, self.resume_from_state))
+        if self.query_size > dm.num_unlabeled and not self.finished and self.round == 0:
+            raise ConfigError(f"query_size={self.query_size} is larger than the unlabeled pool of {dm.num_unlabeled}")
+        self.records.setup(trainer)
+        self.scorer.setup(trainer, dm)
+        self.stopping.setup(self)
+        self.convergence.check_max_epochs(trainer.max_epochs, self.rounds)
+
+    def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        dm = self.datamodule
+        self.evaluator.check_classes(pl_module, dm)
+        self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
+        self.loss.to(pl_module.device)
+        self.rng.restore()
+        self.records.cut_back(self.round)
+        if (collected := self.labeling.collect(dm, self.round)) is not None:
+            query, row, metrics = collected
+            self._log(trainer, row, metrics, Scored(query, None, 0.0))
+            self._advance(trainer, pl_module, row, last=False)
+        self._write()
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.finished:
+            return
+        sync_buffers(trainer, pl_module)
+        dm, accuracy = self.datamodule, None
+        if self.convergence.accuracy_threshold is not None:
+            accuracy = self.evaluator.accuracy(trainer, pl_module, dm, dm.labeled_dataset(evaluation=True))
+        if self.convergence.update(self.loss.compute(), accuracy):
+            self._end_round(trainer, pl_module)
+
+    def _end_round(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Evaluate, query, label; roll the split back if anything fails before the round is recorded."""
+        dm = self.datamodule
+        row = self.evaluator.round_row(trainer, pl_module, dm, self.round, self.convergence)
+        snapshot = dm.state_dict()
+        try:  # scored stays None in the last round: nothing is queried
+            scored, stop = None, self.stopping.check(trainer, pl_module, self, row, "train")
+            if not stop and self.round < self.rounds and dm.num_unlabeled > 0:
+                scored = self.scorer.query(trainer, pl_module, dm, self.round, self.query_size)
+                row.update(scored.row())
+                if self.stopping.check(trainer, pl_module, self, row, "query"):
+                    scored = None
+            metrics = scored.metrics() if scored is not None else {}
+            if scored is not None:
+                reason = self.labeling.label(dm, scored.query, row, metrics)
+                if reason is not None:  # labels come later: save a checkpoint and stop; resuming collects them
+                    path = self.records.save_pending(trainer, self.round)
+                    self._write()
+                    trainer.should_stop = True
+                    return self.labeling.pending.announce(self.round, reason, path)
+            self._log(trainer, row, metrics, scored)
+        except BaseException:
+            dm.load_state_dict(snapshot)
+            raise
+        self._advance(trainer, pl_module, row, last=scored is None)
+
+    def _log(self, trainer: Trainer, row: dict[str, Any], metrics: dict[str, float], scored: Scored | None) -> None:
+        query, pool_scores = (scored.query, scored.pool_scores) if scored is not None else (None, None)
+        log_round(trainer, self.history, row, {**self.stopping.metrics(), **metrics}, query, pool_scores,
+                  self.datamodule)
+
+    def _advance(self, trainer: Trainer, pl_module: LightningModule, row: dict[str, Any], last: bool) -> None:
+        """Record a finished round; then stop (last round) or start the next one."""
+        self.history.append(row)
+        if self.verbose:
+            say(round_line(row, self.convergence.reason))
+        if last:
+            if (line := self.stopping.end_line(row, self.datamodule.num_unlabeled, self.rounds)) is not None:
+                say(line)
+            self.finished = trainer.should_stop = True
+            return self._write()
+        self.round += 1
+        self.convergence.reset()
+        if self.reset == "init":
+            reinitialise(trainer, pl_module, rng.derive(self.seed, self.round))
+        elif self.reset == "optimizer":
+            clear_optimizers(trainer)
+        reload_train_dataloader(trainer)
+        self.records.weights = self.records.round_checkpoint(self.round - 1) if self.save_round_checkpoints else None
+        self._write()
+        if self.records.weights is not None:
+            save_checkpoint(trainer, self.records.weights)
+
+    def _write(self) -> None:
+        """``al_rounds.csv`` and ``al_state.json`` (the paused round's row too, for ``label import``)."""
+        fields = {"strategy": repr(self.strategy), "seed": self.seed, "stopping": self.stopping.state_dict()}
+        if self.pending is not None:
+            fields["pending_row"] = self.pending["row"]
+        self.records.write(self.datamodule, self.round, self.history, fields)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.verbose and self.history:
+            report(trainer, pl_module, self.records.dirpath, self.history, self.save_round_checkpoints)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """On Ctrl-C or SIGTERM, name the last round checkpoint and the command that resumes from it."""
+        saved = self.records.saved_round(self.round - 1) if self.save_round_checkpoints else None
+        announce_interrupt(trainer, pl_module, exception, self.round, saved)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[wandb_runs.CHECKPOINT_KEY] = wandb_runs.identity(trainer)
+
+    def _parts(self) -> dict[str, Any]:
+        """The loop's own parts whose state goes into checkpoints, by key (each loads ``None`` as "none saved")."""
+        return {"convergence": self.convergence, "rng": self.rng, "pending": self.labeling.pending,
+                "stopping": self.stopping}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
+                "strategy": self.strategy.state_dict(), **{k: part.state_dict() for k, part in self._parts().items()}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = migrate_loop_state(state_dict)  # checkpoints of earlier versions
+        self.round, self.finished = int(state_dict["round"]), bool(state_dict["finished"])
+        self.history = [dict(r) for r in state_dict["history"]]
+        for key, part in self._parts().items():
+            part.load_state_dict(state_dict.get(key))
+        if state_dict.get("strategy") is not None:
+            self.strategy.load_state_dict(state_dict["strategy"])

@@ -1,0 +1,160 @@
+"""Oracles answer a query with labels: the simulated one reads the data set's own, ``FileOracle`` asks people."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from fsspec.core import url_to_fs
+from PIL import Image
+from torch import Tensor
+
+from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.data.splits import dataset_size
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.loop.distributed import is_rank_zero
+from lightning_dynamical.oracles.files import (
+    LabelFileError,
+    parse_labels,
+    query_csv_path,
+    read_labels,
+    read_rows,
+    write_query,
+)
+from lightning_dynamical.records import files as records
+from lightning_dynamical.records.queries import Query
+from lightning_dynamical.reporting.charts import image_array
+from lightning_dynamical.tasks.batches import batch_inputs
+
+
+class LabelsPending(Exception):
+    """Raised by an oracle whose labels come later (people): the loop saves a checkpoint and pauses."""
+
+
+class Oracle:
+    """Base oracle: ``label(datamodule, query)`` returns labels for ``query.indices``, or ``None`` to use the
+    data set's own targets, or raises :class:`LabelsPending` to pause the run until :meth:`collect` can
+    return them (on resume from the pause checkpoint). ``source`` names who labeled, in ``al_queries.csv``."""
+
+    source: str = "oracle"
+
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        raise NotImplementedError
+
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        """Labels for a query that was left pending; raise :class:`LabelsPending` if still missing."""
+        raise LabelsPending(f"{type(self).__name__} cannot collect pending labels")
+
+
+class DatasetOracle(Oracle):
+    """Simulated annotator: the data set already holds the true labels."""
+
+    source = "dataset"
+
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        return None
+
+
+class FileOracle(Oracle):
+    """People label the queries through files in ``folder``; the run pauses until they are done.
+
+    ``label`` writes ``queries_round_<k>.csv`` (index, file, score, pseudo_label and an empty ``label``
+    column), its manifest ``queries_round_<k>.json`` and, for image data, one PNG per sample under
+    ``queries_round_<k>/`` (scaled up to at least ``min_image_size`` pixels so people can see them), then
+    raises :class:`LabelsPending`: the loop saves ``al_pending_round_<k>.ckpt`` and stops. Fill the
+    ``label`` column with class ids and resume from that checkpoint (``collect`` reads the CSV back,
+    validated), or run ``lightning-dynamical label import <csv> --state <al_state.json>`` and resume with
+    ``resume_from_state``. A CSV already in the folder is never overwritten: one that answers this very
+    query is used as is, one that is still unfilled pauses the run again.
+
+    Args:
+        folder: where the files go (local path or fsspec URL).
+        num_classes: valid labels are ``0..num_classes-1``; default: the data module's
+            :attr:`~lightning_dynamical.data.datamodule.ActiveLearningDataModule.num_classes`.
+        min_image_size: smallest side of the written PNGs, in pixels (nearest-neighbour upscaling).
+    """
+
+    source = "file"
+
+    def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
+        if num_classes is not None and num_classes < 1:
+            raise ConfigError(f"num_classes must be null or >= 1, got {num_classes!r}")
+        self.folder = str(folder)
+        self.num_classes = num_classes
+        self.min_image_size = min_image_size
+
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        path = query_csv_path(self.folder, query.round)
+        fs, fs_path = url_to_fs(path)
+        if fs.exists(fs_path):
+            return self._answered(datamodule, query, path)
+        if is_rank_zero():
+            self._write(datamodule, query, path)
+        raise LabelsPending(f"fill the 'label' column of {path} with class ids 0..{self._classes(datamodule) - 1}")
+
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        path = query_csv_path(self.folder, query.round)
+        try:
+            return read_labels(path, query.indices, self._classes(datamodule))
+        except FileNotFoundError as err:
+            raise LabelsPending(f"{path} is missing; FileOracle({self.folder!r}) wrote it when the run paused") from err
+
+    def _answered(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> list[int]:
+        """Labels from a CSV that is already there; pauses if it is this query's but unfilled, else refuses."""
+        rows = read_rows(path)
+        if {_as_index(r.get("index")) for r in rows} - {None} != set(query.indices):
+            raise LabelFileError(f"{path} exists and answers another query; move it away (it is kept as is)")
+        try:
+            return parse_labels(rows, query.indices, self._classes(datamodule), path)
+        except LabelFileError as err:
+            raise LabelsPending(f"{path} is not filled in yet ({err})") from err
+
+    def _classes(self, datamodule: ActiveLearningDataModule) -> int:
+        return oracle_classes(datamodule, self.num_classes, type(self).__name__)
+
+    def _write(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> None:
+        scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
+        pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
+        rows = []
+        for index, score, pseudo_label in zip(query.indices, scores, pseudo):
+            sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
+            image = image_array(sample) if isinstance(sample, Tensor) else None
+            name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
+            if image is not None:
+                self._save_png(records.join(self.folder, name), image)
+            rows.append({"index": index, "file": name, "score": "" if score is None else score,
+                         "pseudo_label": "" if pseudo_label is None else int(pseudo_label)})
+        manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
+                    "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool)}
+        write_query(path, rows, manifest)
+
+    def _save_png(self, path: str, image: np.ndarray) -> None:
+        picture = Image.fromarray(image)
+        scale = max(1, math.ceil(self.min_image_size / min(picture.size)))
+        if scale > 1:
+            picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
+        fs, fs_path = url_to_fs(path)
+        fs.makedirs(fs._parent(fs_path), exist_ok=True)
+        with fs.open(fs_path, "wb") as f:
+            picture.save(f, format="PNG")
+
+
+def oracle_classes(datamodule: ActiveLearningDataModule, num_classes: int | None, oracle: str) -> int:
+    """The class count an oracle checks labels against: its own ``num_classes`` (which must agree with the
+    data module's when both are known), else the data module's; refused when neither is known."""
+    known = datamodule.num_classes
+    if num_classes is not None and known is not None and num_classes != known:
+        raise ValueError(f"{oracle}(num_classes={num_classes}) disagrees with the data module's {known} classes")
+    if num_classes is not None:
+        return num_classes
+    if known is None:
+        raise ValueError(f"the number of classes is unknown: pass num_classes to {oracle} or to the data module")
+    return known
+
+
+def _as_index(text: str | None) -> int | None:
+    try:
+        return int((text or "").strip())
+    except ValueError:
+        return None

@@ -1,0 +1,115 @@
+"""The run's files: where they go, ``al_rounds.csv``/``al_state.json``/``al_queries.csv`` and checkpoints.
+
+Files are written by rank zero only, atomically (:mod:`lightning_dynamical.records.files`); checkpoints are saved
+by every rank (``trainer.save_checkpoint`` is collective).
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+
+from lightning_dynamical.data.datamodule import ActiveLearningDataModule, LabelError
+from lightning_dynamical.records import files as records
+from lightning_dynamical.records import queries
+from lightning_dynamical.records.queries import Query
+from lightning_dynamical.records.weights import reference as weights_reference
+from lightning_dynamical.records.weights import resolve, restore_weights
+
+
+class RunRecords:
+    """Writes one run's records into ``dirpath`` (default: the trainer's log directory) and remembers the
+    checkpoint holding the weights to continue from (``weights``, named in ``al_state.json``)."""
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        self.option = dirpath
+        self.dirpath = ""
+        self.weights: str | None = None
+        self.weights_in_state: str | None = None
+        self._writer = True
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.dirpath)
+
+    def setup(self, trainer: Trainer) -> None:
+        """Agree on the folder over ranks and remove temporary files a killed run left there."""
+        self.dirpath = trainer.strategy.broadcast(str(self.option or trainer.log_dir or trainer.default_root_dir))
+        self._writer = trainer.is_global_zero
+        if self._writer:
+            records.remove_stale_temps(self.dirpath)
+
+    def resume_from(self, dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
+        """Load the split of the ``al_state.json`` at ``path`` into ``dm`` (see :func:`load_split`), remember the
+        checkpoint it names for :meth:`start_weights`, and return what it holds of the loop's ``state_dict``:
+        the round to run, the rounds finished before it and the stopping criteria's state."""
+        state = load_split(dm, path)
+        self.weights_in_state = state.get("weights")
+        round = int(state["round"])
+        return {"round": round, "finished": False, "stopping": state.get("stopping"),
+                "history": [row for row in state.get("history", []) if int(row["round"]) < round]}
+
+    def start_weights(self, model: LightningModule, ckpt_path: str | PathLike[str] | None, state_path: str | None,
+                      round: int) -> None:
+        """Note the checkpoint the run continues from: ``ckpt_path``, else (loading them into ``model``) the
+        weights named by the ``al_state.json`` at ``state_path``."""
+        if ckpt_path is not None:
+            self.weights = str(ckpt_path)
+        elif state_path and restore_weights(model, self.weights_in_state, state_path, round):
+            self.weights = resolve(self.weights_in_state, state_path)
+
+    def write(self, dm: ActiveLearningDataModule, round: int, history: list[dict[str, Any]],
+              fields: dict[str, Any]) -> None:
+        """Rewrite ``al_rounds.csv`` and ``al_state.json``: the split, the rows, ``fields`` and the weights."""
+        if not self._writer:
+            return
+        split = dm.state_dict()
+        records.write_rounds(self.dirpath, history)
+        records.write_state(self.dirpath, {
+            "round": round, "dataset_size": split["dataset_size"], "labeled": split["labeled"],
+            "given_labels": split["given_labels"], "history": history, **fields,
+            "weights": weights_reference(self.weights, self.dirpath)})
+
+    def write_query(self, query: Query, dm: ActiveLearningDataModule, labeled_by: str) -> None:
+        """Put the query's rows into ``al_queries.csv``, labels as the labeled set now serves them."""
+        if self._writer:
+            queries.write_round(self.dirpath, query.round, queries.query_rows(query, dm, labeled_by))
+
+    def cut_back(self, round: int) -> None:
+        """Drop ``al_queries.csv`` rows of ``round`` and later: a resumed run redoes them."""
+        if self._writer:
+            queries.cut_back(self.dirpath, round)
+
+    def round_checkpoint(self, round: int) -> str:
+        """Where ``al_round_<round>.ckpt`` goes."""
+        return records.round_checkpoint(self.dirpath, round)
+
+    def save_pending(self, trainer: Trainer, round: int) -> str:
+        """Save the checkpoint a paused run resumes from (every rank); its path."""
+        self.weights = records.join(self.dirpath, f"al_pending_round_{round}.ckpt")
+        records.save_checkpoint(trainer, self.weights)
+        return self.weights
+
+    def saved_round(self, round: int) -> str | None:
+        """``al_round_<round>.ckpt`` if it exists."""
+        if not self.ready or round < 0:
+            return None
+        path = records.round_checkpoint(self.dirpath, round)
+        return path if records.exists(path) else None
+
+
+def load_split(dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
+    """Put the labeled split of the ``al_state.json`` at ``path`` into ``dm`` and return the state.
+
+    Raises (with ``dm`` unchanged) when the file is not a valid state or does not fit this pool.
+    """
+    state = records.read_state(path)
+    snapshot = dm.state_dict()
+    try:
+        dm.load_state_dict({**snapshot, "labeled": state["labeled"], "dataset_size": state["dataset_size"],
+                            "given_labels": state.get("given_labels", [])})
+    except LabelError as err:
+        raise LabelError(f"state file {path} does not fit this pool: {err}") from err
+    return state

@@ -1,0 +1,83 @@
+"""Model weights: loaded for ``resume_from_state`` from the checkpoint ``al_state.json`` names, or re-initialised."""
+
+from __future__ import annotations
+
+import torch
+from fsspec.core import url_to_fs
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+
+
+def reference(checkpoint: str | None, dirpath: str) -> str | None:
+    """How ``al_state.json`` in ``dirpath`` names ``checkpoint``: relative when it lies in ``dirpath`` (so the
+    folder can be moved), else as given."""
+    prefix = dirpath.rstrip("/") + "/"
+    return checkpoint[len(prefix):] if checkpoint and checkpoint.startswith(prefix) else checkpoint
+
+
+def resolve(checkpoint: str | None, state_path: str) -> str | None:
+    """The checkpoint a state names, relative names taken from the state file's folder."""
+    if not checkpoint or "://" in checkpoint or checkpoint.startswith("/"):
+        return checkpoint
+    return (state_path.rsplit("/", 1)[0] + "/" if "/" in state_path else "") + checkpoint
+
+
+def restore_weights(pl_module: LightningModule, checkpoint: str | None, state_path: str, round: int) -> bool:
+    """Load the model weights of ``checkpoint`` (the last round's, as ``al_state.json`` at ``state_path``
+    names it).
+
+    Returns whether weights were loaded. A state that names no checkpoint, or names one that is not
+    there, leaves the model as it is and says so plainly (with the path to resume from where it exists);
+    a checkpoint whose weights do not fit the model raises before anything changes.
+    """
+    checkpoint = resolve(checkpoint, state_path)
+    if not checkpoint:
+        rank_zero_warn(f"{state_path} names no checkpoint with the weights of the last round (it was written "
+                       f"with save_round_checkpoints=False or by an older version): round {round} starts from "
+                       "the model's current weights")
+        return False
+    fs, path = url_to_fs(checkpoint)
+    if not fs.exists(path):
+        rank_zero_warn(f"cannot restore the weights of the last round: {checkpoint} (named by {state_path}) does "
+                       f"not exist here; round {round} starts from the model's current weights. Copy that "
+                       "checkpoint here and resume again to continue from them")
+        return False
+    with fs.open(path, "rb") as f:
+        saved = torch.load(f, map_location="cpu", weights_only=True)
+    weights = saved.get("state_dict") if isinstance(saved, dict) else None
+    problem = _mismatch(pl_module.state_dict(), weights)
+    if problem or weights is None:
+        raise RuntimeError(f"the weights in {checkpoint} (named by {state_path}) do not fit this model: {problem}; "
+                           "nothing was changed")
+    pl_module.load_state_dict(weights)
+    rank_zero_info(f"[active learning] restored the model weights of the last round from {checkpoint}")
+    return True
+
+
+def _mismatch(current: dict[str, torch.Tensor], saved: dict[str, torch.Tensor] | None) -> str:
+    """What keeps ``saved`` from loading into a model whose state is ``current`` ("" when it fits)."""
+    if not isinstance(saved, dict):
+        return "it holds no state_dict"
+    missing, unexpected = sorted(set(current) - set(saved)), sorted(set(saved) - set(current))
+    shapes = [k for k in current if k in saved and tuple(current[k].shape) != tuple(saved[k].shape)]
+    parts = [f"{what} {keys[:5]}" for what, keys in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                     ("other shapes for", shapes)) if keys]
+    return "; ".join(parts)
+
+
+def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> None:
+    """Reset every module's parameters under ``seed`` (the global RNG is left as it was) and clear the
+    optimizers' state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for module in pl_module.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
+    clear_optimizers(trainer)
+
+
+def clear_optimizers(trainer: Trainer) -> None:
+    """A fresh optimizer state (moments, step counts), as re-creating the optimizer would give; the weights stay."""
+    for optimizer in trainer.optimizers:
+        optimizer.state.clear()

@@ -1,0 +1,58 @@
+"""The end of a run: the per-round table, and where the records, checkpoints, final model and W&B run went."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch import LightningModule, Trainer
+
+from lightning_dynamical.records import files as records
+from lightning_dynamical.records.queries import QUERIES_FILE
+from lightning_dynamical.reporting import wandb_runs
+from lightning_dynamical.reporting.console import end_progress_bar, say
+
+
+def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: list[dict[str, Any]],
+           round_checkpoints: bool) -> None:
+    """Print the table and :func:`where_written` (rank zero) below the progress bar."""
+    if not trainer.is_global_zero:
+        return
+    end_progress_bar(trainer, pl_module)
+    lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
+    lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | {r['score_seconds']} |"
+              for r in history]
+    say("\n".join(lines))
+    say(where_written(trainer, dirpath, history, round_checkpoints))
+
+
+def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]], round_checkpoints: bool) -> str:
+    """A few aligned lines naming every file the run produced (read after ``trainer.fit``'s last round)."""
+    files = [records.ROUNDS_FILE, QUERIES_FILE, records.STATE_FILE]
+    lines = ["records       " + ", ".join(records.join(dirpath, name) for name in files
+                                         if name != QUERIES_FILE or records.exists(records.join(dirpath, name)))]
+    saved = [records.round_checkpoint(dirpath, int(row["round"])) for row in history[:-1]] if round_checkpoints else []
+    saved = [path for path in saved if records.exists(path)]
+    if saved:
+        first, last = saved[0].rsplit("/", 1)[-1], saved[-1].rsplit("/", 1)[-1]
+        span = first if first == last else f"{first} .. {last}"
+        lines.append(f"checkpoints   {span} in {dirpath}")
+    final = _final_model(trainer)
+    lines.append(f"final model   {final}" if final else "final model   not saved (the Trainer has no ModelCheckpoint)")
+    lines += wandb_runs.describe(trainer)
+    return "\n".join(["[active learning] written:", *("  " + line for line in lines)])
+
+
+def _final_model(trainer: Trainer) -> str | None:
+    callback = trainer.checkpoint_callback
+    if callback is None:
+        return None
+    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
+    return path or None
+
+
+
+def round_line(row: dict[str, Any], reason: str) -> str:
+    """The line printed when a round ends (``verbose``)."""
+    return (f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
+            f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+            f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({reason})")
