@@ -19,6 +19,18 @@ def check_positive_int(name: str, value: Any) -> None:
         raise ConfigError(f"{name} must be a positive int (>= 1), got {value!r}")
 
 
+def check_optional_positive_int(name: str, value: Any) -> None:
+    """``value`` must be ``None`` or an int >= 1."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"{name} must be null or a positive int (>= 1), got {value!r}")
+
+
+def check_positive_number(name: str, value: Any) -> None:
+    """``value`` must be a number > 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+
+
 def check_int_between(name: str, value: Any, low: int, high: int, high_name: str) -> None:
     """``low <= value <= high`` for an int ``value``; ``high_name`` says where the upper bound comes from."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
@@ -27,12 +27,8 @@ from lightning_dynamical.bench.protocols import (
     estimate_seconds,
     grid,
 )
-from lightning_dynamical.bench.report import (
-    write_outputs,
-)
-from lightning_dynamical.bench.runs import (
-    run_bench,
-)
+from lightning_dynamical.bench.report import write_outputs
+from lightning_dynamical.bench.runs import read_results, run_bench
 
 
 def _int_list(text: str) -> list[int]:
@@ -114,6 +110,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              "give the same results.csv at the same thread count); default: torch's")
     parser.add_argument("--estimate-only", action="store_true", help="print the run-time estimate and exit")
     parser.add_argument("--out", default="bench_results")
+    parser.add_argument("--from-results", action="store_true",
+                        help="run nothing: rewrite learning_curve.png and summary.md from --out/results.csv (the "
+                             "same command as the runs, plus this flag)")
     known, _ = parser.parse_known_args(argv)
     if known.protocol:
         protocol = PROTOCOLS[known.protocol]
@@ -153,10 +152,27 @@ def main(argv: Sequence[str] | None = None) -> None:
         torch.set_num_threads(threads)
 
 
+def _portable(argv: Iterable[str]) -> list[str]:
+    """The command's arguments with absolute paths made relative to the working folder where they lie below
+    its parent (``../shared/data``), else cut to their last part: a summary names no folder of one machine."""
+    cwd = Path.cwd()
+    out = []
+    for arg in argv:
+        path = Path(arg)
+        if path.is_absolute():
+            try:
+                arg = str(Path("..") / path.relative_to(cwd.parent)) if not path.is_relative_to(cwd) \
+                    else str(path.relative_to(cwd))
+            except ValueError:
+                arg = path.name
+        out.append(arg)
+    return out
+
+
 def _run(args: argparse.Namespace, argv: list[str]) -> None:
     """The benches of ``args`` (the paper protocol's run-time estimate printed first)."""
     benches = grid(args)
-    command = shlex.join(["lightning-dynamical-bench", *argv])
+    command = shlex.join(["lightning-dynamical-bench", *_portable(a for a in argv if a != "--from-results")])
     if args.estimate_only or args.protocol == "paper":
         total = 0.0
         for bench in benches:
@@ -172,7 +188,12 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     for bench in benches:
         out = Path(bench.out)
         out.mkdir(parents=True, exist_ok=True)
-        rows = run_bench(bench)
+        if bench.from_results:
+            bench.has_val = bench.val_size > 0
+            rows = [r for r in read_results(out / "results.csv")
+                    if r["strategy"] in bench.strategies and r["seed"] in bench.seeds]
+        else:
+            rows = run_bench(bench)
         write_outputs(rows, out, bench, command)
         print(f"wrote {out / 'results.csv'}, {out / 'learning_curve.png'} and {out / 'summary.md'}")
 

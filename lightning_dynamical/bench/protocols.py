@@ -86,7 +86,7 @@ def per_sample_seconds(args: argparse.Namespace, splits: DatasetSplits) -> tuple
 
 
 def scoring_seconds(strategy: str, n: int, train: float, evaluate: float) -> float:
-    """Rough pool-scoring time: gradient-based strategies ~ a training step per sample (the README's measured
+    """Rough pool-scoring time: gradient-based strategies ~ a training step per sample (the docs' measured
     engine throughput is 0.76-0.89 of a batched forward+backward), BALD 20 forwards, others one forward."""
     if strategy == "random":
         return 0.0

@@ -92,6 +92,12 @@ def spread(mean: float, std: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f} ± n/a"
 
 
+def signed(mean: float, std: float, n: int) -> str:
+    """A difference in pp with its sign (``+0.00`` for a zero that rounding made ``-0.00``)."""
+    mean = round(mean, 2) + 0.0
+    return f"{'+' if mean >= 0 else ''}{spread(mean, std, n, 2)}"
+
+
 def run_aulc(runs: Sequence[dict]) -> float:
     return aulc([r["labeled"] for r in runs], [r["test_acc"] for r in runs])
 
@@ -168,11 +174,17 @@ def summary_markdown(rows: Sequence[dict], title: str, protocol: str,
 
 
 def paired_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
-    """Each strategy against Random and Entropy on the same seeds (against the first strategy when neither ran,
-    e.g. a table of dynamicAL variants): per-seed AULC differences, seeds won."""
+    """Each strategy against Random, Entropy and the best baseline (the highest mean AULC among strategies that are
+    not dynamicAL) on the same seeds (against the first strategy when none ran, e.g. a table of dynamicAL
+    variants): per-seed AULC differences, seeds won."""
     if len(groups) < 2:
         return []
-    references: list[str] = [r for r in ("random", "entropy") if r in groups] or [next(iter(groups))]
+    references: list[str] = [r for r in ("random", "entropy") if r in groups]
+    baselines = [s for s in groups if not s.startswith("dynamical")]
+    if baselines:
+        best = max(baselines, key=lambda s: statistics.fmean(run_aulc(rs) for rs in groups[s].values()))
+        references += [] if best in references else [best]
+    references = references or [next(iter(groups))]
     header = "| strategy | " + " | ".join(f"ΔAULC vs {r} (pp) | seeds won vs {r}" for r in references) + " |"
     lines = ["## Paired comparison (metric: AULC, fixed before running)", "", header,
              "|---" * (1 + 2 * len(references)) + "|"]
@@ -185,7 +197,7 @@ def paired_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
                 continue
             diffs = [100 * (run_aulc(seeds[s]) - run_aulc(groups[ref][s])) for s in common]
             m, sd = mean_std(diffs)
-            cells += [f"{'+' if m >= 0 else ''}{spread(m, sd, len(diffs), 2)}",
+            cells += [signed(m, sd, len(diffs)),
                       f"{sum(d > 0 for d in diffs)}/{len(diffs)}"]
         lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     lines += ["", "ΔAULC: per seed, the strategy's AULC minus the reference's on the same seed (same initial set); "
@@ -264,3 +276,24 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
     recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val)] for s in args.strategies}
     summary = summary_markdown(rows, f"Active-learning benchmark: {args.data}", protocol, recorded)
     records.atomic_write_text(str(out / "summary.md"), summary)
+
+
+def noise_floor_markdown(main: Sequence[dict], other: Sequence[dict], offset: int) -> list[str]:
+    """The noise floor: each strategy of ``other`` (the same runs with the trainer seeded ``offset`` higher: the same
+    initial labeled sets, other weights, shuffles and dropout) against itself in ``main``, paired by seed."""
+    groups, again = by_strategy(main), by_strategy(other)
+    lines = [f"## Noise floor (trainer seed + {offset}, same initial sets)", "",
+             "| strategy | ΔAULC (pp) | mean abs ΔAULC (pp) | 2 std / sqrt(n) (pp) | Δfinal accuracy (pp) |",
+             "|---|---|---|---|---|"]
+    for strategy, seeds in again.items():
+        common = sorted(set(seeds) & set(groups.get(strategy, {})))
+        if not common:
+            continue
+        diffs = [100 * (run_aulc(seeds[s]) - run_aulc(groups[strategy][s])) for s in common]
+        finals = [100 * (seeds[s][-1]["test_acc"] - groups[strategy][s][-1]["test_acc"]) for s in common]
+        m, sd = mean_std(diffs)
+        lines.append(f"| {strategy} | {signed(m, sd, len(diffs))} | {statistics.fmean(abs(d) for d in diffs):.2f} "
+                     f"| {2 * sd / math.sqrt(len(diffs)):.2f} | {signed(*mean_std(finals), len(finals))} |")
+    return lines + ["", "The same strategy run twice on the same initial labeled sets differs by this much through "
+                    "training randomness alone: a paired difference between strategies smaller than these is not "
+                    "evidence.", ""]

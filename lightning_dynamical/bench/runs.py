@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer, seed_everything
 from tqdm.auto import tqdm
+from typing_extensions import override
 
 from lightning_dynamical.bench.presets import PRESETS, STRATEGIES, load_splits
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
@@ -53,6 +54,7 @@ class BestEpochTestAccuracy(Callback):
         self.best: list[float] = []
         self._round_best = math.nan
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.loop.datamodule
         if dm.splits.test is None:

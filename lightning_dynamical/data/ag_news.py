@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lightning_dynamical.data.splits import DatasetSplits
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import ConfigError, check_positive_int
 from lightning_dynamical.tasks.batches import LABEL_KEY
 
 CLASSES = ("World", "Sports", "Business", "Sci/Tech")
@@ -80,8 +80,7 @@ class WordVocabulary:
         """The ``size - 2`` most frequent words of ``texts`` seen at least ``min_freq`` times (ties by word)."""
         if size <= len(cls.SPECIALS):
             raise ConfigError(f"vocabulary size must be > {len(cls.SPECIALS)} (padding and unknown), got {size}")
-        if min_freq < 1:
-            raise ConfigError(f"min_freq must be >= 1, got {min_freq}")
+        check_positive_int("min_freq", min_freq)
         counts = Counter(w for text in texts for w in tokenize(text))
         ranked = sorted((w for w, c in counts.items() if c >= min_freq), key=lambda w: (-counts[w], w))
         return cls(ranked[: size - len(cls.SPECIALS)])
@@ -94,8 +93,7 @@ class WordVocabulary:
 
         A text with no tokens becomes one unknown token, so every row attends to something.
         """
-        if max_length < 1:
-            raise ConfigError(f"max_length must be >= 1, got {max_length}")
+        check_positive_int("max_length", max_length)
         ids = torch.full((len(texts), max_length), self.PAD, dtype=torch.long)
         mask = torch.zeros((len(texts), max_length), dtype=torch.long)
         for row, text in enumerate(texts):

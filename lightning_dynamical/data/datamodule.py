@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from lightning_dynamical.data.splits import DatasetSplits, dataset_size
-from lightning_dynamical.errors import ConfigError, check_positive_int
+from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_int
 from lightning_dynamical.records import rng
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_targets
 
@@ -108,6 +108,16 @@ class ActiveLearningDataModule(LightningDataModule):
         eval_batch_size: batch size for scoring the pool and for evaluation.
         num_workers: DataLoader worker processes.
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
+
+    Raises:
+        ConfigError: an argument out of range, or an ``initial_size`` larger than the pool.
+        LabelError: :meth:`label` given indices or labels that do not fit the pool (nothing changes).
+
+    Example::
+
+        dm = ActiveLearningDataModule(pool, test=test, initial_size=100, balanced=True, val_size=500)
+        trainer.fit(model, datamodule=dm)  # with an ActiveLearningLoop among the callbacks
+        dm.labeled_indices  # the labeled set after the last round
     """
 
     def __init__(
@@ -128,9 +138,7 @@ class ActiveLearningDataModule(LightningDataModule):
         num_classes: int | None = None,
     ) -> None:
         super().__init__()
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
-                                        or num_classes < 1):
-            raise ConfigError(f"num_classes must be None or a positive int, got {num_classes!r}")
+        check_optional_positive_int("num_classes", num_classes)
         check_positive_int("initial_size", initial_size)
         check_positive_int("batch_size", batch_size)
         check_positive_int("eval_batch_size", eval_batch_size)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.utilities import rank_zero_warn
+from typing_extensions import override
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.errors import ConfigError, check_choice, check_fraction
 from lightning_dynamical.errors import check_positive_int as check_positive
+from lightning_dynamical.loop.batch_check import check_batches
 from lightning_dynamical.loop.convergence import Convergence, EpochLoss
-from lightning_dynamical.loop.distributed import sync_buffers
+from lightning_dynamical.loop.distributed import refuse_spawned_processes, sync_buffers
 from lightning_dynamical.loop.evaluator import Evaluator
 from lightning_dynamical.loop.interrupts import announce_interrupt
 from lightning_dynamical.loop.labeling import Labeling
@@ -28,7 +33,7 @@ from lightning_dynamical.reporting import wandb_runs
 from lightning_dynamical.reporting.charts import log_round
 from lightning_dynamical.reporting.console import say
 from lightning_dynamical.reporting.summary import report, round_line
-from lightning_dynamical.strategies.base import Strategy
+from lightning_dynamical.strategies.base import NonFiniteScoresError, Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.tasks.batches import batch_inputs, batch_size
 
@@ -77,6 +82,23 @@ class ActiveLearningLoop(Callback):
             run ends after that round's training, without labeling its query.
         stop_mode: ``"stop"``, or ``"record"`` to only record in ``al_rounds.csv`` when criteria fire.
         verbose: print a line per round.
+
+    Raises:
+        ConfigError: an argument out of range (at construction), ``query_size`` larger than the pool, a spawning
+            DDP launcher (at setup), or data sets whose batches differ in structure (at fit start, before any
+            epoch).
+        TypeError: ``strategy`` is not a :class:`~lightning_dynamical.Strategy`, or the trainer's DataModule is
+            not an :class:`ActiveLearningDataModule`.
+        NonFiniteScoresError: the strategy scored pool samples NaN or inf (names up to ten of them; the round's
+            weights are saved first, so a repaired pool resumes without retraining).
+
+    Example::
+
+        dm = ActiveLearningDataModule(pool, test=test, initial_size=100)
+        loop = ActiveLearningLoop(DynamicAL(gamma=2.0), query_size=50, rounds=4)
+        trainer = Trainer(max_epochs=-1, callbacks=[loop])
+        trainer.fit(Classifier(net, num_classes=10), datamodule=dm)
+        print(dm.labeled_indices, loop.history[-1]["test_acc"], loop.final_checkpoint)
     """
 
     def __init__(self, strategy: Strategy | None = None, query_size: int = 500, rounds: int = 5, patience: int = 5,
@@ -98,6 +120,7 @@ class ActiveLearningLoop(Callback):
         self.save_round_checkpoints, self.verbose = save_round_checkpoints, verbose
         self.resume_from_state = resume_from_state
         self.round, self.finished = 0, False
+        self.rescore = False  # resumed from al_rescore_round_<k>.ckpt: score round k again at fit start
         self.history: list[dict[str, Any]] = []
         # The parts, each with its own state (each validates its own arguments):
         self.convergence = Convergence(patience, min_delta, train_acc_threshold, max_epochs_per_round,
@@ -109,6 +132,7 @@ class ActiveLearningLoop(Callback):
         self.labeling = Labeling(oracle if oracle is not None else DatasetOracle(), self.records)
         self.rng = RngState()
         self.loss = EpochLoss()
+        self._final_checkpoint: str | None = None
 
     @property
     def datamodule(self) -> ActiveLearningDataModule:
@@ -119,9 +143,11 @@ class ActiveLearningLoop(Callback):
         """The paused round's query (``None`` unless labels are pending)."""
         return self.labeling.pending.state
 
+    @override
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage != "fit":
             return
+        refuse_spawned_processes(trainer)
         dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, ActiveLearningDataModule):
             raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
@@ -136,9 +162,12 @@ class ActiveLearningLoop(Callback):
         self.scorer.setup(trainer, dm)
         self.stopping.setup(self)
         self.convergence.check_max_epochs(trainer.max_epochs, self.rounds)
+        _warn_monitored_checkpoints(trainer)
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
+        check_batches(dm)
         self.evaluator.check_classes(pl_module, dm)
         self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
         self.loss.to(pl_module.device)
@@ -148,12 +177,19 @@ class ActiveLearningLoop(Callback):
             query, row, metrics = collected
             self._log(trainer, row, metrics, Scored(query, None, 0.0))
             self._advance(trainer, pl_module, row, last=False)
+        elif self.rescore:  # the round trained before its pool scores were not finite: score it again, no training
+            self.rescore = False
+            self._end_round(trainer, pl_module)
         self._write()
 
+    @override
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)))
+        # automatic optimization hands us loss / accumulate_grad_batches (what it backpropagates); manual, the loss
+        accumulate = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
+        self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)), accumulate)
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:
             return
@@ -169,6 +205,7 @@ class ActiveLearningLoop(Callback):
         dm = self.datamodule
         row = self.evaluator.round_row(trainer, pl_module, dm, self.round, self.convergence)
         snapshot = dm.state_dict()
+        before = copy.deepcopy({"stopping": self.stopping.state_dict(), "strategy": self.strategy.state_dict()})
         try:  # scored stays None in the last round: nothing is queried
             scored, stop = None, self.stopping.check(trainer, pl_module, self, row, "train")
             if not stop and self.round < self.rounds and dm.num_unlabeled > 0:
@@ -185,10 +222,28 @@ class ActiveLearningLoop(Callback):
                     trainer.should_stop = True
                     return self.labeling.pending.announce(self.round, reason, path)
             self._log(trainer, row, metrics, scored)
+        except NonFiniteScoresError as err:
+            dm.load_state_dict(snapshot)
+            raise self._rescore_later(trainer, err, before) from err
         except BaseException:
             dm.load_state_dict(snapshot)
             raise
         self._advance(trainer, pl_module, row, last=scored is None)
+
+    def _rescore_later(self, trainer: Trainer, err: NonFiniteScoresError,
+                       before: dict[str, Any]) -> NonFiniteScoresError:
+        """Checkpoint the round's trained weights, with the loop as the round ended and marked to score it again on
+        resume; the error to raise, naming the checkpoint."""
+        self.stopping.load_state_dict(before["stopping"])
+        self.strategy.load_state_dict(before["strategy"])
+        self.rescore = True
+        try:
+            path = self.records.save_rescore(trainer, self.round)
+        finally:
+            self.rescore = False
+        return NonFiniteScoresError(f"{err}; the round's trained weights are saved in {path}: repair those samples "
+                                    f"in place and resume with ckpt_path={path!r} to score round {self.round} again "
+                                    "without retraining", err.positions, err.indices, path)
 
     def _log(self, trainer: Trainer, row: dict[str, Any], metrics: dict[str, float], scored: Scored | None) -> None:
         query, pool_scores = (scored.query, scored.pool_scores) if scored is not None else (None, None)
@@ -204,7 +259,11 @@ class ActiveLearningLoop(Callback):
             if (line := self.stopping.end_line(row, self.datamodule.num_unlabeled, self.rounds)) is not None:
                 say(line)
             self.finished = trainer.should_stop = True
-            return self._write()
+            self._write()
+            if self.save_round_checkpoints:
+                self._final_checkpoint = self.records.final_checkpoint()
+                save_checkpoint(trainer, self._final_checkpoint)
+            return None
         self.round += 1
         self.convergence.reset()
         if self.reset == "init":
@@ -224,15 +283,34 @@ class ActiveLearningLoop(Callback):
             fields["pending_row"] = self.pending["row"]
         self.records.write(self.datamodule, self.round, self.history, fields)
 
+    @override
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not self.finished and self.pending is None:
+            where = (f"in round {self.round} (epoch {self.convergence.epochs} of the round)" if self.convergence.epochs
+                     else f"at the start of round {self.round}")
+            say(f"[active learning] {_who_stopped(trainer)} ended the fit {where} before active learning finished: "
+                f"{len(self.history)} "
+                f"round(s) recorded, {self.datamodule.num_labeled} labeled samples; the records and checkpoints hold "
+                "everything up to the last finished round. The loop ends rounds by its own convergence rule; a "
+                "callback that stops training ends the whole run")
         if self.verbose and self.history:
-            report(trainer, pl_module, self.records.dirpath, self.history, self.save_round_checkpoints)
+            report(trainer, pl_module, self.records.dirpath, self.history, self.save_round_checkpoints,
+                   self.final_checkpoint)
 
+    @property
+    def final_checkpoint(self) -> str | None:
+        """``al_final.ckpt``: the weights at the end of the last round (``None`` until written, or when
+        ``save_round_checkpoints=False``). Test the final model with ``trainer.test(ckpt_path=...)`` on it, or
+        with ``trainer.test(model, datamodule=dm)`` right after ``fit``."""
+        return self._final_checkpoint
+
+    @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         """On Ctrl-C or SIGTERM, name the last round checkpoint and the command that resumes from it."""
         saved = self.records.saved_round(self.round - 1) if self.save_round_checkpoints else None
         announce_interrupt(trainer, pl_module, exception, self.round, saved)
 
+    @override
     def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[wandb_runs.CHECKPOINT_KEY] = wandb_runs.identity(trainer)
 
@@ -241,15 +319,45 @@ class ActiveLearningLoop(Callback):
         return {"convergence": self.convergence, "rng": self.rng, "pending": self.labeling.pending,
                 "stopping": self.stopping}
 
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"round": self.round, "finished": self.finished, "history": [dict(r) for r in self.history],
+        return {"round": self.round, "finished": self.finished, "rescore": self.rescore,
+                "history": [dict(r) for r in self.history],
                 "strategy": self.strategy.state_dict(), **{k: part.state_dict() for k, part in self._parts().items()}}
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = migrate_loop_state(state_dict)  # checkpoints of earlier versions
         self.round, self.finished = int(state_dict["round"]), bool(state_dict["finished"])
+        self.rescore = bool(state_dict.get("rescore", False))
         self.history = [dict(r) for r in state_dict["history"]]
         for key, part in self._parts().items():
             part.load_state_dict(state_dict.get(key))
         if state_dict.get("strategy") is not None:
             self.strategy.load_state_dict(state_dict["strategy"])
+
+
+def _warn_monitored_checkpoints(trainer: Trainer) -> None:
+    """A ``ModelCheckpoint`` that monitors a metric compares models trained on different labeled sets."""
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, ModelCheckpoint) and callback.monitor is not None:
+            rank_zero_warn(f"ModelCheckpoint(monitor={callback.monitor!r}) ranks checkpoints across active-learning "
+                           "rounds, whose labeled sets differ: its 'best' may come from an earlier round. The final "
+                           "model is ActiveLearningLoop.final_checkpoint (al_final.ckpt): "
+                           "trainer.test(ckpt_path=loop.final_checkpoint)")
+
+
+def _who_stopped(trainer: Trainer) -> str:
+    """A name for what set ``trainer.should_stop`` (or ended the fit) other than the loop."""
+    for callback in trainer.callbacks:  # type: ignore[attr-defined]
+        if isinstance(callback, EarlyStopping) and (callback.wait_count >= callback.patience
+                                                    or getattr(callback, "stopping_reason_message", None)):
+            return f"EarlyStopping(monitor={callback.monitor!r})"
+        remaining = callback.time_remaining() if isinstance(callback, Timer) else None
+        if remaining is not None and remaining <= 0:
+            return "Timer (max_time)"
+    if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
+        return f"Trainer(max_epochs={trainer.max_epochs})"
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return f"Trainer(max_steps={trainer.max_steps})"
+    return "another callback or the LightningModule (trainer.should_stop)"

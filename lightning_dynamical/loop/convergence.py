@@ -245,7 +245,9 @@ def near_chance_warning(round_index: int, accuracy: float, num_classes: int, rea
 class EpochLoss:
     """The sample-weighted mean training loss of an epoch, from the outputs of ``training_step``.
 
-    A ``MeanMetric``, so under DDP ``compute`` reduces over ranks.
+    A ``MeanMetric``, so under DDP ``compute`` reduces over ranks. Under automatic optimization Lightning hands
+    ``on_train_batch_end`` the loss divided by ``accumulate_grad_batches`` (the scaling it backpropagates); pass that
+    factor as ``accumulate`` to record the loss ``training_step`` returned.
     """
 
     def __init__(self) -> None:
@@ -254,11 +256,13 @@ class EpochLoss:
     def to(self, device: torch.device) -> None:
         self._mean = self._mean.to(device)
 
-    def update(self, outputs: Any, samples: int) -> None:
-        """Add a batch's loss (``outputs`` or ``outputs["loss"]``; other outputs are ignored)."""
+    def update(self, outputs: Any, samples: int, accumulate: int = 1) -> None:
+        """Add a batch's loss (``outputs`` or ``outputs["loss"]``, times ``accumulate``; other outputs are ignored)."""
+        if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
+            raise ValueError(f"accumulate must be the int accumulate_grad_batches (>= 1), got {accumulate!r}")
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
         if isinstance(loss, Tensor):
-            self._mean.update(loss.detach().float().to(self._mean.device), samples)
+            self._mean.update(loss.detach().float().to(self._mean.device) * accumulate, samples)
 
     def compute(self) -> float:
         """The epoch's mean loss (``inf`` without any batch), and start the next epoch."""

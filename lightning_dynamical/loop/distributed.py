@@ -7,8 +7,11 @@ from collections.abc import Sequence
 
 import torch
 from lightning.pytorch import Trainer
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
+
+from lightning_dynamical.errors import ConfigError
 
 
 def shard(items: Sequence[int], rank: int, world_size: int) -> list[int]:
@@ -16,6 +19,20 @@ def shard(items: Sequence[int], rank: int, world_size: int) -> list[int]:
     n = len(items)
     start, stop = n * rank // world_size, n * (rank + 1) // world_size
     return list(items[start:stop])
+
+
+def refuse_spawned_processes(trainer: Trainer) -> None:
+    """Refuse a strategy whose launcher runs the fit only in child processes (``ddp_spawn``, ``ddp_fork``,
+    ``ddp_notebook``, XLA): the caller's data module and loop would stay as they were, with no labeled samples
+    added and no history. Called at setup, in the children; the caller's ``trainer.fit`` raises it inside torch's
+    ``ProcessRaisedException``."""
+    launcher = trainer.strategy.launcher
+    if isinstance(launcher, _MultiProcessingLauncher):
+        method = getattr(launcher, "_start_method", "spawn")
+        raise ConfigError(f"ActiveLearningLoop does not run under strategies that start their processes by {method!r} "
+                          f"(got {type(trainer.strategy).__name__}, e.g. strategy='ddp_spawn'): the rounds would run "
+                          "only in child processes and this process's data module and loop would never see the "
+                          "labels or the history; use strategy='ddp' (devices=N), whose rank 0 is this process")
 
 
 def is_rank_zero() -> bool:

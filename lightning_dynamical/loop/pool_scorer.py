@@ -99,7 +99,10 @@ class PoolScorer:
         try:
             selection = self.select(trainer, model, dm, positions, b)
         except NonFiniteScoresError as err:
-            raise NonFiniteScoresError(f"Round {round}: {err}; the labeled set is unchanged") from err
+            indices = dm.pool_indices(positions[p] for p in err.positions)
+            at = f", at pool indices {indices}{' (the first ten)' if len(indices) == 10 else ''}" if indices else ""
+            raise NonFiniteScoresError(f"Round {round}: {err}{at}; the labeled set is unchanged",
+                                       err.positions, indices) from err
         seconds = round_seconds(time.perf_counter() - start)
         indices = dm.pool_indices(positions[p] for p in selection.positions.tolist())
         check_agreement(trainer, indices, f"the round-{round} selection")

@@ -9,12 +9,13 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import check_positive_number
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits
 
 
 class Classifier(LightningModule):
-    """Cross-entropy training of ``net`` on ``(inputs, target)`` batches or dict batches.
+    """Cross-entropy training of ``net`` on ``(inputs, target)`` batches (inputs a tensor, or a tuple of tensors
+    passed as ``net(*inputs)``) or dict batches.
 
     A dict batch (Hugging Face style) holds the target under ``label_key`` and the network's keyword
     inputs under its other keys; the network is then called as ``net(**inputs)``. Its output is the
@@ -41,8 +42,7 @@ class Classifier(LightningModule):
         label_key: str = LABEL_KEY,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {lr!r}")
+        check_positive_number("lr", lr)
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.label_key = label_key
@@ -50,13 +50,13 @@ class Classifier(LightningModule):
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
 
-    def forward(self, x: Tensor | None = None, **inputs: Any) -> Any:
-        """``net(x)`` for a tensor batch, ``net(**inputs)`` for the keyword inputs of a dict batch."""
-        if x is None:
-            return self.net(**inputs)
-        if inputs:
-            raise TypeError(f"Classifier takes a tensor or keyword inputs, not both; got x and {sorted(inputs)}")
-        return self.net(x)
+    def forward(self, *x: Tensor, **inputs: Any) -> Any:
+        """``net(x)`` for a tensor batch, ``net(x1, x2, ...)`` for the positional inputs of a ``((x1, x2, ...), y)``
+        batch, ``net(**inputs)`` for the keyword inputs of a dict batch."""
+        if x and inputs:
+            raise TypeError(f"Classifier takes positional or keyword inputs, not both; got {len(x)} positional and "
+                            f"{sorted(inputs)}")
+        return self.net(*x) if x else self.net(**inputs)
 
     def _step(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
         inputs = batch_inputs(batch, self.label_key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import ConfigError, check_positive_int
 
 
 class SelfAttention(nn.Module):
@@ -68,8 +68,7 @@ class TextTransformer(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("num_classes", num_classes), ("max_length", max_length),
                             ("dim", dim), ("heads", heads)):
-            if value < 1:
-                raise ConfigError(f"{name} must be >= 1, got {value}")
+            check_positive_int(name, value)
         if depth < 0 or not 0 <= dropout < 1:
             raise ConfigError(f"depth must be >= 0 and dropout in [0, 1), got {depth} and {dropout}")
         self.vocab_size = vocab_size

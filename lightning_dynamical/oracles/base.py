@@ -12,7 +12,7 @@ from torch import Tensor
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.splits import dataset_size
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import check_optional_positive_int
 from lightning_dynamical.loop.distributed import is_rank_zero
 from lightning_dynamical.oracles.files import (
     LabelFileError,
@@ -78,8 +78,7 @@ class FileOracle(Oracle):
     source = "file"
 
     def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
-        if num_classes is not None and num_classes < 1:
-            raise ConfigError(f"num_classes must be null or >= 1, got {num_classes!r}")
+        check_optional_positive_int("num_classes", num_classes)
         self.folder = str(folder)
         self.num_classes = num_classes
         self.min_image_size = min_image_size

@@ -225,6 +225,8 @@ class LabelStudioOracle(Oracle):
         if isinstance(x, dict):  # keyword inputs (e.g. token ids): shown as their values
             return {"sample": json.dumps({k: v.tolist() if hasattr(v, "tolist") else v
                                           for k, v in x.items()})[:10_000]}
+        if isinstance(x, tuple):  # positional inputs: shown as their values, in order
+            return {"sample": json.dumps([v.tolist() for v in x])[:10_000]}
         kind = _kind(x)
         if kind == "image":
             return {"sample": self._png_data_uri(image_array(x))}

@@ -65,7 +65,8 @@ def migrate_loop_state(state: dict[str, Any]) -> dict[str, Any]:
 
     v0 -> today: ``history`` rows and ``pending["row"]`` by :func:`migrate_row`; ``convergence`` by
     :func:`migrate_convergence_state`; ``strategy: None`` (v0 saved None for a strategy without state) -> ``{}``
-    (what such a strategy's ``state_dict`` returns today); ``stopping`` (no criteria in v0) -> ``{}``.
+    (what such a strategy's ``state_dict`` returns today); ``stopping`` (no criteria in v0) -> ``{}``; ``rescore``
+    (v3: the checkpoint a run saves when its pool scores are not finite, to score that round again) -> ``False``.
     ``round``, ``finished``, ``rng`` and the rest of ``pending`` (``metrics, indices, scores, pseudo_labels``)
     are unchanged.
     """
@@ -78,6 +79,7 @@ def migrate_loop_state(state: dict[str, Any]) -> dict[str, Any]:
     if migrated.get("strategy") is None:
         migrated["strategy"] = {}
     migrated.setdefault("stopping", {})
+    migrated.setdefault("rescore", False)
     return migrated
 
 

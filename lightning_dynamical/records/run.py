@@ -18,6 +18,8 @@ from lightning_dynamical.records.queries import Query
 from lightning_dynamical.records.weights import reference as weights_reference
 from lightning_dynamical.records.weights import resolve, restore_weights
 
+FINAL_CHECKPOINT = "al_final.ckpt"
+
 
 class RunRecords:
     """Writes one run's records into ``dirpath`` (default: the trainer's log directory) and remembers the
@@ -86,11 +88,22 @@ class RunRecords:
         """Where ``al_round_<round>.ckpt`` goes."""
         return records.round_checkpoint(self.dirpath, round)
 
+    def final_checkpoint(self) -> str:
+        """Where ``al_final.ckpt`` (the weights at the end of the last round) goes."""
+        return records.join(self.dirpath, FINAL_CHECKPOINT)
+
     def save_pending(self, trainer: Trainer, round: int) -> str:
         """Save the checkpoint a paused run resumes from (every rank); its path."""
         self.weights = records.join(self.dirpath, f"al_pending_round_{round}.ckpt")
         records.save_checkpoint(trainer, self.weights)
         return self.weights
+
+    def save_rescore(self, trainer: Trainer, round: int) -> str:
+        """Save the checkpoint a run whose pool scores were not finite resumes from to score ``round`` again
+        without retraining (every rank); its path. The weights named in ``al_state.json`` are left as they were."""
+        path = records.join(self.dirpath, f"al_rescore_round_{round}.ckpt")
+        records.save_checkpoint(trainer, path)
+        return path
 
     def saved_round(self, round: int) -> str | None:
         """``al_round_<round>.ckpt`` if it exists."""

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from lightning.pytorch import Callback, LightningModule, Trainer
+from typing_extensions import override
 
 from lightning_dynamical.loop.callback import ActiveLearningLoop
 
@@ -22,9 +23,11 @@ class RoundClock(Callback):
         self.times: list[float] = []
         self._start = time.perf_counter()
 
+    @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._start = time.perf_counter()
 
+    @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         while len(self.times) < len(self.loop.history):
             row = self.loop.history[len(self.times)]

@@ -13,7 +13,7 @@ from lightning_dynamical.reporting.console import end_progress_bar, say
 
 
 def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: list[dict[str, Any]],
-           round_checkpoints: bool) -> None:
+           round_checkpoints: bool, final: str | None = None) -> None:
     """Print the table and :func:`where_written` (rank zero) below the progress bar."""
     if not trainer.is_global_zero:
         return
@@ -22,11 +22,13 @@ def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: 
     lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | {r['score_seconds']} |"
               for r in history]
     say("\n".join(lines))
-    say(where_written(trainer, dirpath, history, round_checkpoints))
+    say(where_written(trainer, dirpath, history, round_checkpoints, final))
 
 
-def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]], round_checkpoints: bool) -> str:
-    """A few aligned lines naming every file the run produced (read after ``trainer.fit``'s last round)."""
+def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]], round_checkpoints: bool,
+                  final: str | None = None) -> str:
+    """A few aligned lines naming every file the run produced (read after ``trainer.fit``'s last round); the final
+    model is ``final`` (the loop's ``al_final.ckpt``), else the last checkpoint of the Trainer's ``ModelCheckpoint``."""
     files = [records.ROUNDS_FILE, QUERIES_FILE, records.STATE_FILE]
     lines = ["records       " + ", ".join(records.join(dirpath, name) for name in files
                                          if name != QUERIES_FILE or records.exists(records.join(dirpath, name)))]
@@ -36,8 +38,9 @@ def where_written(trainer: Trainer, dirpath: str, history: list[dict[str, Any]],
         first, last = saved[0].rsplit("/", 1)[-1], saved[-1].rsplit("/", 1)[-1]
         span = first if first == last else f"{first} .. {last}"
         lines.append(f"checkpoints   {span} in {dirpath}")
-    final = _final_model(trainer)
-    lines.append(f"final model   {final}" if final else "final model   not saved (the Trainer has no ModelCheckpoint)")
+    final = final or _final_model(trainer)
+    lines.append(f"final model   {final}" if final else "final model   not saved (save_round_checkpoints=False and no "
+                 "ModelCheckpoint with save_last)")
     lines += wandb_runs.describe(trainer)
     return "\n".join(["[active learning] written:", *("  " + line for line in lines)])
 
@@ -46,8 +49,7 @@ def _final_model(trainer: Trainer) -> str | None:
     callback = trainer.checkpoint_callback
     if callback is None:
         return None
-    path = getattr(callback, "last_model_path", "") or getattr(callback, "best_model_path", "")
-    return path or None
+    return getattr(callback, "last_model_path", "") or None
 
 
 

@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.scoring.auto import AutoEngine
-from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
+from lightning_dynamical.scoring.common import ParamSpec, scoring_model, select_parameters, summed_gradient
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, PoolStatistics
 from lightning_dynamical.scoring.exact import ExactGradients, ScoringError
 from lightning_dynamical.scoring.fast import FastEngine
@@ -29,6 +29,7 @@ __all__ = [
     "evaluation",
     "make_engine",
     "register_op",
+    "scoring_model",
     "select_parameters",
     "summed_gradient",
 ]

@@ -1,17 +1,93 @@
-"""Pieces every scoring engine shares: parameter selection, eval mode, summed gradients."""
+"""Pieces every scoring engine shares: the module scoring runs, parameter selection, eval mode, summed gradients."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._dynamo.eval_frame import OptimizedModule
 
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
 
 ParamSpec = str | Sequence[str] | None
 """Which parameters form theta: ``None`` (all trainable), ``"last_layer"``, or a list of names."""
+
+
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+"""Parameter dtypes scoring upcasts to float32 (see :func:`scoring_model`)."""
+
+
+@contextlib.contextmanager
+def scoring_model(model: nn.Module) -> Iterator[nn.Module]:
+    """The module every scoring entry point runs: ``model`` as built, run eagerly and in at least float32.
+
+    - ``torch.compile``: a compiled model is unwrapped (``_orig_mod``), compiled submodules are swapped for their
+      originals, and compiled forwards (``trainer.fit(torch.compile(module))``) run eagerly (the ``force_eager``
+      stance). Parameter names are the original ones (no ``_orig_mod.``), and the scoring's many batch shapes
+      (per-sample, probe and chunked forwards) never trace or recompile.
+    - half precision (``precision="bf16-true"``/``"16-true"``): float16/bfloat16 parameters and buffers are swapped
+      for float32 copies (tied ones stay tied), so that the forward, the backward and every product run in float32:
+      scores are those of the stored half-precision weights up to float32 rounding (a half-precision forward alone
+      is off by about 1e-2 relative). Costs float32 copies of those tensors while scoring. float32 and float64
+      models run in their own dtype.
+
+    Yields the module to score; on exit every swapped module, parameter and buffer is put back (the same objects,
+    so optimizers, DDP and hooks keep theirs).
+    """
+    while isinstance(model, OptimizedModule):
+        model = model._orig_mod
+    with torch.compiler.set_stance("force_eager"), _uncompiled_submodules(model), _float32(model):
+        yield model
+
+
+@contextlib.contextmanager
+def _uncompiled_submodules(model: nn.Module) -> Iterator[None]:
+    """Swap every compiled submodule (``OptimizedModule``, nested too) for its original module until exit."""
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for parent in list(model.modules()):
+            for name, child in list(parent._modules.items()):
+                if isinstance(child, OptimizedModule):
+                    original: nn.Module = child
+                    while isinstance(original, OptimizedModule):
+                        original = original._orig_mod
+                    parent._modules[name] = original
+                    swapped.append((parent, name, child))
+        yield
+    finally:
+        for parent, name, child in reversed(swapped):
+            parent._modules[name] = child
+
+
+@contextlib.contextmanager
+def _float32(model: nn.Module) -> Iterator[None]:
+    """Swap float16/bfloat16 parameters and buffers for float32 copies until exit (the same copy for a shared one).
+
+    Set as attributes, so that modules which keep their own references (``nn.LSTM``'s flat weights) follow; a
+    parameter's gradient hooks are registered on its copy."""
+    copies: dict[int, Tensor] = {}
+    swapped: list[tuple[nn.Module, str, Tensor]] = []
+    try:
+        for module in list(model.modules()):
+            for table, parameter in ((module._parameters, True), (module._buffers, False)):
+                for name, t in list(table.items()):
+                    if t is None or t.dtype not in HALF_DTYPES:
+                        continue
+                    if id(t) not in copies:
+                        copy = t.detach().float()
+                        copy = nn.Parameter(copy, requires_grad=t.requires_grad) if parameter else copy
+                        for hook in (getattr(t, "_backward_hooks", None) or {}).values():
+                            copy.register_hook(hook)
+                        copies[id(t)] = copy
+                    swapped.append((module, name, t))
+                    setattr(module, name, copies[id(t)])
+        yield
+    finally:
+        for module, name, t in reversed(swapped):
+            setattr(module, name, t)
 
 
 def last_linear_name(model: nn.Module) -> str:

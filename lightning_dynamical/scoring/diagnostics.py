@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from lightning_dynamical.scoring import make_engine
-from lightning_dynamical.scoring.common import ParamSpec, select_parameters, summed_gradient
+from lightning_dynamical.scoring.common import ParamSpec, scoring_model, select_parameters, summed_gradient
 from lightning_dynamical.tasks.batches import LABEL_KEY, evaluation
 
 
@@ -51,7 +51,7 @@ def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: 
     and its numerator ``sum_u ||g_u||^2 + 2 G_Q . G_S``; a ratio of 1 means the cross terms between queried
     samples vanish.
     """
-    with evaluation(model):
+    with scoring_model(model) as model, evaluation(model):
         theta = select_parameters(model, params)
         g_s = summed_gradient(model, labeled_loader, theta, label_key=label_key)
         g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True, label_key=label_key)

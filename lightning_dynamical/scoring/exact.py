@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import check_optional_positive_int
 from lightning_dynamical.tasks.batches import (
     Inputs,
+    arguments,
     batch_size,
     batched_mask,
     forward_logits,
@@ -42,7 +43,7 @@ def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
     def loss(theta: dict[str, Tensor], xi: Inputs, yi: Tensor) -> Tensor:
         one = unsqueeze(xi, mask)
         state = {**constants, **theta}
-        out = functional_call(model, state, (), one) if isinstance(one, dict) else functional_call(model, state, (one,))
+        out = functional_call(model, state, *arguments(one))
         return nn.functional.cross_entropy(logits_of(out, 1), yi.unsqueeze(0), reduction="sum")
 
     return vmap(grad(loss), in_dims=(None, mask, 0), chunk_size=chunk_size)(selected, inputs, y)
@@ -97,8 +98,7 @@ class ExactGradients:
     """Per-sample gradients by ``vmap`` where it works for this model, else by the per-sample loop."""
 
     def __init__(self, chunk_size: int | None = 32, allow_loop: bool = True) -> None:
-        if chunk_size is not None and chunk_size <= 0:
-            raise ConfigError(f"chunk_size must be a positive int or None, got {chunk_size}")
+        check_optional_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
         self.allow_loop = allow_loop
         self._no_vmap: dict[tuple[int, tuple[str, ...]], str] = {}

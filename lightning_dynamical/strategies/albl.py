@@ -75,8 +75,10 @@ def fingerprint(x: Inputs) -> Tensor:
     b = batch_size(x)
     if b == 0:
         return torch.zeros(0, dtype=torch.long)
-    parts = [x] if isinstance(x, Tensor) else [v for _, v in sorted(x.items()) if isinstance(v, Tensor)
-                                               and v.ndim > 0 and v.shape[0] == b]
+    if isinstance(x, dict):
+        parts = [v for _, v in sorted(x.items()) if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == b]
+    else:
+        parts = list(x) if isinstance(x, tuple) else [x]
     rows = [t.detach().cpu().contiguous().reshape(b, -1).view(torch.uint8).numpy() for t in parts]
     return torch.tensor([int.from_bytes(hashlib.blake2b(b"".join(r[i].tobytes() for r in rows),
                                                         digest_size=8).digest(), "little", signed=True)
@@ -104,7 +106,9 @@ class ALBL(Strategy):
         strategies: the arms; default ``[Entropy(), Coreset(seed), Random(seed)]`` (uncertainty,
             representativeness and random).
         seed: seed of the bandit draws and of the default strategies.
-        horizon, p_min, delta: EXP4.P parameters (see :class:`Exp4P`).
+        horizon: EXP4.P's expected number of rounds ``T`` (see :class:`Exp4P`).
+        p_min: EXP4.P's probability floor of every arm (``None``: EXP4.P's choice).
+        delta: EXP4.P's confidence parameter of the variance bonus.
     """
 
     joint = True

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import check_positive_int
 from lightning_dynamical.strategies.base import Reducer, Strategy, identity
 from lightning_dynamical.strategies.inference import collect, mc_dropout, softmax
 from lightning_dynamical.strategies.uncertainty import entropy
@@ -35,8 +35,7 @@ class BALD(Strategy):
 
     def __init__(self, mc_samples: int = 20, seed: int = 0) -> None:
         super().__init__()
-        if mc_samples < 1:
-            raise ConfigError(f"mc_samples must be >= 1, got {mc_samples}")
+        check_positive_int("mc_samples", mc_samples)
         self.mc_samples = int(mc_samples)
         self.seed = int(seed)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,16 @@ def identity(t: Tensor) -> Tensor:
 
 
 class NonFiniteScoresError(RuntimeError):
-    """A strategy produced NaN or inf scores."""
+    """A strategy produced NaN or inf scores.
+
+    ``positions`` are the offending entries' positions in the pool loader's order (the first ten, ``[]`` when
+    unknown); the loop turns them into pool ``indices`` and names the ``checkpoint`` to resume from once repaired.
+    """
+
+    def __init__(self, message: str, positions: Sequence[int] = (), indices: Sequence[int] = (),
+                 checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.positions, self.indices, self.checkpoint = list(positions), list(indices), checkpoint
 
 
 @dataclass(frozen=True, eq=False)
@@ -101,11 +110,14 @@ class Strategy:
         return f"{type(self).__name__}({args})"
 
 
-def check_finite(scores: Tensor) -> Tensor:
-    """Raise :class:`NonFiniteScoresError` naming how many scores are NaN or inf."""
-    bad = int((~torch.isfinite(scores)).sum())
-    if bad:
-        raise NonFiniteScoresError(f"{bad} of {scores.numel()} pool scores are NaN or inf")
+def check_finite(scores: Tensor, positions: Tensor | None = None) -> Tensor:
+    """Raise :class:`NonFiniteScoresError` naming how many scores are NaN or inf, with the first ten offenders'
+    pool positions (``positions[i]`` is entry ``i``'s position in the pool loader's order; default ``i``)."""
+    bad = (~torch.isfinite(scores.detach())).reshape(-1).nonzero().squeeze(1)
+    if bad.numel():
+        where = bad[:10].cpu() if positions is None else positions.reshape(-1)[bad[:10].to(positions.device)].cpu()
+        raise NonFiniteScoresError(f"{bad.numel()} of {scores.numel()} pool scores are NaN or inf",
+                                   [int(p) for p in where.tolist()])
     return scores
 
 

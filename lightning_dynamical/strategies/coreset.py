@@ -8,8 +8,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
+from lightning_dynamical.errors import check_positive_int
+from lightning_dynamical.strategies.base import (
+    NonFiniteScoresError,
+    Reducer,
+    Selection,
+    Strategy,
+    check_finite,
+    identity,
+)
 from lightning_dynamical.strategies.inference import features_and_probabilities
 
 
@@ -66,8 +73,7 @@ class Coreset(Strategy):
 
     def __init__(self, seed: int = 0, chunk_size: int = 1024) -> None:
         super().__init__()
-        if chunk_size < 1:
-            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}")
+        check_positive_int("chunk_size", chunk_size)
         self.seed = int(seed)
         self.chunk_size = int(chunk_size)
 
@@ -76,9 +82,11 @@ class Coreset(Strategy):
         """``(pool features, squared distance to the nearest labeled sample, scores)``; non-finite raise."""
         pool = features_and_probabilities(model, pool_loader, progress, self.label_key)[0]
         labeled = features_and_probabilities(model, labeled_loader, progress, self.label_key)[0]
-        for feats in (pool, labeled):
-            if feats.shape[0]:
-                check_finite(feats.abs().amax(1))
+        if pool.shape[0]:
+            check_finite(pool.abs().amax(1))
+        if labeled.shape[0] and not bool(torch.isfinite(labeled).all()):  # not pool positions: none to name
+            bad = int((~torch.isfinite(labeled).all(1)).sum())
+            raise NonFiniteScoresError(f"{bad} of {labeled.shape[0]} labeled samples have NaN or inf features")
         min_d2 = min_sq_distances(pool, labeled, self.chunk_size)
         scores = min_d2.sqrt() if labeled.shape[0] else torch.zeros_like(min_d2)
         return pool, min_d2, scores

@@ -10,13 +10,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_int
 from lightning_dynamical.scoring import (
     ParameterPath,
     ParamSpec,
     PoolStatistics,
     evaluation,
     make_engine,
+    scoring_model,
     select_parameters,
     summed_gradient,
 )
@@ -39,6 +40,9 @@ class DynamicAL(Strategy):
     keep the paper's weighting. ``k=1`` is the paper's top-b; ``gamma=0`` makes every ``k`` equal top-b.
     This exact marginal gain is not the authors' step (no version of their code has it).
 
+    Compiled models (``torch.compile``, also of submodules) are scored eagerly through the original modules, and
+    half-precision ones in float32 (:func:`~lightning_dynamical.scoring.common.scoring_model`).
+
     The authors' de-influence step (``deinfluence=k``, their ``ntk_active_memo_efficient.py`` with its defaults):
     the query is chosen in ``k`` chunks (they use chunks of 100 for b=500, i.e. 5); after each chunk the
     gradient of its *mean* pseudo-label loss is added to ``Q``, and the rest of the pool is re-scored by
@@ -53,6 +57,16 @@ class DynamicAL(Strategy):
         greedy_chunks: number of chunks the query is selected in by the exact marginal gain (1 = top-b).
         deinfluence: number of chunks of the authors' de-influence step (``None``: off; they use 5).
         label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
+
+    Raises:
+        ConfigError: ``gamma`` negative or NaN, ``greedy_chunks`` or ``deinfluence`` not a positive int, both set,
+            or an unknown ``engine``.
+
+    Example::
+
+        DynamicAL(gamma=2.0)                  # the paper's top-b
+        DynamicAL(gamma=0.0)                  # expected gradient length
+        DynamicAL(gamma=2.0, deinfluence=5)   # the authors' de-influence step, 5 chunks
     """
 
     def __init__(
@@ -69,10 +83,8 @@ class DynamicAL(Strategy):
         gamma = float(gamma)
         if math.isnan(gamma) or gamma < 0:
             raise ConfigError(f"gamma must be >= 0 or inf, got {gamma}")
-        if int(greedy_chunks) != greedy_chunks or greedy_chunks < 1:
-            raise ConfigError(f"greedy_chunks must be a positive int, got {greedy_chunks}")
-        if deinfluence is not None and (int(deinfluence) != deinfluence or deinfluence < 1):
-            raise ConfigError(f"deinfluence must be null or a positive int (chunks), got {deinfluence}")
+        check_positive_int("greedy_chunks", greedy_chunks)
+        check_optional_positive_int("deinfluence", deinfluence)
         if deinfluence is not None and greedy_chunks > 1:
             raise ConfigError(f"deinfluence={deinfluence} and greedy_chunks={greedy_chunks} are two different "
                               "chunked selections; set one of them")
@@ -105,13 +117,13 @@ class DynamicAL(Strategy):
     def explain(self, model: nn.Module, batch: Any) -> list[ParameterPath]:
         """How each selected parameter is scored on ``batch`` (a pool batch as the loader yields it): the
         fast closed form (and which op), ``unused``, ``last_layer``, or a slow exact path with the reason."""
-        params = select_parameters(model, self.params)
-        with evaluation(model):
+        with scoring_model(model) as model, evaluation(model):
+            params = select_parameters(model, self.params)
             return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params)
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
-        with evaluation(model):
+        with scoring_model(model) as model, evaluation(model):
             return self._score(model, pool_loader, labeled_loader, reduce, progress)[0]
 
     def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
@@ -119,7 +131,7 @@ class DynamicAL(Strategy):
         """Top-b, or the chunked selection of ``greedy_chunks > 1`` or ``deinfluence``; pseudo labels
         ``argmax f(x_u)``."""
         self._last_gains = None
-        with evaluation(model):
+        with scoring_model(model) as model, evaluation(model):
             scores, params = self._score(model, pool_loader, labeled_loader, reduce, progress)
             stats = self._statistics()
             chunks = self.deinfluence or (self.greedy_chunks if self.gamma != 0 else 1)
@@ -164,7 +176,7 @@ class DynamicAL(Strategy):
         for i, size in enumerate(sizes):
             candidates = remaining.nonzero().squeeze(1)
             current = self._combine(sqnorm[candidates], dots[candidates]) + shift[candidates]
-            picked = candidates[top_b(check_finite(current), size)]
+            picked = candidates[top_b(check_finite(current, candidates), size)]
             chosen.append(picked)
             gains.append(self._combine(sqnorm[picked], dots[picked]) + shift[picked])
             remaining[picked] = False

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lightning_dynamical.scoring.common import scoring_model
 from lightning_dynamical.scoring.features import features_and_logits
 from lightning_dynamical.tasks.batches import (
     LABEL_KEY,
@@ -50,8 +51,9 @@ def collect(
 
 def probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False,
                   label_key: str = LABEL_KEY) -> Tensor:
-    """``(N, C)`` softmax outputs in eval mode (every module's mode restored afterwards)."""
-    with evaluation(model):
+    """``(N, C)`` softmax outputs in eval mode (every module's mode restored afterwards), of the
+    :func:`~lightning_dynamical.scoring.common.scoring_model` (eager, at least float32)."""
+    with scoring_model(model) as model, evaluation(model):
         out = collect(model, loader, lambda x: (softmax(forward_logits(model, x)),), progress, "Predicting",
                       label_key)
     return out[0] if out else torch.zeros(0, 0, dtype=torch.float64)
@@ -65,7 +67,7 @@ def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress
         h, logits = features_and_logits(model, x)
         return h, softmax(logits)
 
-    with evaluation(model):
+    with scoring_model(model) as model, evaluation(model):
         out = collect(model, loader, fn, progress, "Embedding", label_key)
     if not out:
         return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
@@ -79,7 +81,8 @@ def has_dropout(model: nn.Module) -> bool:
 
 @contextlib.contextmanager
 def mc_dropout(model: nn.Module, seed: int) -> Iterator[nn.Module]:
-    """Eval mode except dropout modules (BatchNorm stays frozen), under a forked RNG seeded by ``seed``.
+    """Eval mode except dropout modules (BatchNorm stays frozen), under a forked RNG seeded by ``seed``; yields the
+    :func:`~lightning_dynamical.scoring.common.scoring_model`.
 
     The CPU RNG and that of the model's device are forked, so the global RNG streams are left untouched
     and the same seed gives the same dropout masks. Every module's mode is restored on exit.
@@ -89,7 +92,7 @@ def mc_dropout(model: nn.Module, seed: int) -> Iterator[nn.Module]:
     device = model_device_dtype(model)[0]
     accelerated = device.type != "cpu"
     devices, device_type = ([device], device.type) if accelerated else ([], "cuda")  # []: CPU RNG only
-    with evaluation(model), torch.random.fork_rng(devices, device_type=device_type):
+    with scoring_model(model) as model, evaluation(model), torch.random.fork_rng(devices, device_type=device_type):
         for m in model.modules():
             if isinstance(m, DROPOUT_TYPES):
                 m.train()

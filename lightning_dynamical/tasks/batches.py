@@ -1,8 +1,10 @@
 """The batch and output contract: inputs and targets from any batch, logits from any output.
 
-A batch is a tensor (inputs only), a tuple/list ``(inputs, target, ...)``, or a mapping (Hugging Face
+A batch is a tensor (inputs only), a tuple/list ``(inputs, target, ...)`` whose inputs are a tensor or a
+tuple/list of tensors (positional inputs, ``((x1, x2), y)``, each batched on dim 0), or a mapping (Hugging Face
 style) whose ``label_key`` entry is the target and whose other entries are the model's keyword inputs.
-The model is called as ``model(**inputs)`` for mappings and ``model(inputs)`` otherwise; its output is
+The model is called as ``model(**inputs)`` for mappings, ``model(*inputs)`` for positional inputs and
+``model(inputs)`` otherwise; its output is
 the logits tensor itself, an object with ``.logits`` (a ``ModelOutput``), a mapping with ``"logits"``,
 or a tuple/list whose first element is the logits. Anything else: override the model's ``forward``.
 """
@@ -16,8 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-Inputs = Tensor | dict[str, Any]
-"""What the model is called with: one tensor, or keyword inputs."""
+Inputs = Tensor | tuple[Tensor, ...] | dict[str, Any]
+"""What the model is called with: one tensor, positional tensors (``model(*inputs)``), or keyword inputs."""
 
 LABEL_KEY = "labels"
 
@@ -33,11 +35,37 @@ def split_batch(batch: Any, label_key: str = LABEL_KEY) -> tuple[Inputs, Tensor 
                             f"{sorted(batch)}")
         target = batch.get(label_key)
         return inputs, target if isinstance(target, Tensor) else None
-    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], Tensor):
+    if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], (Tensor, tuple, list)):
         target = batch[1] if len(batch) >= 2 and isinstance(batch[1], Tensor) else None
-        return batch[0], target
-    raise TypeError("A batch must be a tensor, a tuple/list whose first element is the input tensor, or a dict "
-                    f"of model inputs; got {type(batch).__name__}")
+        return batch[0] if isinstance(batch[0], Tensor) else _positional(batch[0], label_key), target
+    raise TypeError(f"A batch must be a tensor, a tuple/list (inputs, target, ...) whose inputs are a tensor or a "
+                    f"tuple/list of tensors (model(*inputs)), or a dict; got {_described(batch)}. "
+                    f"{_dict_alternative(label_key)}")
+
+
+def _positional(inputs: tuple | list, label_key: str) -> tuple[Tensor, ...]:
+    """Positional inputs as a tuple, every element a tensor (refused otherwise, naming the element)."""
+    if not inputs:
+        raise TypeError(f"The inputs (element 0) of a batch are an empty {type(inputs).__name__}. "
+                        f"{_dict_alternative(label_key)}")
+    for i, v in enumerate(inputs):
+        if not isinstance(v, Tensor):
+            raise TypeError(f"Positional inputs must all be tensors; element {i} of the batch's inputs (element 0) "
+                            f"is {_described(v)}. {_dict_alternative(label_key)}")
+    return tuple(inputs)
+
+
+def _described(value: Any) -> str:
+    """What a refused value is, down to the unexpected element of a tuple/list."""
+    name = type(value).__name__
+    if isinstance(value, (tuple, list)):
+        return f"a {name} whose element 0 is {_described(value[0])}" if value else f"an empty {name}"
+    return f"a {name}"
+
+
+def _dict_alternative(label_key: str) -> str:
+    return (f"Other inputs go in a dict batch, {{'x1': ..., 'x2': ..., {label_key!r}: target}}, and the model is "
+            "called as model(**inputs)")
 
 
 def batch_inputs(batch: Any, label_key: str = LABEL_KEY) -> Inputs:
@@ -55,9 +83,16 @@ def batch_targets(batch: Any, label_key: str = LABEL_KEY) -> Tensor:
 
 
 def batch_size(inputs: Inputs) -> int:
-    """Samples in the inputs: dim 0 of the tensor, or of the first tensor of keyword inputs."""
+    """Samples in the inputs: dim 0 of the tensor, of every positional tensor (checked equal: each is indexed by
+    sample), or of the first tensor of keyword inputs."""
     if isinstance(inputs, Tensor):
         return inputs.shape[0]
+    if isinstance(inputs, tuple):
+        shapes = [tuple(v.shape) for v in inputs]
+        if not shapes or any(len(s) == 0 or s[0] != shapes[0][0] for s in shapes):
+            raise TypeError(f"Positional inputs must all be tensors batched on dim 0; got shapes {shapes}. Inputs "
+                            "that are not batched go in a dict batch (model(**inputs)), where they are kept whole")
+        return shapes[0][0]
     for v in inputs.values():
         if isinstance(v, Tensor) and v.ndim > 0:
             return v.shape[0]
@@ -70,6 +105,8 @@ def take(inputs: Inputs, positions: Tensor | Sequence[int]) -> Inputs:
     idx = torch.as_tensor(positions, dtype=torch.long)
     if isinstance(inputs, Tensor):
         return inputs[idx.to(inputs.device)]
+    if isinstance(inputs, tuple):
+        return tuple(v[idx.to(v.device)] for v in inputs)
     return {k: v[idx.to(v.device)] if _batched(v, b) else v for k, v in inputs.items()}
 
 
@@ -78,6 +115,8 @@ def batched_mask(inputs: Inputs) -> Any:
     if isinstance(inputs, Tensor):
         return 0
     b = batch_size(inputs)
+    if isinstance(inputs, tuple):
+        return (0,) * len(inputs)
     return {k: 0 if _batched(v, b) else None for k, v in inputs.items()}
 
 
@@ -85,6 +124,8 @@ def unsqueeze(inputs: Inputs, mask: Any) -> Inputs:
     """Undo ``vmap``'s removal of the batch dimension (one sample becomes a batch of one)."""
     if isinstance(inputs, Tensor):
         return inputs.unsqueeze(0)
+    if isinstance(inputs, tuple):
+        return tuple(v.unsqueeze(0) for v in inputs)
     return {k: v.unsqueeze(0) if mask[k] == 0 else v for k, v in inputs.items()}
 
 
@@ -103,6 +144,8 @@ def to_model(inputs: Inputs, model: nn.Module) -> Inputs:
             return v.to(device=device, dtype=dtype, non_blocking=True)
         return v.to(device=device, non_blocking=True)
 
+    if isinstance(inputs, tuple):
+        return tuple(move(v) for v in inputs)
     return move(inputs) if isinstance(inputs, Tensor) else {k: move(v) for k, v in inputs.items()}
 
 
@@ -113,9 +156,30 @@ def model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.get_default_dtype()
 
 
+def arguments(inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(args, kwargs)`` the model is called with: ``(inputs,)``, the positional tensors, or the keyword inputs."""
+    if isinstance(inputs, dict):
+        return (), inputs
+    return (inputs if isinstance(inputs, tuple) else (inputs,)), {}
+
+
 def call(model: nn.Module, inputs: Inputs) -> Any:
-    """``model(**inputs)`` for keyword inputs, else ``model(inputs)``."""
-    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    """``model(**inputs)`` for keyword inputs, ``model(*inputs)`` for positional ones, else ``model(inputs)``."""
+    args, kwargs = arguments(inputs)
+    return model(*args, **kwargs)
+
+
+def structure(batch: Any, label_key: str = LABEL_KEY) -> tuple[str, bool]:
+    """``(form, has_target)``: how a batch holds its inputs (equal forms: the model is called the same way) and
+    whether it holds a target; raises ``TypeError`` for a batch outside the contract."""
+    inputs, target = split_batch(batch, label_key)
+    if isinstance(inputs, dict):
+        form = f"dict batches with keyword inputs {sorted(inputs)}"
+    elif isinstance(inputs, tuple):
+        form = f"tuple/list batches ((x1, ..., x{len(inputs)}), ...) of {len(inputs)} positional inputs"
+    else:
+        form = "tensor batches (inputs only)" if isinstance(batch, Tensor) else "tuple/list batches (x, ...)"
+    return form, target is not None
 
 
 def logits_of(output: Any, batch: int) -> Tensor:

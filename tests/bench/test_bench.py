@@ -21,7 +21,7 @@ from torch.utils.data import TensorDataset
 from lightning_dynamical.bench.command import main, parse_args
 from lightning_dynamical.bench.presets import PRESETS, load_splits
 from lightning_dynamical.bench.protocols import PROTOCOLS
-from lightning_dynamical.bench.report import aulc, mean_std, summary_markdown
+from lightning_dynamical.bench.report import aulc, mean_std, noise_floor_markdown, summary_markdown
 from lightning_dynamical.bench.runs import RESULT_FIELDS, TIMING_FIELDS, read_results
 from lightning_dynamical.models.classifier import Classifier
 from tests.data.test_data import skip_md5, write_caltech101, write_cifar10, write_mnist, write_svhn  # noqa: F401
@@ -38,7 +38,7 @@ def without_timings(path: Path) -> list[dict[str, str]]:
 
 def test_tiny_preset_writes_outputs_and_reproduces_across_processes(tmp_path: Path) -> None:
     first, second = tmp_path / "first", tmp_path / "second"
-    cmd = [sys.executable, "-m", "lightning_dynamical.bench.command", *TINY, "--out", str(first)]
+    cmd = [sys.executable, "-m", "lightning_dynamical.bench", *TINY, "--out", str(first)]
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -163,11 +163,25 @@ def test_paired_comparison_and_stopping_table():
 
 
 def test_variants_are_compared_with_the_first_strategy_when_random_and_entropy_did_not_run():
-    rows = _rows({"dynamical": [[0.5, 0.6], [0.5, 0.7]], "gamma0": [[0.5, 0.8], [0.5, 0.6]]})
+    rows = _rows({"dynamical": [[0.5, 0.6], [0.5, 0.7]], "dynamical_gamma0": [[0.5, 0.8], [0.5, 0.6]]})
     text = summary_markdown(rows, "t", "p")
     assert "ΔAULC vs dynamical (pp)" in text and "vs random" not in text
     # AULC of two points is their mean: gamma0 - dynamical per seed +10, -5 pp -> mean 2.50, std 10.61, 1 of 2 won
-    assert "| gamma0 | +2.50 ± 10.61 | 1/2 |" in text
+    assert "| dynamical_gamma0 | +2.50 ± 10.61 | 1/2 |" in text
+
+
+def test_the_best_baseline_is_a_reference_and_the_noise_floor_pairs_trainer_seeds():
+    rows = _rows({"random": [[0.5, 0.6], [0.5, 0.6]], "margin": [[0.5, 0.9], [0.5, 0.8]],
+                  "dynamical": [[0.5, 0.8], [0.5, 0.8]]})
+    text = summary_markdown(rows, "t", "p")
+    assert "ΔAULC vs margin (pp)" in text
+    # dynamical - margin per seed: -5, 0 pp -> mean -2.50, std 3.54, 0 of 2 won
+    assert "| dynamical | +10.00 ± 0.00 | 2/2 | -2.50 ± 3.54 | 0/2 |" in text
+    again = _rows({"dynamical": [[0.5, 0.7], [0.5, 0.9]]})
+    floor = "\n".join(noise_floor_markdown(rows, again, 1000))
+    # per seed -5, +5 pp: mean 0, std 7.07, mean |d| 5, 2 std / sqrt(2) = 10.00; final -10, +10
+    assert "| dynamical | +0.00 ± 7.07 | 5.00 | 10.00 | +0.00 ± 14.14 |" in floor
+    assert "| margin |" not in floor and "trainer seed + 1000" in floor
 
 
 def _import(path: str) -> Any:

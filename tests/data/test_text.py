@@ -106,7 +106,7 @@ def test_vocabulary_is_deterministic_and_ranked_by_frequency() -> None:
         WordVocabulary(["a", "b", "a"])
     with pytest.raises(ValueError, match="vocabulary size must be > 2"):
         WordVocabulary.build(texts, size=2)
-    with pytest.raises(ValueError, match="max_length must be >= 1"):
+    with pytest.raises(ValueError, match=r"max_length must be a positive int \(>= 1\)"):
         vocab.encode(["a"], max_length=0)
 
 

@@ -55,14 +55,17 @@ def dynamical_scores(model: nn.Module, pool_x: Tensor, lab_x: Tensor, lab_y: Ten
 
 
 def _one(inputs, i):
-    """Sample ``i`` of a tensor or of a dict of batched tensors, as a batch of one (test-local code)."""
+    """Sample ``i`` of a tensor, a tuple or a dict of batched tensors, as a batch of one (test-local code)."""
     if isinstance(inputs, dict):
         return {k: v[i : i + 1] for k, v in inputs.items()}
+    if isinstance(inputs, tuple):
+        return tuple(v[i : i + 1] for v in inputs)
     return inputs[i : i + 1]
 
 
 def _logits(model: nn.Module, inputs) -> Tensor:
-    out = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    args = inputs if isinstance(inputs, tuple) else () if isinstance(inputs, dict) else (inputs,)
+    out = model(*args, **(inputs if isinstance(inputs, dict) else {}))
     if isinstance(out, dict):
         return out["logits"]
     if isinstance(out, tuple):
@@ -71,11 +74,13 @@ def _logits(model: nn.Module, inputs) -> Tensor:
 
 
 def any_per_sample_grads(model: nn.Module, inputs, targets: Tensor | None = None) -> Tensor:
-    """``(N, P)`` flattened gradients of CE(f(x_i), y_i) per sample, for tensor or dict inputs and any output
-    kind; ``y_i`` is ``argmax f(x_i)`` unless ``targets`` are given."""
+    """``(N, P)`` flattened gradients of CE(f(x_i), y_i) per sample, for tensor, tuple (``model(*inputs)``) or dict
+    inputs and any output kind; ``y_i`` is ``argmax f(x_i)`` unless ``targets`` are given."""
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = dict(model.named_parameters())
-    n = next(iter(inputs.values())).shape[0] if isinstance(inputs, dict) else inputs.shape[0]
+    first = next(iter(inputs.values())) if isinstance(inputs, dict) else inputs[0] if isinstance(inputs, tuple) \
+        else inputs
+    n = first.shape[0]
     rows = []
     for i in range(n):
         logits = _logits(model, _one(inputs, i))

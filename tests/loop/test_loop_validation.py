@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import lightning as L
 import pytest
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from lightning_dynamical import ActiveLearningLoop, Classifier
+from lightning_dynamical import ActiveLearningDataModule, ActiveLearningLoop, Classifier
 from lightning_dynamical.errors import ConfigError
 from tests.helpers.tiny import fit_loop, quiet_trainer, toy_classifier, toy_datamodule, toy_dataset
 
@@ -60,3 +61,61 @@ def test_needs_active_learning_datamodule(tmp_path):
     loader = DataLoader(toy_dataset(8, classes=3))
     with pytest.raises(TypeError, match="needs an ActiveLearningDataModule"):
         trainer.fit(toy_classifier(3), train_dataloaders=loader)
+
+
+class _Reshaped(Dataset):
+    """A toy dataset's items as ``form`` (``"dict"``: ``{"x", "labels"}``; ``"inputs"``: the input tensor alone) at
+    ``where`` (every index when ``None``), as ``(x, y)`` elsewhere."""
+
+    def __init__(self, base: Dataset, form: str, where: set[int] | None = None) -> None:
+        self.base, self.form, self.where = base, form, where
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        if self.where is not None and i not in self.where:
+            return x, y
+        return {"x": x, "labels": y} if self.form == "dict" else x
+
+
+class _Epochs(L.Callback):
+    def __init__(self) -> None:
+        self.started = 0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.started += 1
+
+
+def _unlabeled_dicts() -> ActiveLearningDataModule:
+    data = toy_dataset(60)
+    items = _Reshaped(data, "dict", set())
+    dm = ActiveLearningDataModule(items, initial_size=10, batch_size=16)
+    items.where = set(dm.unlabeled_indices)  # labeled items stay tuples
+    return dm
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ActiveLearningDataModule(toy_dataset(60), pool_eval=_Reshaped(toy_dataset(60), "inputs"),
+                                      initial_size=10),
+     r"^pool_eval: its labeled samples yield tensor batches \(inputs only\) without a target, but the labeled set is "
+     r"evaluated and scored through pool_eval; give its items as \(inputs, target, \.\.\.\), or as dicts with the "
+     r"target under 'labels'$"),
+    (lambda: ActiveLearningDataModule(toy_dataset(60), pool_eval=_Reshaped(toy_dataset(60), "dict"), initial_size=10),
+     r"^pool_eval: its labeled samples yield dict batches with keyword inputs \['x'\], but the labeled samples of "
+     r"pool yield tuple/list batches \(x, \.\.\.\); every data set must give the model its inputs the same way$"),
+    (_unlabeled_dicts, r"^pool: its unlabeled samples yield dict batches with keyword inputs \['x'\], but the "
+                       r"labeled samples of pool yield tuple/list batches \(x, \.\.\.\)"),
+    (lambda: ActiveLearningDataModule(toy_dataset(60), test=_Reshaped(toy_dataset(9), "inputs"), initial_size=10),
+     r"^test: its samples yield tensor batches \(inputs only\) without a target, but each round measures test "
+     r"accuracy"),
+])
+@pytest.mark.usefixtures("one_thread")
+def test_batches_unlike_the_labeled_ones_fail_at_fit_start(tmp_path, make, match):
+    """One line naming the data set argument, before any epoch and with the split unchanged."""
+    dm = make()
+    before, epochs = dm.state_dict(), _Epochs()
+    with pytest.raises(ConfigError, match=match) as info:
+        fit_loop(toy_classifier(), dm, ActiveLearningLoop(query_size=5, rounds=1), tmp_path, callbacks=[epochs])
+    assert "\n" not in str(info.value) and epochs.started == 0 and dm.state_dict() == before

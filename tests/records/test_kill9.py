@@ -111,7 +111,7 @@ def test_kill_9_anywhere_resumes_to_the_uninterrupted_result(tmp_path):
     assert rc == 0, err[-3000:]
 
     print(f"killed {sum(fired)} of {len(fired)} processes")
-    assert len(saved) == 4 and sum(fired) >= len(POINTS) + 1  # at least one random kill hit a running process
+    assert len(saved) == 5 and sum(fired) >= len(POINTS) + 1  # 4 round checkpoints + al_final.ckpt; a random kill hit
     assert _comparable(out) == _comparable(baseline)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in baseline.iterdir())
     assert list(systmp.iterdir()) == []

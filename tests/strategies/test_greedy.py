@@ -152,5 +152,5 @@ def test_deinfluence_subtracts_where_greedy_adds():
 def test_deinfluence_is_refused_with_greedy_chunks_or_bad_counts():
     with pytest.raises(ValueError, match="two different chunked selections"):
         DynamicAL(greedy_chunks=2, deinfluence=5)
-    with pytest.raises(ValueError, match=r"^deinfluence must be null or a positive int \(chunks\), got 0$"):
+    with pytest.raises(ValueError, match=r"^deinfluence must be null or a positive int \(>= 1\), got 0$"):
         DynamicAL(deinfluence=0)
