@@ -361,6 +361,7 @@ class ActiveLearningDataModule(LightningDataModule):
                           num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed))
 
     def pool_dataloader(self) -> DataLoader:
+        """The unlabeled pool (evaluation transform) in ascending index order, for scoring it outside the loop."""
         return self.eval_loader(self.pool_dataset())
 
     @property

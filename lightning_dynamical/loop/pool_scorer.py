@@ -21,6 +21,7 @@ from lightning_dynamical.scoring.diagnostics import NO_REGIME, QueryRegime, quer
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, Selection, Strategy, identity
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,9 +118,10 @@ class PoolScorer:
     def _regime(self, model: LightningModule, dm: ActiveLearningDataModule, queried: DataLoader) -> QueryRegime:
         """The queried batch's regime (its loader), before it joins the labeled set (over DynamicAL's
         ``params``); the same on every rank (each computes it whole)."""
-        params = self.strategy.params if isinstance(self.strategy, DynamicAL) else None
+        params, task = ((self.strategy.params, self.strategy.task) if isinstance(self.strategy, DynamicAL)
+                        else (None, CLASSIFICATION))
         return query_regime(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params,
-                            label_key=dm.label_key)
+                            label_key=dm.label_key, task=task)
 
     def select(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, positions: list[int],
                b: int) -> Selection:

@@ -110,23 +110,20 @@ class LabelStudioOracle(Oracle):
 
     # ---- the oracle ------------------------------------------------------------------------------------
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
-        names = self._names(datamodule)
         try:
-            client = self._client()
-            project = self._project(client, datamodule, query, names)
-            tasks = self._round_tasks(client, project, query)
-            if not tasks:
-                if is_rank_zero():
-                    self._import(client, project, datamodule, query, names)
-                if not self.wait:
-                    raise LabelsPending(f"label the {len(query.indices)} tasks of round {query.round} in "
-                                        f"{self._project_url(project)}")
-            return self._answer(client, project, query, names)
+            return self._labels(datamodule, query, f"label the {len(query.indices)} tasks of round {query.round} in "
+                                                   "{url}")
         except LabelStudioUnavailable as err:
             raise LabelsPending(f"{err}; the run pauses, and resuming creates or reads the tasks of round "
                                 f"{query.round}") from err
 
     def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+        return self._labels(datamodule, query, f"the tasks of round {query.round} were only created now: label them "
+                                               "in {url} and resume again from the same checkpoint")
+
+    def _labels(self, datamodule: ActiveLearningDataModule, query: Query, created: str) -> list[int]:
+        """The round's labels: its tasks created first where missing (rank zero), then, without ``wait``, a pause
+        whose message is ``created`` (``{url}`` is the project's address)."""
         names = self._names(datamodule)
         client = self._client()
         project = self._project(client, datamodule, query, names)
@@ -134,8 +131,7 @@ class LabelStudioOracle(Oracle):
             if is_rank_zero():
                 self._import(client, project, datamodule, query, names)
             if not self.wait:
-                raise LabelsPending(f"the tasks of round {query.round} were only created now: label them in "
-                                    f"{self._project_url(project)} and resume again from the same checkpoint")
+                raise LabelsPending(created.format(url=self._project_url(project)))
         return self._answer(client, project, query, names)
 
     def _answer(self, client: _Client, project: dict[str, Any], query: Query, names: list[str]) -> list[int]:

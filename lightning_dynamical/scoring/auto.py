@@ -9,7 +9,9 @@ from torch import Tensor, nn
 from lightning_dynamical.scoring.engine import Engine
 from lightning_dynamical.scoring.fast import FastEngine
 from lightning_dynamical.scoring.last_layer import LastLayerEngine, NotLastLayerError
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 class AutoEngine(Engine):
@@ -28,13 +30,14 @@ class AutoEngine(Engine):
         inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
+        task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
         engine: Engine = self.last_layer if self._head_only(model, params) else self.fast
         try:
-            out = engine.batch_statistics(model, inputs, params, directions)
+            out = engine.batch_statistics(model, inputs, params, directions, task)
         except NotLastLayerError:
             engine = self.fast
-            out = engine.batch_statistics(model, inputs, params, directions)
+            out = engine.batch_statistics(model, inputs, params, directions, task)
         self.paths = engine.paths
         return out
 

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 from torch._dynamo.eval_frame import OptimizedModule
 
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 ParamSpec = str | Sequence[str] | None
 """Which parameters form theta: ``None`` (all trainable), ``"last_layer"``, or a list of names."""
@@ -124,10 +126,13 @@ def summed_gradient(
     params: Mapping[str, nn.Parameter],
     pseudo_labels: bool = False,
     label_key: str = LABEL_KEY,
+    task: Task = CLASSIFICATION,
 ) -> dict[str, Tensor]:
-    """Sum over a loader of grad_theta CE_sum(model(x), y), one batched backward per batch.
+    """Sum over a loader of grad_theta of the task's loss summed over each batch (``CE_sum(model(x), y)`` for
+    classification), one batched backward per batch.
 
-    With ``pseudo_labels`` the targets are ``argmax model(x)`` (for a set of queried pool samples).
+    With ``pseudo_labels`` the targets are the task's pseudo targets (``argmax model(x)`` for classification; for a
+    set of queried pool samples), else the batches' targets, checked by the task.
     The caller sets the model's mode (eval for scoring); parameters' ``.grad`` is left untouched.
     """
     names = list(params)
@@ -136,9 +141,10 @@ def summed_gradient(
     for batch in loader:
         inputs = to_model(batch_inputs(batch, label_key), model)
         with torch.enable_grad():
-            logits = forward_logits(model, inputs)
-            y = logits.argmax(1) if pseudo_labels else batch_targets(batch, label_key).to(logits.device)
-            loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+            logits = forward_logits(model, inputs, task)
+            y = (task.pseudo_targets(logits) if pseudo_labels
+                 else task.prepare_targets(batch_targets(batch, label_key), logits))
+            loss = task.loss(logits, y)
             grads = torch.autograd.grad(loss, tensors, allow_unused=True)
         for acc, g in zip(total, grads):
             if g is not None:

@@ -13,7 +13,9 @@ from torch import nn
 
 from lightning_dynamical.scoring import make_engine
 from lightning_dynamical.scoring.common import ParamSpec, scoring_model, select_parameters, summed_gradient
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, evaluation
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -44,8 +46,9 @@ NO_REGIME = QueryRegime(math.nan, math.nan, math.nan, math.nan)
 
 
 def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: Iterable[Any],
-                 params: ParamSpec = None, label_key: str = LABEL_KEY) -> QueryRegime:
-    """:class:`QueryRegime` of ``query_loader``'s samples (one gradient pass over S, two over Q).
+                 params: ParamSpec = None, label_key: str = LABEL_KEY, task: Task = CLASSIFICATION) -> QueryRegime:
+    """:class:`QueryRegime` of ``query_loader``'s samples (one gradient pass over S, two over Q), for ``task``'s
+    loss (targets on S, pseudo targets on Q).
 
     Exact identities used: ``sum_u g_u . G_S = G_Q . G_S``, so Eq. 14's denominator is ``||G_Q||^2 + 2 G_Q . G_S``
     and its numerator ``sum_u ||g_u||^2 + 2 G_Q . G_S``; a ratio of 1 means the cross terms between queried
@@ -53,9 +56,10 @@ def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: 
     """
     with scoring_model(model) as model, evaluation(model):
         theta = select_parameters(model, params)
-        g_s = summed_gradient(model, labeled_loader, theta, label_key=label_key)
-        g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True, label_key=label_key)
-        stats = make_engine("auto").pool_statistics(model, query_loader, theta, [g_s], label_key=label_key)
+        g_s = summed_gradient(model, labeled_loader, theta, label_key=label_key, task=task)
+        g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True, label_key=label_key, task=task)
+        stats = make_engine("auto").pool_statistics(model, query_loader, theta, [g_s], label_key=label_key,
+                                                    task=task)
     sq, dots = stats.sqnorm.double(), stats.dots[:, 0].double()
     cross = sum((g_q[n].double() * g_s[n].double()).sum() for n in theta)
     norm_q = sum(g_q[n].double().pow(2).sum() for n in theta)
@@ -65,6 +69,6 @@ def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: 
 
 
 def approximation_ratio(model: nn.Module, labeled_loader: Iterable[Any], query_loader: Iterable[Any],
-                        params: ParamSpec = None) -> float:
+                        params: ParamSpec = None, task: Task = CLASSIFICATION) -> float:
     """Eq. 14 of the queried batch (see :func:`query_regime`)."""
-    return query_regime(model, labeled_loader, query_loader, params).approximation_ratio
+    return query_regime(model, labeled_loader, query_loader, params, task=task).approximation_ratio

@@ -12,7 +12,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 #: Paths that cost about a training step; every other path is reported as slow.
 FAST_PATHS = ("fast", "unused", "last_layer")
@@ -22,8 +24,10 @@ FAST_PATHS = ("fast", "unused", "last_layer")
 class PoolStatistics:
     """Per-sample quantities of a pool, aligned with the loader's order.
 
-    ``sqnorm[i] = ||g_i||^2`` and ``dots[i, k] = g_i . directions[k]``, where ``g_i`` is the gradient of
-    ``CE_sum(f(x_i), argmax f(x_i))`` over the selected parameters, and ``pseudo_labels[i] = argmax f(x_i)``.
+    ``sqnorm[i] = ||g_i||^2`` and ``dots[i, k] = g_i . directions[k]``, where ``g_i`` is the gradient of the
+    task's loss of sample ``i`` at its pseudo target over the selected parameters (``CE_sum(f(x_i), argmax f(x_i))``
+    for classification), and ``pseudo_labels[i]`` is that pseudo target (``argmax f(x_i)``; a row of 0/1 for
+    multi-label).
     """
 
     sqnorm: Tensor
@@ -44,6 +48,15 @@ class ParameterPath:
         return f"{self.name}: {self.path}" + (f" ({self.reason})" if self.reason else "")
 
 
+def unproven_task(task: Task) -> str | None:
+    """Why the closed forms cannot cover ``task``'s loss, or ``None`` when they can: they need the batch loss to
+    be the sum of per-sample losses, each reading its own row of the logits (``Task.sums_over_samples``), so that
+    the rows of the output gradients are the per-sample gradients."""
+    if task.sums_over_samples:
+        return None
+    return f"the {task.name} task's loss is not a sum of per-sample losses (Task.sums_over_samples is False)"
+
+
 class Engine(ABC):
     """Computes :class:`PoolStatistics` without storing per-sample gradients for the whole pool."""
 
@@ -60,8 +73,10 @@ class Engine(ABC):
         inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
+        task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """``(sqnorm (B,), dots (B, K), pseudo_labels (B,))`` for one batch's inputs on the model's device."""
+        """``(sqnorm (B,), dots (B, K), pseudo_labels (B, ...))`` for one batch's inputs on the model's device, for
+        ``task``'s loss and pseudo targets."""
 
     def pool_statistics(
         self,
@@ -71,13 +86,14 @@ class Engine(ABC):
         directions: Sequence[Mapping[str, Tensor]] = (),
         progress: bool = False,
         label_key: str = LABEL_KEY,
+        task: Task = CLASSIFICATION,
     ) -> PoolStatistics:
-        """Run :meth:`batch_statistics` over a loader; results are gathered on the CPU."""
+        """Run :meth:`batch_statistics` over a loader for ``task``; results are gathered on the CPU."""
         sq, dots, labels = [], [], []
         bar = tqdm(loader, desc=f"Scoring pool ({self.name})", leave=False, disable=not progress, unit="batch")
         for batch in bar:
             s, d, y = self.batch_statistics(model, to_model(batch_inputs(batch, label_key), model), params,
-                                            directions)
+                                            directions, task)
             sq.append(s.detach().cpu())
             dots.append(d.detach().cpu())
             labels.append(y.detach().cpu())
@@ -87,9 +103,10 @@ class Engine(ABC):
                                   torch.zeros(0, dtype=torch.long))
         return PoolStatistics(torch.cat(sq), torch.cat(dots), torch.cat(labels))
 
-    def explain(self, model: nn.Module, inputs: Inputs, params: Mapping[str, nn.Parameter]) -> list[ParameterPath]:
+    def explain(self, model: nn.Module, inputs: Inputs, params: Mapping[str, nn.Parameter],
+                task: Task = CLASSIFICATION) -> list[ParameterPath]:
         """Score one batch and return every selected parameter's path (model mode as the caller set it)."""
-        self.batch_statistics(model, inputs, params, [])
+        self.batch_statistics(model, inputs, params, [], task)
         return [self.paths[n] for n in params]
 
     def record(self, paths: Mapping[str, ParameterPath]) -> None:

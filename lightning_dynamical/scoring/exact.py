@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from lightning_dynamical.errors import check_optional_positive_int
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import (
     Inputs,
     arguments,
@@ -26,6 +27,7 @@ from lightning_dynamical.tasks.batches import (
     take,
     unsqueeze,
 )
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 class ScoringError(RuntimeError):
@@ -33,8 +35,9 @@ class ScoringError(RuntimeError):
 
 
 def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor],
-                   chunk_size: int | None) -> dict[str, Tensor]:
-    """``{name: (B, *shape)}`` gradients of ``CE(model(x_i), y_i)`` per sample with ``vmap(grad)``."""
+                   chunk_size: int | None, task: Task = CLASSIFICATION) -> dict[str, Tensor]:
+    """``{name: (B, *shape)}`` gradients of the task's loss of ``(model(x_i), y_i)`` per sample (``CE`` for
+    classification) with ``vmap(grad)``."""
     selected = {n: p.detach() for n, p in params.items()}
     constants = {n: p.detach() for n, p in model.named_parameters() if n not in selected}
     constants.update(dict(model.named_buffers()))
@@ -44,19 +47,20 @@ def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
         one = unsqueeze(xi, mask)
         state = {**constants, **theta}
         out = functional_call(model, state, *arguments(one))
-        return nn.functional.cross_entropy(logits_of(out, 1), yi.unsqueeze(0), reduction="sum")
+        return task.loss(logits_of(out, 1, task), yi.unsqueeze(0))
 
     return vmap(grad(loss), in_dims=(None, mask, 0), chunk_size=chunk_size)(selected, inputs, y)
 
 
-def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """The same gradients from one forward and one ``torch.autograd.grad`` per sample (any model)."""
+def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor],
+                   task: Task = CLASSIFICATION) -> dict[str, Tensor]:
+    """The same gradients from one forward and one ``torch.autograd.grad`` per sample (any model, any task)."""
     names = list(params)
     tensors = [params[n] for n in names]
     rows: list[list[Tensor]] = [[] for _ in names]
     with _requiring_grad(tensors), buffers_kept(model), torch.enable_grad():
         for i in range(batch_size(inputs)):
-            loss = nn.functional.cross_entropy(forward_logits(model, take(inputs, [i])), y[i: i + 1], reduction="sum")
+            loss = task.loss(forward_logits(model, take(inputs, [i]), task), y[i: i + 1])
             grads = torch.autograd.grad(loss, tensors, allow_unused=True)
             for row, g, p in zip(rows, grads, tensors):
                 row.append(torch.zeros_like(p) if g is None else g.detach())
@@ -101,18 +105,19 @@ class ExactGradients:
         check_optional_positive_int("chunk_size", chunk_size)
         self.chunk_size = chunk_size
         self.allow_loop = allow_loop
-        self._no_vmap: dict[tuple[int, tuple[str, ...]], str] = {}
+        self._no_vmap: dict[tuple[int, tuple[str, ...], type[Task]], str] = {}
 
-    def gradients(self, model: nn.Module, inputs: Inputs, y: Tensor,
-                  params: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], str, str]:
-        """``(grads, path, reason)`` with path ``"vmap"`` or ``"loop"`` and why the loop was needed."""
-        key = (id(model), tuple(params))
+    def gradients(self, model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor],
+                  task: Task = CLASSIFICATION) -> tuple[dict[str, Tensor], str, str]:
+        """``(grads, path, reason)`` with path ``"vmap"`` or ``"loop"`` and why the loop was needed; ``y`` are the
+        targets of ``task``'s loss (the pseudo targets when scoring)."""
+        key = (id(model), tuple(params), type(task))
         hooked = [n for n, p in params.items() if getattr(p, "_backward_hooks", None)]
         if hooked:
             self._no_vmap[key] = f"{hooked} have gradient hooks, which torch.func does not run"
         if key not in self._no_vmap:
             try:
-                return vmap_gradients(model, inputs, y, params, self.chunk_size), "vmap", ""
+                return vmap_gradients(model, inputs, y, params, self.chunk_size, task), "vmap", ""
             except Exception as err:  # any vmap limitation: the loop below is exact for every model
                 if not self.allow_loop:
                     raise ScoringError(
@@ -120,4 +125,4 @@ class ExactGradients:
                         "The default engine='auto' scores it exactly, with a per-sample loop where vmap fails."
                     ) from err
                 self._no_vmap[key] = f"vmap failed: {failure_reason(err)}"
-        return loop_gradients(model, inputs, y, params), "loop", self._no_vmap[key]
+        return loop_gradients(model, inputs, y, params, task), "loop", self._no_vmap[key]

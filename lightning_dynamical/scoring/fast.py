@@ -2,15 +2,18 @@
 
 The forward runs under a :class:`~lightning_dynamical.scoring.trace.Watch`, which keeps the input of every
 covered call (``F.linear``, ``conv2d``, ``F.batch_norm``, ...) that consumes a selected parameter and hooks
-its output. One backward of the summed pseudo-label loss, restricted to those outputs (``inputs=``
-gradient edges, so no weight gradient is ever formed), hands each hook ``d = dL/d(output)``; the hook turns
-``(input, d)`` into ``||g_i||^2`` and ``g_i . G_S`` with :mod:`~lightning_dynamical.scoring.layers` and
-drops ``d``, so peak memory stays close to a training step's.
+its output. One backward of the task's pseudo-label loss summed over the batch, restricted to those outputs
+(``inputs=`` gradient edges, so no weight gradient is ever formed), hands each hook ``d = dL/d(output)``; the
+hook turns ``(input, d)`` into ``||g_i||^2`` and ``g_i . G_S`` with :mod:`~lightning_dynamical.scoring.layers`
+and drops ``d``, so peak memory stays close to a training step's.
 
 Before the backward, :func:`~lightning_dynamical.scoring.trace.prove` checks on this batch every assumption
 the closed forms make (single use by a covered call, batch rows on dim 0, independent samples, no in-place
 change). Parameters it cannot prove, and all parameters of a model normalising with batch statistics, get
-their per-sample gradients from :class:`~lightning_dynamical.scoring.exact.ExactGradients` instead.
+their per-sample gradients from :class:`~lightning_dynamical.scoring.exact.ExactGradients` instead. The proof
+covers the model; the loss is covered by the task's own statement
+(:attr:`~lightning_dynamical.tasks.base.Task.sums_over_samples`: the batch loss is the sum of per-sample
+losses, each reading its own row of the logits); a task that does not state it is scored on the exact path.
 """
 
 from __future__ import annotations
@@ -21,11 +24,13 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightning_dynamical.scoring.engine import Engine, ParameterPath
+from lightning_dynamical.scoring.engine import Engine, ParameterPath, unproven_task
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
 from lightning_dynamical.scoring.layers import Directions, gradient_statistics
 from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 class _Sums:
@@ -91,30 +96,33 @@ class FastEngine(Engine):
         inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
+        task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
         b = batch_size(inputs)
-        if uses_batch_statistics(model):
+        why_exact = unproven_task(task) or (
+            "a BatchNorm normalises with batch statistics (train mode)" if uses_batch_statistics(model) else None)
+        if why_exact:
             with torch.no_grad(), buffers_kept(model):
-                y = forward_logits(model, inputs).argmax(1)
-            return self._finish(model, inputs, y, params, directions, None, {},
-                                dict.fromkeys(params, "a BatchNorm normalises with batch statistics (train mode)"))
+                y = task.pseudo_targets(forward_logits(model, inputs, task))
+            return self._finish(model, inputs, y, params, directions, None, {}, dict.fromkeys(params, why_exact),
+                                task)
         sums = _Sums(directions, self.chunk_size, b)
         expand = id(model) not in self._no_expand
         watch = Watch(params, sums, b, expand)
         try:
             with torch.enable_grad(), watch:
-                logits = forward_logits(model, inputs)
+                logits = forward_logits(model, inputs, task)
         except Exception:
             watch.release()
             if not watch.expanded:
                 raise
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
-            return self.batch_statistics(model, inputs, params, directions)
-        y = logits.detach().argmax(1)
-        probe = run_probe(model, inputs, params, expand) if b > 1 else None
+            return self.batch_statistics(model, inputs, params, directions, task)
+        y = task.pseudo_targets(logits)
+        probe = run_probe(model, inputs, params, expand, task) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]
-        loss = nn.functional.cross_entropy(logits, y, reduction="sum")
+        loss = task.loss(logits, y)
         if edges and loss.requires_grad:
             try:
                 torch.autograd.backward(loss, inputs=edges)
@@ -127,11 +135,11 @@ class FastEngine(Engine):
         if probe is not None:
             probe[0].release()
         del logits, loss, edges, watch, probe  # free the graph and saved activations before the fallback
-        return self._finish(model, inputs, y, params, directions, sums, covered, reasons)
+        return self._finish(model, inputs, y, params, directions, sums, covered, reasons, task)
 
     def _finish(self, model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, nn.Parameter],
                 directions: Sequence[Mapping[str, Tensor]], sums: _Sums | None, covered: Mapping[str, str],
-                reasons: Mapping[str, str]) -> tuple[Tensor, Tensor, Tensor]:
+                reasons: Mapping[str, str], task: Task) -> tuple[Tensor, Tensor, Tensor]:
         """Add the exact path's statistics for the unproven parameters and record every parameter's path."""
         b = batch_size(inputs)
         dtype = next(iter(params.values())).dtype
@@ -142,7 +150,7 @@ class FastEngine(Engine):
         paths = {n: ParameterPath(n, p) for n, p in covered.items()}
         rest = {n: params[n] for n in params if n not in covered}
         if rest:
-            grads, path, why = self.exact.gradients(model, inputs, y, rest)
+            grads, path, why = self.exact.gradients(model, inputs, y, rest, task)
             s, t = gradient_statistics(grads, directions)
             sq, dots = sq + s, dots + t
             for n in rest:

@@ -10,7 +10,9 @@ from torch import Tensor, nn
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients
 from lightning_dynamical.scoring.layers import gradient_statistics
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, forward_logits
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 class FuncEngine(Engine):
@@ -34,10 +36,11 @@ class FuncEngine(Engine):
         inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
+        task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
         with torch.no_grad():
-            y = forward_logits(model, inputs).argmax(1)
-        grads, path, _ = self.exact.gradients(model, inputs, y, params)
+            y = task.pseudo_targets(forward_logits(model, inputs, task))
+        grads, path, _ = self.exact.gradients(model, inputs, y, params, task)
         self.paths = {n: ParameterPath(n, path) for n in params}  # chosen by the user: no warning
         sq, dots = gradient_statistics(grads, directions)
         return sq, dots, y

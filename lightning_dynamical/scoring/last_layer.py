@@ -1,8 +1,11 @@
 """Closed form for the classifier head: per-sample gradients of the last ``nn.Linear`` at inference cost.
 
-For ``logits = W h + b`` and ``CE(logits, argmax logits)``, the gradient w.r.t. the logits is
-``e = softmax(logits) - onehot(argmax)``, so ``g_W = e h^T`` and ``g_b = e``. One forward (no backward)
-gives ``h`` and ``e``; the linear rule turns them into ``||g||^2`` and ``g . v``.
+For ``logits = W h + b`` and the task's loss at its pseudo targets, the gradient w.r.t. the logits is the task's
+:meth:`~lightning_dynamical.tasks.base.Task.output_gradient` ``e`` (``softmax(logits) - onehot(argmax)`` for
+classification's ``CE(logits, argmax logits)``), so ``g_W = e h^T`` and ``g_b = e``. One forward (no backward)
+gives ``h`` and ``e``; the linear rule turns them into ``||g||^2`` and ``g . v``. The rows of ``e`` are
+per-sample gradients only for a loss that sums per-sample losses
+(:attr:`~lightning_dynamical.tasks.base.Task.sums_over_samples`); other tasks are refused.
 """
 
 from __future__ import annotations
@@ -12,26 +15,23 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.engine import Engine, ParameterPath
+from lightning_dynamical.scoring.engine import Engine, ParameterPath, unproven_task
 from lightning_dynamical.scoring.trace import Watch, prove, run_probe
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
+from lightning_dynamical.tasks.classification import CLASSIFICATION
+from lightning_dynamical.tasks.classification import softmax_minus_onehot as softmax_minus_onehot  # moved there
 
 
 class NotLastLayerError(ValueError):
     """The selected parameters, or the model, do not fit the last-layer closed form."""
 
 
-def output_gradient(logits: Tensor) -> tuple[Tensor, Tensor]:
-    """``(softmax(logits) - onehot(y), y)`` with ``y = argmax logits``: d CE_sum / d logits per sample."""
-    y = logits.argmax(1)
-    return softmax_minus_onehot(torch.softmax(logits, 1), y), y
-
-
-def softmax_minus_onehot(p: Tensor, y: Tensor) -> Tensor:
-    """``p - onehot(y)`` as a new tensor: d CE_sum / d logits per sample, for softmax outputs ``p`` and labels ``y``."""
-    e = p.clone()
-    e[torch.arange(y.shape[0], device=y.device), y] -= 1
-    return e
+def output_gradient(logits: Tensor, task: Task = CLASSIFICATION) -> tuple[Tensor, Tensor]:
+    """``(e, y)`` with ``y`` the task's pseudo targets and ``e`` d loss / d logits per sample at ``y``
+    (``softmax(logits) - onehot(argmax logits)`` for classification)."""
+    y = task.pseudo_targets(logits)
+    return task.output_gradient(logits, y), y
 
 
 class LastLayerEngine(Engine):
@@ -53,12 +53,17 @@ class LastLayerEngine(Engine):
         inputs: Inputs,
         params: Mapping[str, nn.Parameter],
         directions: Sequence[Mapping[str, Tensor]],
+        task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
+        why = unproven_task(task)
+        if why:
+            raise NotLastLayerError(f"engine='last_layer' cannot prove its closed form here ({why}). "
+                                    "Use engine='auto' or 'fast'.")
         watch = Watch(params, batch=batch_size(inputs), expand=False)
         with torch.enable_grad(), watch:
-            logits = forward_logits(model, inputs)
+            logits = forward_logits(model, inputs, task)
         b = logits.shape[0]
-        probe = run_probe(model, inputs, params, expand=False) if b > 1 else None
+        probe = run_probe(model, inputs, params, expand=False, task=task) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
@@ -74,7 +79,7 @@ class LastLayerEngine(Engine):
                                     "Use engine='auto' or 'fast'.")
         site = heads[0]
         with torch.no_grad():
-            e, y = output_gradient(logits.detach())
+            e, y = output_gradient(logits.detach(), task)
             local = site.local(directions)
             sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}

@@ -6,7 +6,9 @@ The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a p
    else: no second call (tied weights), no functional reuse (``h @ emb.weight.T``), no op hidden from Python;
 2. dim 0 of that call's input holds the samples, one row each (a seq-first encoder feeds ``(T, B, E)``,
    which looks batch-first when ``T == B``);
-3. samples are independent in the forward, so the output gradient's rows are per-sample gradients;
+3. samples are independent in the forward, so the output gradient's rows are per-sample gradients (given a
+   loss that sums per-sample losses, each of its own logits row, as the task states with
+   :attr:`~lightning_dynamical.tasks.base.Task.sums_over_samples`; the engines check that statement first);
 4. the call's input is not changed in place afterwards.
 
 A :class:`Watch` (a ``TorchFunctionMode``) sees every torch function that receives a selected parameter
@@ -31,7 +33,9 @@ from torch.utils._pytree import tree_leaves
 
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, take
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 @dataclass(eq=False)
@@ -215,11 +219,13 @@ def probe_positions(b: int) -> list[int]:
     return [b - 1, 0]
 
 
-def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: bool = True) -> tuple[Watch, Tensor]:
-    """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch`."""
+def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: bool = True,
+              task: Task = CLASSIFICATION) -> tuple[Watch, Tensor]:
+    """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch` (logits checked by
+    ``task``)."""
     watch = Watch(params, batch=2, expand=expand)
     with torch.no_grad(), watch:
-        logits = forward_logits(model, take(inputs, probe_positions(batch_size(inputs))))
+        logits = forward_logits(model, take(inputs, probe_positions(batch_size(inputs))), task)
     return watch, logits
 
 

@@ -9,10 +9,10 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.scoring.features import head_of
-from lightning_dynamical.scoring.last_layer import softmax_minus_onehot
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
 from lightning_dynamical.strategies.inference import features_and_probabilities
 from lightning_dynamical.tasks.batches import LABEL_KEY
+from lightning_dynamical.tasks.classification import softmax_minus_onehot
 
 
 def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False,

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.tasks.batches import LABEL_KEY
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 Reducer = Callable[[Tensor], Tensor]
 
@@ -106,7 +107,9 @@ class Strategy:
         return None
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "label_key")
+        # the default task is left out: reprs (recorded in al_state.json) read as before tasks existed
+        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "label_key"
+                         and not (k == "task" and v == CLASSIFICATION))
         return f"{type(self).__name__}({args})"
 
 

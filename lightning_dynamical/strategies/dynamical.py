@@ -22,15 +22,18 @@ from lightning_dynamical.scoring import (
     summed_gradient,
 )
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity, top_b
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, to_model
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
 class DynamicAL(Strategy):
     """``score_u = ||g_u||^2 + gamma * g_u . G_S``, optionally selected greedily in chunks.
 
-    ``g_u`` is the gradient of ``CE_sum(f(x_u), argmax f(x_u))`` and ``G_S`` the summed gradient of the
-    labeled set, both in eval mode over the parameters ``params``. ``gamma=0`` is expected gradient
-    length; ``gamma=inf`` keeps only ``g_u . G_S``.
+    ``g_u`` is the gradient of the task's loss at the pseudo target (``CE_sum(f(x_u), argmax f(x_u))`` for the
+    default classification) and ``G_S`` the summed gradient of the labeled set's losses at their targets, both in
+    eval mode over the parameters ``params``. ``gamma=0`` is expected gradient length; ``gamma=inf`` keeps only
+    ``g_u . G_S``.
 
     Greedy batch correction (``greedy_chunks=k > 1``): top-b of the per-sample scores ignores the cross
     terms between queried samples in ``||G_S + G_Q||^2`` (Eq. 13). The batch is instead chosen in ``k``
@@ -57,16 +60,20 @@ class DynamicAL(Strategy):
         greedy_chunks: number of chunks the query is selected in by the exact marginal gain (1 = top-b).
         deinfluence: number of chunks of the authors' de-influence step (``None``: off; they use 5).
         label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
+        task: the loss, pseudo targets and logits' shape (:class:`~lightning_dynamical.tasks.Classification`:
+            cross-entropy, ``argmax``; :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per
+            label, ``sigmoid > threshold``).
 
     Raises:
         ConfigError: ``gamma`` negative or NaN, ``greedy_chunks`` or ``deinfluence`` not a positive int, both set,
-            or an unknown ``engine``.
+            an unknown ``engine``, or a ``task`` that is not a :class:`~lightning_dynamical.tasks.Task`.
 
     Example::
 
         DynamicAL(gamma=2.0)                  # the paper's top-b
         DynamicAL(gamma=0.0)                  # expected gradient length
         DynamicAL(gamma=2.0, deinfluence=5)   # the authors' de-influence step, 5 chunks
+        DynamicAL(task=MultiLabel())          # multi-label: BCE per label, pseudo targets sigmoid > 0.5
     """
 
     def __init__(
@@ -78,6 +85,7 @@ class DynamicAL(Strategy):
         greedy_chunks: int = 1,
         label_key: str = LABEL_KEY,
         deinfluence: int | None = None,
+        task: Task = CLASSIFICATION,
     ) -> None:
         super().__init__()
         gamma = float(gamma)
@@ -88,6 +96,8 @@ class DynamicAL(Strategy):
         if deinfluence is not None and greedy_chunks > 1:
             raise ConfigError(f"deinfluence={deinfluence} and greedy_chunks={greedy_chunks} are two different "
                               "chunked selections; set one of them")
+        if not isinstance(task, Task):
+            raise ConfigError(f"task must be a Task (Classification(), MultiLabel(), ...), got {task!r}")
         self.gamma = gamma
         self.params = params if params is None or isinstance(params, str) else list(params)
         self.engine = engine
@@ -95,6 +105,7 @@ class DynamicAL(Strategy):
         self.greedy_chunks = int(greedy_chunks)
         self.deinfluence = None if deinfluence is None else int(deinfluence)
         self.label_key = label_key
+        self.task = task
         self._engine = make_engine(engine, chunk_size)
         self._last_statistics: PoolStatistics | None = None
         self._last_gains: Tensor | None = None
@@ -119,7 +130,8 @@ class DynamicAL(Strategy):
         fast closed form (and which op), ``unused``, ``last_layer``, or a slow exact path with the reason."""
         with scoring_model(model) as model, evaluation(model):
             params = select_parameters(model, self.params)
-            return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params)
+            return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params,
+                                        self.task)
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
@@ -128,8 +140,8 @@ class DynamicAL(Strategy):
 
     def select(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], query_size: int, *,
                reduce: Reducer = identity, progress: bool = False) -> Selection:
-        """Top-b, or the chunked selection of ``greedy_chunks > 1`` or ``deinfluence``; pseudo labels
-        ``argmax f(x_u)``."""
+        """Top-b, or the chunked selection of ``greedy_chunks > 1`` or ``deinfluence``; pseudo labels are the
+        task's pseudo targets (``argmax f(x_u)`` for classification)."""
         self._last_gains = None
         with scoring_model(model) as model, evaluation(model):
             scores, params = self._score(model, pool_loader, labeled_loader, reduce, progress)
@@ -150,9 +162,10 @@ class DynamicAL(Strategy):
         params = select_parameters(model, self.params)
         directions = []
         if self.gamma != 0:
-            g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key)
+            g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key, task=self.task)
             directions = [{n: reduce(g) for n, g in g_s.items()}]
-        stats = self._engine.pool_statistics(model, pool_loader, params, directions, progress, self.label_key)
+        stats = self._engine.pool_statistics(model, pool_loader, params, directions, progress, self.label_key,
+                                             self.task)
         self._last_statistics = stats
         return self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None), params
 
@@ -182,12 +195,12 @@ class DynamicAL(Strategy):
             remaining[picked] = False
             if i + 1 < len(sizes):
                 g_chunk = summed_gradient(model, subset_loader(pool_loader, picked.tolist()), params,
-                                          pseudo_labels=True, label_key=self.label_key)
+                                          pseudo_labels=True, label_key=self.label_key, task=self.task)
                 if self.deinfluence is not None:
                     g_chunk = {name: g / picked.numel() for name, g in g_chunk.items()}
                 rest = remaining.nonzero().squeeze(1)
                 stats = self._engine.pool_statistics(model, subset_loader(pool_loader, rest.tolist()), params,
-                                                     [g_chunk], progress, self.label_key)
+                                                     [g_chunk], progress, self.label_key, self.task)
                 if self.deinfluence is not None:
                     shift[rest] -= stats.dots[:, 0].to(shift)
                 else:

@@ -6,7 +6,8 @@ style) whose ``label_key`` entry is the target and whose other entries are the m
 The model is called as ``model(**inputs)`` for mappings, ``model(*inputs)`` for positional inputs and
 ``model(inputs)`` otherwise; its output is
 the logits tensor itself, an object with ``.logits`` (a ``ModelOutput``), a mapping with ``"logits"``,
-or a tuple/list whose first element is the logits. Anything else: override the model's ``forward``.
+or a tuple/list whose first element is the logits. Anything else: override the model's ``forward``. The logits'
+shape is the task's (:meth:`~lightning_dynamical.tasks.base.Task.check_output`; ``(batch, classes)`` by default).
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 Inputs = Tensor | tuple[Tensor, ...] | dict[str, Any]
 """What the model is called with: one tensor, positional tensors (``model(*inputs)``), or keyword inputs."""
@@ -182,8 +186,9 @@ def structure(batch: Any, label_key: str = LABEL_KEY) -> tuple[str, bool]:
     return form, target is not None
 
 
-def logits_of(output: Any, batch: int) -> Tensor:
-    """The ``(batch, classes)`` logits in a model output; fails clearly otherwise."""
+def logits_of(output: Any, batch: int, task: Task = CLASSIFICATION) -> Tensor:
+    """The logits in a model output, checked by ``task`` (``(batch, classes)`` for classification); fails clearly
+    otherwise (:meth:`~lightning_dynamical.tasks.base.Task.check_output`)."""
     logits = output
     if not isinstance(logits, Tensor):
         if isinstance(output, Mapping) and "logits" in output:
@@ -192,16 +197,14 @@ def logits_of(output: Any, batch: int) -> Tensor:
             logits = output.logits
         elif isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
             logits = output[0]
-    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
-        raise ValueError(f"The model must return logits of shape (batch, classes) (a tensor, .logits, "
-                         f"['logits'] or a tuple with logits first); got {shape} for a batch of {batch}")
-    return logits
+    if not isinstance(logits, Tensor):
+        raise ValueError(task.output_error(type(output).__name__, batch))
+    return task.check_output(logits, batch)
 
 
-def forward_logits(model: nn.Module, inputs: Inputs) -> Tensor:
-    """Call the model on the inputs and return its ``(batch, classes)`` logits."""
-    return logits_of(call(model, inputs), batch_size(inputs))
+def forward_logits(model: nn.Module, inputs: Inputs, task: Task = CLASSIFICATION) -> Tensor:
+    """Call the model on the inputs and return its logits (``(batch, classes)`` for classification)."""
+    return logits_of(call(model, inputs), batch_size(inputs), task)
 
 
 @contextlib.contextmanager

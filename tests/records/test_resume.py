@@ -133,3 +133,42 @@ def test_loop_state_of_the_previous_version_still_loads():
     assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0]
     assert row == {"round": 2, **migrate.ROW_DEFAULTS}
     assert set(loop.state_dict()) == {*old, "rescore"} and loop.state_dict()["strategy"] == {}
+
+
+class SaveMidRound(L.Callback):
+    """Saves ``mid.ckpt`` at the end of the ``epoch``-th epoch of ``round`` (after the loop's own epoch-end)."""
+
+    def __init__(self, loop: ActiveLearningLoop, path, round: int, epoch: int) -> None:
+        self.loop, self.path, self.round, self.epoch, self.state = loop, path, round, epoch, None
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        if self.state is None and self.loop.round == self.round and self.loop.convergence.epochs == self.epoch:
+            self.state = json.loads(json.dumps(self.loop.convergence.state_dict()))
+            trainer.save_checkpoint(self.path)
+
+
+class ConvergenceAtStart(L.Callback):
+    def __init__(self, loop: ActiveLearningLoop) -> None:
+        self.loop, self.state = loop, None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.state is None:
+            self.state = json.loads(json.dumps(self.loop.convergence.state_dict()))
+
+
+def test_resume_mid_round_keeps_the_convergence_rule_state(tmp_path):
+    """A checkpoint saved within a round under the default rule (fit streak, loss window, best, wait) resumes with
+    that state, and the round ends at the epoch, and for the reason, of the uninterrupted run."""
+    def run(out, callbacks, ckpt_path=None):
+        L.seed_everything(0)
+        loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=2, dirpath=str(out), verbose=False)
+        extra = [cb(loop) for cb in callbacks]
+        fit_loop(Classifier(DigitsCNN()), digits_datamodule(), loop, out, callbacks=extra, ckpt_path=ckpt_path)
+        return loop, extra
+
+    full, saver = run(tmp_path / "full", [lambda loop: SaveMidRound(loop, tmp_path / "mid.ckpt", round=1, epoch=6)])
+    assert saver[0].state is not None and saver[0].state["fit_streak"] > 0 and len(saver[0].state["recent"]) == 5
+    resumed, start = run(tmp_path / "resumed", [ConvergenceAtStart], ckpt_path=str(tmp_path / "mid.ckpt"))
+    assert start[0].state == saver[0].state
+    keys = ("round", "labeled", "epochs", "converged_by")
+    assert [{k: r[k] for k in keys} for r in resumed.history] == [{k: r[k] for k in keys} for r in full.history]

@@ -1,0 +1,58 @@
+"""Multi-label classification: logits ``(batch, labels)``, one sigmoid per label, binary cross-entropy."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.tasks.base import Task
+
+
+@dataclass(frozen=True)
+class MultiLabel(Task):
+    """Any number of labels per sample: logits ``(batch, labels)``, one independent sigmoid per label.
+
+    Per-sample loss ``sum_k BCE(sigmoid(f(x_i)_k), y_ik)`` (summed over the labels, then over the batch:
+    :attr:`~lightning_dynamical.tasks.base.Task.sums_over_samples`); pseudo targets
+    ``sigmoid(f(x_i)) > threshold`` as floats (0/1). Targets are ``(batch, labels)`` of 0/1 (or soft values in
+    ``[0, 1]``), any dtype; they are cast to the logits' dtype.
+
+    Args:
+        threshold: a label is predicted when its sigmoid exceeds it, in ``(0, 1)``.
+    """
+
+    threshold: float = 0.5
+
+    name = "multi-label"
+    logits_shape = "(batch, labels)"
+
+    def __post_init__(self) -> None:
+        t = float(self.threshold)
+        if math.isnan(t) or not 0 < t < 1:
+            raise ConfigError(f"MultiLabel threshold must be in (0, 1), got {self.threshold!r}")
+        object.__setattr__(self, "threshold", t)
+
+    def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """``sum_i sum_k BCE_with_logits(logits_ik, targets_ik)``."""
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum")
+
+    def pseudo_targets(self, logits: Tensor) -> Tensor:
+        """``sigmoid(logits) > threshold`` in the logits' dtype, ``(batch, labels)``."""
+        logits = logits.detach()
+        return (torch.sigmoid(logits) > self.threshold).to(logits.dtype)
+
+    def logits_ok(self, logits: Tensor) -> bool:
+        return logits.ndim == 2
+
+    def prepare_targets(self, targets: Tensor, logits: Tensor) -> Tensor:
+        if targets.shape != logits.shape or targets.is_complex():
+            raise self.targets_error(targets, logits, f"shape {tuple(logits.shape)} (batch, labels) of 0/1")
+        return targets.to(device=logits.device, dtype=logits.dtype)
+
+    def output_gradient(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """``sigmoid(logits) - targets`` (the closed form of BCE with logits)."""
+        return torch.sigmoid(logits.detach()) - targets.to(logits.dtype)
