@@ -23,6 +23,7 @@ import torch
 from lightning_dynamical.bench.presets import PRESETS, STRATEGIES, load_splits
 from lightning_dynamical.bench.protocols import (
     PROTOCOLS,
+    TYPICAL_EPOCHS_PER_ROUND,
     duration,
     estimate_seconds,
     grid,
@@ -174,15 +175,19 @@ def _run(args: argparse.Namespace, argv: list[str]) -> None:
     benches = grid(args)
     command = shlex.join(["lightning-dynamical-bench", *_portable(a for a in argv if a != "--from-results")])
     if args.estimate_only or args.protocol == "paper":
-        total = 0.0
+        total = typical = 0.0
         for bench in benches:
-            seconds = estimate_seconds(bench, load_splits(bench))
-            total += seconds
-            print(f"estimate {bench.data} b={bench.query_size}: at most {duration(seconds)} "
+            splits = load_splits(bench)
+            seconds = estimate_seconds(bench, splits)
+            usual = estimate_seconds(bench, splits, min(TYPICAL_EPOCHS_PER_ROUND, bench.max_epochs_per_round))
+            total, typical = total + seconds, typical + usual
+            print(f"estimate {bench.data} b={bench.query_size}: about {duration(usual)}, at most {duration(seconds)} "
                   f"({len(bench.strategies)} strategies x {len(bench.seeds)} seeds x {bench.rounds + 1} rounds)")
         print(f"estimated run time: at most {duration(total)} on this machine ({args.accelerator}), counting "
-              f"{args.max_epochs_per_round} epochs every round from measured per-sample step times; rounds that "
-              "converge earlier take less", flush=True)
+              f"{args.max_epochs_per_round} epochs every round from measured per-sample step times; about "
+              f"{duration(typical)} at {min(TYPICAL_EPOCHS_PER_ROUND, args.max_epochs_per_round)} epochs per round, "
+              "about what converged rounds took in this "
+              "project's benches (the convergence rule ends a round when it has converged)", flush=True)
         if args.estimate_only:
             return
     for bench in benches:

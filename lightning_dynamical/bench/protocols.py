@@ -95,8 +95,14 @@ def scoring_seconds(strategy: str, n: int, train: float, evaluate: float) -> flo
     return (20 if strategy == "bald" else 1) * n * evaluate
 
 
-def estimate_seconds(args: argparse.Namespace, splits: DatasetSplits) -> float:
-    """Upper bound on one bench's wall time: every round trains ``max_epochs_per_round`` epochs."""
+TYPICAL_EPOCHS_PER_ROUND = 30
+"""Epochs a converged round took in this project's benches (mean per bench: digits 11, MNIST 24, AG News 30,
+``docs/benchmarks.md``): the convergence rule's typical cost, against the cap's worst case."""
+
+
+def estimate_seconds(args: argparse.Namespace, splits: DatasetSplits, epochs: int | None = None) -> float:
+    """One bench's wall time when every round trains ``epochs`` epochs (default ``max_epochs_per_round``: an upper
+    bound)."""
     train, evaluate = per_sample_seconds(args, splits)
     pool = min(dataset_size(splits.pool), args.pool_limit or dataset_size(splits.pool))
     pool -= int(args.val_size) if isinstance(args.val_size, int) else int(args.val_size * pool)
@@ -105,7 +111,7 @@ def estimate_seconds(args: argparse.Namespace, splits: DatasetSplits) -> float:
     for strategy in args.strategies:
         for k in range(args.rounds + 1):
             labeled = args.initial_size + k * args.query_size
-            total += args.max_epochs_per_round * labeled * (train + evaluate) + (test + labeled) * evaluate
+            total += (epochs or args.max_epochs_per_round) * labeled * (train + evaluate) + (test + labeled) * evaluate
             if k < args.rounds:
                 total += scoring_seconds(strategy, pool - labeled, train, evaluate)
     return total * len(args.seeds)
