@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.splits import dataset_size
 from lightning_dynamical.errors import ConfigError
-from lightning_dynamical.tasks.batches import structure
+from lightning_dynamical.tasks.batches import batch_targets, structure
 
 PROBE = 2
 """Samples in each checked batch."""
@@ -43,10 +45,12 @@ def check_batches(dm: ActiveLearningDataModule) -> None:
     for name, what, dataset, needs in checks:
         if dataset_size(dataset) == 0:
             continue
-        form, has_target = _structure(dm, name, dataset)
-        if needs and not has_target:
+        form, target = _structure(dm, name, dataset)
+        if needs and target is None:
             raise ConfigError(f"{name}: {what} yield {form} without a target, but {needs}; give its items as "
                               f"(inputs, target, ...), or as dicts with the target under {dm.label_key!r}")
+        if needs and target is not None:
+            _check_class_targets(name, what, target)
         if reference is None:
             reference = form
         elif form != reference:
@@ -54,11 +58,26 @@ def check_batches(dm: ActiveLearningDataModule) -> None:
                               "every data set must give the model its inputs the same way")
 
 
-def _structure(dm: ActiveLearningDataModule, name: str, dataset: Any) -> tuple[str, bool]:
-    """The structure of the first batch of up to :data:`PROBE` samples of ``dataset``, as the loop loads it."""
+def _structure(dm: ActiveLearningDataModule, name: str, dataset: Any) -> tuple[str, Tensor | None]:
+    """The structure of the first batch of up to :data:`PROBE` samples of ``dataset``, as the loop loads it, and
+    its target (``None`` without one)."""
     probe = Subset(dataset, range(min(PROBE, dataset_size(dataset))))
     batch = next(iter(dm.eval_loader(probe)))
     try:
-        return structure(batch, dm.label_key)
+        form, has_target = structure(batch, dm.label_key)
+        return form, batch_targets(batch, dm.label_key) if has_target else None
     except TypeError as err:
         raise ConfigError(f"{name}: {err}") from err
+
+
+def _check_class_targets(name: str, what: str, target: Tensor) -> None:
+    """The loop trains and evaluates single-label classification: a target is one class index per sample.
+
+    Float or multi-dimensional targets (label sets, regression values, masks) would otherwise run every round with
+    the model's outputs read as class logits and an accuracy of 0, without an error.
+    """
+    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool or target.dim() != 1:
+        raise ConfigError(f"{name}: {what} have {str(target.dtype).replace('torch.', '')} targets of shape "
+                          f"{tuple(target.shape)}, but the loop runs single-label classification: one int class index "
+                          "per sample, shape (batch,). Multi-label, regression and dense targets are not supported by "
+                          "the loop (DynamicAL(task=MultiLabel()) scores multi-label models directly)")

@@ -12,6 +12,7 @@ from torch.utils.data import Subset
 from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.convergence import Convergence, near_chance_warning
 from lightning_dynamical.loop.distributed import shard
 from lightning_dynamical.scoring.diagnostics import NO_REGIME
@@ -29,7 +30,13 @@ class Evaluator:
         probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
         with evaluation(model), torch.no_grad():
             x = to_model(batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key), model)
-            dm.use_model_classes(int(forward_logits(model, x).shape[1]))
+            width = int(forward_logits(model, x).shape[1])
+        if width < 2:
+            raise ConfigError(f"the model outputs {width} value per sample, but the loop runs single-label "
+                              "classification: one logit per class (at least 2). A regression output has no class to "
+                              "take as pseudo label (its pseudo-target gradient is zero by construction), and a "
+                              "binary task needs 2 logits")
+        dm.use_model_classes(width)
 
     def accuracy(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, dataset: Any) -> float:
         """Micro accuracy on ``dataset`` (evaluation loader of ``dm``): each rank its shard, reduced by
