@@ -60,9 +60,9 @@ class DynamicAL(Strategy):
         greedy_chunks: number of chunks the query is selected in by the exact marginal gain (1 = top-b).
         deinfluence: number of chunks of the authors' de-influence step (``None``: off; they use 5).
         label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
-        task: the loss, pseudo targets and logits' shape (:class:`~lightning_dynamical.tasks.Classification`:
-            cross-entropy, ``argmax``; :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per
-            label, ``sigmoid > threshold``).
+        task: the loss, pseudo targets and logits' shape (``None`` or
+            :class:`~lightning_dynamical.tasks.Classification`: cross-entropy, ``argmax``;
+            :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per label, ``sigmoid > threshold``).
 
     Raises:
         ConfigError: ``gamma`` negative or NaN, ``greedy_chunks`` or ``deinfluence`` not a positive int, both set,
@@ -85,7 +85,7 @@ class DynamicAL(Strategy):
         greedy_chunks: int = 1,
         label_key: str = LABEL_KEY,
         deinfluence: int | None = None,
-        task: Task = CLASSIFICATION,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         gamma = float(gamma)
@@ -96,8 +96,8 @@ class DynamicAL(Strategy):
         if deinfluence is not None and greedy_chunks > 1:
             raise ConfigError(f"deinfluence={deinfluence} and greedy_chunks={greedy_chunks} are two different "
                               "chunked selections; set one of them")
-        if not isinstance(task, Task):
-            raise ConfigError(f"task must be a Task (Classification(), MultiLabel(), ...), got {task!r}")
+        if task is not None and not isinstance(task, Task):
+            raise ConfigError(f"task must be null or a Task (Classification(), MultiLabel(), ...), got {task!r}")
         self.gamma = gamma
         self.params = params if params is None or isinstance(params, str) else list(params)
         self.engine = engine
@@ -105,7 +105,7 @@ class DynamicAL(Strategy):
         self.greedy_chunks = int(greedy_chunks)
         self.deinfluence = None if deinfluence is None else int(deinfluence)
         self.label_key = label_key
-        self.task = task
+        self.task = task if task is not None else CLASSIFICATION
         self._engine = make_engine(engine, chunk_size)
         self._last_statistics: PoolStatistics | None = None
         self._last_gains: Tensor | None = None

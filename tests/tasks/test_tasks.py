@@ -92,7 +92,7 @@ def test_dynamical_takes_a_task_and_keeps_its_repr():
     assert repr(DynamicAL()) == repr(DynamicAL(task=Classification()))
     assert "task" not in repr(DynamicAL())
     assert "task=MultiLabel(threshold=0.25)" in repr(DynamicAL(task=MultiLabel(0.25)))
-    with pytest.raises(ConfigError, match="task must be a Task"):
+    with pytest.raises(ConfigError, match="task must be null or a Task"):
         DynamicAL(task="multilabel")  # type: ignore[arg-type]
 
 
