@@ -36,20 +36,22 @@ def _int_list(text: str) -> list[int]:
     return [int(s) for s in text.split(",") if s.strip()]
 
 
-def _strategy_list(text: str) -> list[str]:
+def _names(text: str, allowed: Iterable[str], what: str) -> list[str]:
+    """Comma-separated names, each one of ``allowed`` (at least one)."""
+    allowed = list(allowed)
     names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in STRATEGIES]
+    unknown = [s for s in names if s not in allowed]
     if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        raise argparse.ArgumentTypeError(f"unknown {what} {unknown}; choose from {', '.join(allowed)}")
     return names
+
+
+def _strategy_list(text: str) -> list[str]:
+    return _names(text, STRATEGIES, "strategies")
 
 
 def _data_list(text: str) -> list[str]:
-    names = [s.strip() for s in text.split(",") if s.strip()]
-    unknown = [s for s in names if s not in PRESETS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(f"unknown data sets {unknown}; choose from {', '.join(PRESETS)}")
-    return names
+    return _names(text, PRESETS, "data sets")
 
 
 def _optional_float(text: str) -> float | None:

@@ -289,10 +289,9 @@ class ActiveLearningLoop(Callback):
             where = (f"in round {self.round} (epoch {self.convergence.epochs} of the round)" if self.convergence.epochs
                      else f"at the start of round {self.round}")
             say(f"[active learning] {_who_stopped(trainer)} ended the fit {where} before active learning finished: "
-                f"{len(self.history)} "
-                f"round(s) recorded, {self.datamodule.num_labeled} labeled samples; the records and checkpoints hold "
-                "everything up to the last finished round. The loop ends rounds by its own convergence rule; a "
-                "callback that stops training ends the whole run")
+                f"{len(self.history)} round(s) recorded, {self.datamodule.num_labeled} labeled samples; the records "
+                "and checkpoints hold everything up to the last finished round. The loop ends rounds by its own "
+                "convergence rule; a callback that stops training ends the whole run")
         if self.verbose and self.history:
             report(trainer, pl_module, self.records.dirpath, self.history, self.save_round_checkpoints,
                    self.final_checkpoint)

@@ -41,9 +41,9 @@ class Scored:
     def metrics(self) -> dict[str, float]:
         """Score statistics of the pool and of the queried samples, for the loggers."""
         s = self.pool_scores
-        ratio = {} if self.regime is None else {f"al/{k}": v for k, v in self.regime.row().items()}
-        if self.regime is not None:
-            ratio["al/approximation_ratio"] = self.regime.approximation_ratio
+        ratio = {} if self.regime is None else {  # Eq. 14 keeps the key it was logged under before the regime
+            "al/approximation_ratio" if k == "query_approximation_ratio" else f"al/{k}": v
+            for k, v in self.regime.row().items()}
         if s is None or s.numel() == 0:
             return ratio
         s = s.double()
