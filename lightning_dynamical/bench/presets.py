@@ -26,6 +26,7 @@ from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy, LeastConfidence, Margin
 from lightning_dynamical.tasks.batches import batch_targets
+from lightning_dynamical.tasks.names import TaskName
 
 STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "random": lambda seed: Random(seed=seed),
@@ -69,6 +70,8 @@ class Preset:
     """Decode the evaluation data once into tensors (small images; the augmented training view stays lazy)."""
     augments: bool = False
     """The DataModule takes ``augment`` (``--augment/--no-augment``; its own default otherwise)."""
+    task: TaskName = "classification"
+    """The data module's task (its metric is the bench's ``test_metric``)."""
 
 
 def _augment(args: argparse.Namespace) -> dict[str, bool]:
@@ -106,6 +109,18 @@ AG_NEWS_POOL, AG_NEWS_VOCAB, AG_NEWS_LENGTH = 2000, 8000, 64
 def _ag_news(args: argparse.Namespace) -> datasets.NamedDataModule:
     return datasets.AGNewsDataModule(root=args.root, pool_size=AG_NEWS_POOL, test_size=1000,
                                      vocab_size=AG_NEWS_VOCAB, max_length=AG_NEWS_LENGTH)
+
+
+MEMBRANE_TILE = 64
+"""Membrane tiles as ``configs/membrane_segmentation.yaml`` has them: 64x64 (24 pool slices x 64 tiles = 1536)."""
+
+
+def _membrane(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.MembraneDataModule(root=args.root, tile=MEMBRANE_TILE, **_augment(args))
+
+
+def _unet(num_classes: int, image_size: int) -> nn.Module:
+    return models.UNet(1, num_classes, width=16, depth=3)
 
 
 def _resnet18(num_classes: int, image_size: int) -> nn.Module:
@@ -147,6 +162,9 @@ PRESETS: dict[str, Preset] = {
                          weight_decay=5e-4, eval_batch_size=256, augments=True),
     "image_folder": Preset(_image_folder, _resnet18, "ResNet-18", "image_folder.yaml", optimizer="sgd", lr=0.02,
                            weight_decay=5e-4, eval_batch_size=256, augments=True),
+    "membrane": Preset(_membrane, _unet, "UNet (width 16, depth 3, upsample + conv decoder)",
+                       "membrane_segmentation.yaml", lr=2e-3, batch_size=16, eval_batch_size=64, cache=True,
+                       augments=True, task="segmentation"),
     "ag_news": Preset(_ag_news, _text_transformer, "TextTransformer (dim 64, 2 blocks, 4 heads)", "ag_news.yaml",
                       weight_decay=1e-4, batch_size=32, eval_batch_size=256),
 }

@@ -19,6 +19,20 @@ from lightning_dynamical.bench.runs import (
 from lightning_dynamical.records import files as records
 from lightning_dynamical.strategies.dynamical import DynamicAL
 
+METRIC_LABELS = {"acc": "accuracy", "miou": "mean IoU", "f1": "micro F1"}
+"""How the report names each task's headline metric (``results.csv``'s ``metric``)."""
+
+
+def metric_label(rows: Sequence[dict]) -> str:
+    """The name of the rows' headline metric in words (``test_metric``; accuracy for classification)."""
+    name = str(rows[0].get("metric") or "acc") if rows else "acc"
+    return METRIC_LABELS.get(name, name)
+
+
+def headline(row: dict) -> float:
+    """A row's headline metric: ``test_metric`` (rows written before tasks hold only ``test_acc``, the same thing)."""
+    return row["test_metric"] if "test_metric" in row else row["test_acc"]
+
 
 @dataclass
 class Curve:
@@ -50,7 +64,7 @@ def curves(rows: Sequence[dict]) -> dict[str, Curve]:
     for strategy, seeds in by_strategy(rows).items():
         n_rounds = min(len(runs) for runs in seeds.values())
         per_round = [[runs[k] for runs in seeds.values()] for k in range(n_rounds)]
-        stats = [mean_std([r["test_acc"] for r in rs]) for rs in per_round]
+        stats = [mean_std([headline(r) for r in rs]) for rs in per_round]
         result[strategy] = Curve([statistics.fmean(r["labeled"] for r in rs) for rs in per_round],
                                  [m for m, _ in stats], [s for _, s in stats])
     return result
@@ -79,7 +93,7 @@ def plot_curves(rows: Sequence[dict], path: Path, title: str) -> None:
         (line,) = ax.plot(c.labeled, mean, marker="o", markersize=3, label=strategy)
         ax.fill_between(c.labeled, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
     ax.set_xlabel("labeled samples")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"test {metric_label(rows)} (%)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -99,7 +113,7 @@ def signed(mean: float, std: float, n: int) -> str:
 
 
 def run_aulc(runs: Sequence[dict]) -> float:
-    return aulc([r["labeled"] for r in runs], [r["test_acc"] for r in runs])
+    return aulc([r["labeled"] for r in runs], [headline(r) for r in runs])
 
 
 def rounds_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
@@ -136,10 +150,10 @@ def summary_markdown(rows: Sequence[dict], title: str, protocol: str,
     comparison with Random and Entropy, and where each recorded stopping criterion would have stopped
     (``criteria``: the names recorded per strategy, so that criteria that never fired are listed too)."""
     groups, lines = by_strategy(rows), [f"# {title}", "", protocol, ""]
-    strategies = list(groups)
+    strategies, label = list(groups), metric_label(rows)
     curve = curves(rows)
     n_seeds = max(len(seeds) for seeds in groups.values())
-    lines += [f"## Test accuracy (%), mean ± std over {n_seeds} seed{'s' if n_seeds > 1 else ''}", "",
+    lines += [f"## Test {label} (%), mean ± std over {n_seeds} seed{'s' if n_seeds > 1 else ''}", "",
               "| round | labeled | " + " | ".join(strategies) + " |", "|---" * (len(strategies) + 2) + "|"]
     for k in range(max(len(c.mean) for c in curve.values())):
         present = {s: c for s, c in curve.items() if k < len(c.mean)}
@@ -154,20 +168,20 @@ def summary_markdown(rows: Sequence[dict], title: str, protocol: str,
         labeled = round(statistics.fmean(c.labeled[k] for c in present.values()))
         lines.append(f"| {k} | {labeled} | " + " | ".join(cells) + " |")
     lines += ["", "## Per strategy", "",
-              "| strategy | AULC (%) | final accuracy (%) | wall s / run | scoring s / run |", "|---|---|---|---|---|"]
+              f"| strategy | AULC (%) | final {label} (%) | wall s / run | scoring s / run |", "|---|---|---|---|---|"]
     for strategy, seeds in groups.items():
         runs = list(seeds.values())
         n = len(runs)
         area = mean_std([100 * run_aulc(rs) for rs in runs])
-        final = mean_std([100 * rs[-1]["test_acc"] for rs in runs])
+        final = mean_std([100 * headline(rs[-1]) for rs in runs])
         wall = mean_std([rs[-1]["wall_seconds"] for rs in runs])
         scoring = mean_std([sum(r["score_seconds"] for r in rs) for rs in runs])
         lines.append(f"| {strategy} | {spread(*area, n, 2)} | {spread(*final, n, 2)} | {spread(*wall, n, 1)} | "
                      f"{spread(*scoring, n, 2)} |")
-    lines += ["", "AULC: trapezoidal area under test accuracy vs labeled-set size divided by the labeled range "
-              "(a mean accuracy). ± is the sample standard deviation over seeds (n/a with one seed). Wall time "
-              "covers a whole run (training, test evaluation, scoring); scoring time sums the strategy's pool "
-              "scoring over rounds.", ""]
+    lines += ["", f"AULC: trapezoidal area under test {label} vs labeled-set size divided by the labeled range "
+              "(its mean over that range). ± is the sample standard deviation over seeds (n/a with one seed). "
+              "Wall time covers a whole run (training, test evaluation, scoring); scoring time sums the strategy's "
+              "pool scoring over rounds.", ""]
     lines += rounds_markdown(groups)
     lines += paired_markdown(groups) + stopping_markdown(groups, criteria or {})
     return "\n".join(lines)
@@ -229,8 +243,8 @@ def stopping_markdown(groups: dict[str, dict[int, list[dict]]], criteria: dict[s
                 continue
             rnd = mean_std([r["round"] for r, _ in fired])
             lab = mean_std([r["labeled"] for r, _ in fired])
-            acc = mean_std([100 * r["test_acc"] for r, _ in fired])
-            final = mean_std([100 * runs[-1]["test_acc"] for _, runs in fired])
+            acc = mean_std([100 * headline(r) for r, _ in fired])
+            final = mean_std([100 * headline(runs[-1]) for _, runs in fired])
             lines.append(f"| {strategy} | {name} | {n}/{len(seeds)} | {spread(*rnd, n, 1)} | {spread(*lab, n, 0)} | "
                          f"{spread(*acc, n, 2)} | {spread(*final, n, 2)} |")
     if not found:
@@ -258,7 +272,8 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
     subset = f", {args.pool_subset} pool samples scored per round" if args.pool_subset else ""
     named = f" (protocol `{args.protocol}`)" if args.protocol else ""
     val = f", validation split of {args.val_size} pool samples" if args.val_size else ""
-    criteria = ", ".join(repr(c) for c in bench_criteria(DynamicAL(), getattr(args, "has_val", args.val_size > 0)))
+    has_val = getattr(args, "has_val", args.val_size > 0)
+    criteria = ", ".join(repr(c) for c in bench_criteria(DynamicAL(), has_val, preset.task))
 
     protocol = (f"Command: `{command}`{named}\n\nProtocol: initial labeled set M={args.initial_size}"
                 f"{' (class-balanced)' if args.balanced else ''}, query size b={args.query_size}, "
@@ -272,8 +287,7 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
                 f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Stopping criteria recorded "
                 f"(not enforced): {criteria} "
                 "(GradientNormDecay for dynamicAL strategies only).")
-    has_val = getattr(args, "has_val", args.val_size > 0)
-    recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val)] for s in args.strategies}
+    recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val, preset.task)] for s in args.strategies}
     summary = summary_markdown(rows, f"Active-learning benchmark: {args.data}", protocol, recorded)
     records.atomic_write_text(str(out / "summary.md"), summary)
 
@@ -290,7 +304,7 @@ def noise_floor_markdown(main: Sequence[dict], other: Sequence[dict], offset: in
         if not common:
             continue
         diffs = [100 * (run_aulc(seeds[s]) - run_aulc(groups[strategy][s])) for s in common]
-        finals = [100 * (seeds[s][-1]["test_acc"] - groups[strategy][s][-1]["test_acc"]) for s in common]
+        finals = [100 * (headline(seeds[s][-1]) - headline(groups[strategy][s][-1])) for s in common]
         m, sd = mean_std(diffs)
         lines.append(f"| {strategy} | {signed(m, sd, len(diffs))} | {statistics.fmean(abs(d) for d in diffs):.2f} "
                      f"| {2 * sd / math.sqrt(len(diffs)):.2f} | {signed(*mean_std(finals), len(finals))} |")

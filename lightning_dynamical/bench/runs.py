@@ -33,12 +33,16 @@ from lightning_dynamical.records import files as records
 from lightning_dynamical.reporting.clock import RoundClock
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
+from lightning_dynamical.tasks.names import TaskName
 
 RESULT_FIELDS = ("strategy", "seed", "round", "labeled", "test_acc", "best_epoch_test_acc", "train_loss", "train_acc",
                  "epochs", "converged_by", "smoothed_loss", "query_sqnorm_median", "query_dot_median",
-                 "query_dot_ratio_median", "query_approximation_ratio", "stopped_by", "score_seconds", "wall_seconds")
+                 "query_dot_ratio_median", "query_approximation_ratio", "stopped_by", "metric", "test_metric",
+                 "score_seconds", "wall_seconds")
+"""``test_metric`` is the task's headline metric (``metric`` names it: ``acc``, ``miou``, ``f1``): what the report
+compares; for classification it is ``test_acc``."""
 TIMING_FIELDS = ("score_seconds", "wall_seconds")
-TEXT_FIELDS = ("strategy", "converged_by", "stopped_by")
+TEXT_FIELDS = ("strategy", "converged_by", "stopped_by", "metric")
 INT_FIELDS = ("seed", "round", "labeled", "epochs")
 LOOP_COLUMNS = RESULT_FIELDS[2:-1]
 """The columns copied from the loop's round rows (``best_epoch_test_acc`` and ``wall_seconds`` come from the bench's
@@ -73,7 +77,8 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
     seed_everything(seed + args.trainer_seed_offset, verbose=False)
     dm = ActiveLearningDataModule(splits.pool, splits.val, splits.test, splits.pool_eval,
                                   initial_size=args.initial_size, balanced=args.balanced, val_size=args.val_size,
-                                  batch_size=preset.batch_size, eval_batch_size=preset.eval_batch_size, seed=seed)
+                                  batch_size=preset.batch_size, eval_batch_size=preset.eval_batch_size, seed=seed,
+                                  task=preset.task)
     model = Classifier(preset.net(splits.num_classes, args.image_size), num_classes=splits.num_classes,
                        optimizer=preset.optimizer, lr=preset.lr, weight_decay=preset.weight_decay)
     run_dir = str(Path(args.out) / "runs" / f"{strategy}_seed{seed}")
@@ -85,7 +90,7 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
                               fit_epochs=args.fit_epochs, loss_target=args.loss_target,
                               reset="optimizer" if args.fresh_optimizer else "none", seed=seed, dirpath=run_dir,
                               save_round_checkpoints=False,
-                              stop=bench_criteria(chosen, splits.val is not None or args.val_size > 0),
+                              stop=bench_criteria(chosen, splits.val is not None or args.val_size > 0, preset.task),
                               stop_mode="record", verbose=False)
     clock = RoundClock(loop, bar)
     best = BestEpochTestAccuracy(loop)
@@ -100,10 +105,13 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
             for r, wall, b in zip(loop.history, clock.times, bests)]
 
 
-def bench_criteria(strategy: Strategy, has_val: bool) -> list[StoppingCriterion]:
-    """The stopping criteria every run records (never enforced): stabilising predictions, a validation
-    plateau when there is a validation split, and the gradient-norm rule for dynamicAL."""
-    criteria: list[StoppingCriterion] = [StabilizingPredictions(threshold=0.99, rounds=2, stop_set_size=1000)]
+def bench_criteria(strategy: Strategy, has_val: bool, task: TaskName = "classification") -> list[StoppingCriterion]:
+    """The stopping criteria every run records (never enforced): stabilising predictions (classification: one
+    class per sample), a validation plateau when there is a validation split, and the gradient-norm rule for
+    dynamicAL."""
+    criteria: list[StoppingCriterion] = []
+    if task == "classification":
+        criteria.append(StabilizingPredictions(threshold=0.99, rounds=2, stop_set_size=1000))
     if has_val:
         criteria.append(ValidationPlateau(patience=2))
     if isinstance(strategy, DynamicAL):
@@ -153,4 +161,8 @@ def read_results(path: str | Path) -> list[dict]:
         return float(text) if text else math.nan
 
     with open(path) as f:
-        return [{k: parse(k, r.get(k)) for k in RESULT_FIELDS} for r in csv.DictReader(f)]
+        rows = [{k: parse(k, r.get(k)) for k in RESULT_FIELDS} for r in csv.DictReader(f)]
+    for row in rows:  # results from before tasks: classification, whose headline is the accuracy
+        if not row["metric"]:
+            row.update(metric="acc", test_metric=row["test_acc"])
+    return rows

@@ -7,6 +7,7 @@ from lightning_dynamical.data.modules import (
     CIFAR10DataModule,
     DigitsDataModule,
     ImageFolderDataModule,
+    MembraneDataModule,
     MNISTDataModule,
     NamedDataModule,
     SVHNDataModule,
@@ -14,4 +15,4 @@ from lightning_dynamical.data.modules import (
 from lightning_dynamical.data.splits import DatasetSplits
 
 __all__ = ["AGNewsDataModule", "CIFAR10DataModule", "Caltech101DataModule", "DatasetSplits", "DigitsDataModule",
-           "ImageFolderDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule"]
+           "ImageFolderDataModule", "MembraneDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule"]

@@ -14,7 +14,10 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from lightning_dynamical.data.splits import DatasetSplits, dataset_size
 from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_int
 from lightning_dynamical.records import rng
-from lightning_dynamical.tasks.batches import LABEL_KEY, batch_targets
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets
+from lightning_dynamical.tasks.classification import Classification
+from lightning_dynamical.tasks.names import TaskName, task_of
 
 
 class LabelError(ConfigError):
@@ -24,7 +27,7 @@ class LabelError(ConfigError):
 class RelabeledSubset(Dataset):
     """A subset of a dataset whose targets may be replaced by labels an oracle gave."""
 
-    def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, int] | None = None,
+    def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, torch.Tensor] | None = None,
                  label_key: str = LABEL_KEY) -> None:
         self.dataset = dataset
         self.indices = list(indices)
@@ -38,7 +41,7 @@ class RelabeledSubset(Dataset):
         index = self.indices[i]
         item = self.dataset[index]
         if index in self.labels:
-            label = torch.tensor(self.labels[index])
+            label = self.labels[index].clone()
             if isinstance(item, Mapping):
                 return {**item, self.label_key: label}
             item = (item[0], label, *item[2:])
@@ -87,7 +90,9 @@ class ActiveLearningDataModule(LightningDataModule):
     override :meth:`build_splits` (built lazily at ``setup``). The initial labeled set of
     ``initial_size`` samples is drawn with ``seed`` (class-balanced with ``balanced=True``).
     ``val_size`` (an int, or a fraction of the pool) holds out a seeded validation split of the pool
-    when no validation set is given. ``num_classes`` bounds the labels an oracle may give (``0..C-1``);
+    when no validation set is given. ``task`` says what a label is and how the model is trained, scored and
+    measured (named once: the loop, its strategy and :class:`~lightning_dynamical.Classifier` read it from here).
+    ``num_classes`` bounds the labels an oracle may give (``0..C-1``);
     by default it is the data set's class count, and when that is unknown the loop takes the model's
     logit width at fit start (:meth:`use_model_classes`).
 
@@ -108,9 +113,14 @@ class ActiveLearningDataModule(LightningDataModule):
         eval_batch_size: batch size for scoring the pool and for evaluation.
         num_workers: DataLoader worker processes.
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
+        label_key: the target's key in dict batches.
+        num_classes: the classes (or labels) a label may name (default: the data set's, else the model's width).
+        task: ``"classification"`` (one class per sample), ``"multilabel"`` (a 0/1 vector per sample),
+            ``"segmentation"`` (a class per pixel) or a :class:`~lightning_dynamical.tasks.Task` with settings.
 
     Raises:
-        ConfigError: an argument out of range, or an ``initial_size`` larger than the pool.
+        ConfigError: an argument out of range, an unknown ``task``, ``balanced=True`` for a task other than
+            classification, or an ``initial_size`` larger than the pool.
         LabelError: :meth:`label` given indices or labels that do not fit the pool (nothing changes).
 
     Example::
@@ -136,9 +146,14 @@ class ActiveLearningDataModule(LightningDataModule):
         seed: int = 0,
         label_key: str = LABEL_KEY,
         num_classes: int | None = None,
+        task: TaskName | Task = "classification",
     ) -> None:
         super().__init__()
         check_optional_positive_int("num_classes", num_classes)
+        self.task = task_of(task)
+        if balanced and not isinstance(self.task, Classification):
+            raise ConfigError(f"balanced=True draws the initial set per class, which needs one class per sample; the "
+                              f"{self.task.name} task has none (give balanced=False)")
         check_positive_int("initial_size", initial_size)
         check_positive_int("batch_size", batch_size)
         check_positive_int("eval_batch_size", eval_batch_size)
@@ -158,7 +173,7 @@ class ActiveLearningDataModule(LightningDataModule):
         self._splits: DatasetSplits | None = None
         self._candidates: list[int] = []
         self._labeled: list[int] = []
-        self._given_labels: dict[int, int] = {}
+        self._given_labels: dict[int, torch.Tensor] = {}
         self._val_indices: list[int] = []
         self._set_up = False
         if pool is not None:
@@ -262,17 +277,24 @@ class ActiveLearningDataModule(LightningDataModule):
             if width < known:
                 raise LabelError(f"the model outputs {width} logits but the data has {known} classes")
             return
-        self._check_classes(self._given_labels.items(), width, "labels given so far")
+        self._check_labels(self._given_labels.items(), width, "labels given so far")
         self._model_classes = width
 
-    def _check_classes(self, pairs: Iterable[tuple[int, int]], num_classes: int | None, what: str) -> None:
-        """Refuse labels outside ``[0, num_classes)`` (nothing is checked while the classes are unknown)."""
-        if num_classes is None:
-            return
-        bad = [(i, y) for i, y in pairs if not 0 <= y < num_classes]
+    def _check_labels(self, pairs: Iterable[tuple[int, torch.Tensor]], num_classes: int | None, what: str) -> None:
+        """Refuse labels the task does not accept: classes outside ``[0, num_classes)`` (unchecked while the classes
+        are unknown), or a shape unlike the sample's (a mask of another size, a label set of another width)."""
+        bad = []
+        for i, y in pairs:
+            shape = self.task.label_shape(_inputs_tensor(self.splits.pool_eval[i], self.label_key)) \
+                if self.task.label_from_input else None
+            problem = self.task.label_problem(y, num_classes, shape)
+            if problem is not None:
+                bad.append(f"index {i}: {int(y) if y.ndim == 0 else problem}")
         if bad:
-            shown = ", ".join(f"index {i}: {y}" for i, y in bad[:10])
-            raise LabelError(f"{what}: {len(bad)} labels are not classes 0..{num_classes - 1} ({shown}"
+            scalar = isinstance(self.task, Classification)
+            what_wrong = f"are not classes 0..{num_classes - 1}" if scalar and num_classes is not None \
+                else f"do not fit the {self.task.name} task"
+            raise LabelError(f"{what}: {len(bad)} labels {what_wrong} ({', '.join(bad[:10])}"
                              f"{', ...' if len(bad) > 10 else ''}); nothing was changed")
 
     @property
@@ -296,19 +318,21 @@ class ActiveLearningDataModule(LightningDataModule):
     def num_unlabeled(self) -> int:
         return len(self._candidates) - len(self.labeled_indices)
 
-    def label(self, indices: Iterable[int], labels: Iterable[int] | None = None) -> None:
-        """Move pool ``indices`` into the labeled set, optionally with oracle ``labels``.
+    def label(self, indices: Iterable[int], labels: Iterable[Any] | None = None) -> None:
+        """Move pool ``indices`` into the labeled set, optionally with oracle ``labels`` (class indices; 0/1 vectors
+        for multi-label; masks of the image's size for segmentation: tensors, arrays or nested lists).
 
-        Every index and label is checked first; an unknown, already labeled or repeated index, or a label
-        outside ``0..num_classes-1``, raises :class:`LabelError` and changes nothing.
+        Every index and label is checked first; an unknown, already labeled or repeated index, or a label the task
+        does not accept (a class outside ``0..num_classes-1``, a mask of another size), raises :class:`LabelError`
+        and changes nothing.
         """
         idx = [int(i) for i in indices]
-        given = None if labels is None else [int(y) for y in labels]
+        given = None if labels is None else [_label_tensor(y) for y in labels]
         self._check_new(idx)
         if given is not None and len(given) != len(idx):
             raise LabelError(f"got {len(given)} labels for {len(idx)} indices")
         if given is not None:
-            self._check_classes(zip(idx, given), self.num_classes, "label() refused")
+            self._check_labels(zip(idx, given), self.num_classes, "label() refused")
         self._labeled.extend(idx)
         if given is not None:
             self._given_labels.update(zip(idx, given))
@@ -398,7 +422,7 @@ class ActiveLearningDataModule(LightningDataModule):
             "labeled": list(self._labeled),
             "candidates": list(self._candidates),
             "val_indices": list(self._val_indices),
-            "given_labels": [[i, y] for i, y in self._given_labels.items()],
+            "given_labels": [[i, self.task.encode_label(y)] for i, y in self._given_labels.items()],
         }
 
     def check_state(self, state_dict: dict[str, Any]) -> None:
@@ -422,22 +446,50 @@ class ActiveLearningDataModule(LightningDataModule):
         held_out = sorted(set(labeled) - set(candidates))
         if held_out:
             raise LabelError(f"state's labeled indices {_few(held_out)} are not in the pool (held out for validation)")
-        given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
+        given = self._decoded(state_dict)
         strays = sorted({i for i, _ in given} - set(labeled))
         repeated = _repeated([i for i, _ in given])
         if strays or repeated:
             raise LabelError(f"state's given_labels name unlabeled or repeated indices (unlabeled {_few(strays)}, "
                              f"repeated {_few(repeated)}); nothing was changed")
-        self._check_classes(given, self.num_classes, "state's given_labels")
+        self._check_labels(given, self.num_classes, "state's given_labels")
+
+    def _decoded(self, state_dict: dict[str, Any]) -> list[tuple[int, torch.Tensor]]:
+        """A state's ``given_labels`` as ``(index, label tensor)`` pairs (ints in every older state)."""
+        try:
+            return [(int(i), self.task.decode_label(y)) for i, y in state_dict.get("given_labels", [])]
+        except ValueError as err:
+            raise LabelError(f"state's given_labels: {err}") from err
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a split; the state is validated against this pool (:meth:`check_state`) before anything changes."""
         self.check_state(state_dict)
         self._candidates = sorted(int(i) for i in state_dict.get("candidates", self._candidates))
         self._labeled = [int(i) for i in state_dict["labeled"]]
-        given = [(int(i), int(y)) for i, y in state_dict.get("given_labels", [])]
+        given = self._decoded(state_dict)
         self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
         self._given_labels = dict(given)
+
+def _label_tensor(label: Any) -> torch.Tensor:
+    """One oracle label as a tensor: a class index (an int, or anything ``int()`` takes, as before tasks), or a
+    tensor, array or nested list (masks, label sets) as given."""
+    if isinstance(label, torch.Tensor):
+        return label.detach().cpu()
+    if isinstance(label, list | tuple) or hasattr(label, "__array__"):
+        return torch.as_tensor(label)
+    try:
+        return torch.tensor(int(label))
+    except (TypeError, ValueError) as err:
+        raise LabelError(f"a label must be a class index, a tensor or an array; got {label!r}") from err
+
+
+def _inputs_tensor(item: Any, label_key: str) -> torch.Tensor:
+    """The first input tensor of one data set item (what a label's shape follows)."""
+    inputs = batch_inputs(item, label_key)
+    if isinstance(inputs, dict):
+        return next(v for v in inputs.values() if isinstance(v, torch.Tensor))
+    return inputs if isinstance(inputs, torch.Tensor) else inputs[0]
+
 
 def _dataset_or_none(datamodule: LightningDataModule, hook: str) -> Dataset | None:
     try:

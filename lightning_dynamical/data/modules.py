@@ -18,10 +18,12 @@ from lightning_dynamical.data.cifar10 import build_cifar10
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.digits import build_digits
 from lightning_dynamical.data.image_folder import build_image_folder
+from lightning_dynamical.data.membrane import build_membrane
 from lightning_dynamical.data.mnist import build_mnist
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
 from lightning_dynamical.tasks.batches import LABEL_KEY
+from lightning_dynamical.tasks.names import TaskName
 
 
 class NamedDataModule(ActiveLearningDataModule):
@@ -37,10 +39,13 @@ class NamedDataModule(ActiveLearningDataModule):
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
     """
 
+    task_name: ClassVar[TaskName] = "classification"
+    """The data set's task (a subclass of another task sets it)."""
+
     def __init__(self, *, initial_size: int = 500, balanced: bool = False, val_size: int | float = 0,
                  batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
         super().__init__(initial_size=initial_size, balanced=balanced, val_size=val_size, batch_size=batch_size,
-                         eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed)
+                         eval_batch_size=eval_batch_size, num_workers=num_workers, seed=seed, task=self.task_name)
 
 
 class DigitsDataModule(NamedDataModule):
@@ -183,6 +188,41 @@ class ImageFolderDataModule(NamedDataModule):
     def build_splits(self) -> DatasetSplits:
         return build_image_folder(self.root, image_size=self.image_size, val_fraction=self.val_fraction,
                                   test_fraction=self.test_fraction, seed=self.split_seed, augment=self.augment)
+
+
+class MembraneDataModule(NamedDataModule):
+    """ISBI 2012 EM membrane segmentation (30 slices, split by slice) as ``tile`` x ``tile`` tiles with per-pixel
+    masks (0 = membrane, 1 = interior). Its ``task`` is :class:`~lightning_dynamical.tasks.Segmentation`, which the
+    loop, the strategy and the model read from it. The files ship with the data (no download).
+
+    Args:
+        root: folder holding ``membrane/image/<k>.png`` and ``membrane/label/<k>.png``.
+        tile: side of the square tiles; must divide the slice size (512).
+        test_slices: the last slices (highest ``k``), held out as the test set.
+        val_slices: the slices before the test slices, held out for validation (0: none).
+        augment: random horizontal and vertical flips of image and mask for training (scoring and evaluation never
+            augment).
+        initial_size: tiles in the initial labeled set (the default pool has 24 slices x 16 tiles = 384).
+        balanced: must stay ``False``: a class-balanced draw needs one class per sample, a mask has one per pixel.
+
+    Raises:
+        ConfigError: ``balanced=True``.
+    """
+
+    task_name = "segmentation"
+
+    def __init__(self, *, root: str = "data", tile: int = 128, test_slices: int = 6, val_slices: int = 0,
+                 augment: bool = False, initial_size: int = 32, balanced: bool = False, **kwargs: Any) -> None:
+        super().__init__(initial_size=initial_size, balanced=balanced, **kwargs)
+        self.root = root
+        self.tile = tile
+        self.test_slices = test_slices
+        self.val_slices = val_slices
+        self.augment = augment
+
+    def build_splits(self) -> DatasetSplits:
+        return build_membrane(self.root, tile=self.tile, test_slices=self.test_slices, val_slices=self.val_slices,
+                              augment=self.augment)
 
 
 class AGNewsDataModule(NamedDataModule):

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
 
@@ -49,8 +48,12 @@ def check_batches(dm: ActiveLearningDataModule) -> None:
         if needs and target is None:
             raise ConfigError(f"{name}: {what} yield {form} without a target, but {needs}; give its items as "
                               f"(inputs, target, ...), or as dicts with the target under {dm.label_key!r}")
-        if needs and target is not None:
-            _check_class_targets(name, what, target)
+        if needs and target is not None and (problem := dm.task.target_problem(target)) is not None:
+            dtype = str(target.dtype).replace("torch.", "")
+            raise ConfigError(f"{name}: {what} have {dtype} targets of shape {tuple(target.shape)}, but the "
+                              f"{dm.task.name} task needs {problem}. Name the task on the data module "
+                              "(ActiveLearningDataModule(task=...): 'classification', 'multilabel', 'segmentation') "
+                              "for other targets")
         if reference is None:
             reference = form
         elif form != reference:
@@ -68,16 +71,3 @@ def _structure(dm: ActiveLearningDataModule, name: str, dataset: Any) -> tuple[s
         return form, batch_targets(batch, dm.label_key) if has_target else None
     except TypeError as err:
         raise ConfigError(f"{name}: {err}") from err
-
-
-def _check_class_targets(name: str, what: str, target: Tensor) -> None:
-    """The loop trains and evaluates single-label classification: a target is one class index per sample.
-
-    Float or multi-dimensional targets (label sets, regression values, masks) would otherwise run every round with
-    the model's outputs read as class logits and an accuracy of 0, without an error.
-    """
-    if target.dtype.is_floating_point or target.dtype.is_complex or target.dtype == torch.bool or target.dim() != 1:
-        raise ConfigError(f"{name}: {what} have {str(target.dtype).replace('torch.', '')} targets of shape "
-                          f"{tuple(target.shape)}, but the loop runs single-label classification: one int class index "
-                          "per sample, shape (batch,). Multi-label, regression and dense targets are not supported by "
-                          "the loop (DynamicAL(task=MultiLabel()) scores multi-label models directly)")

@@ -153,6 +153,7 @@ class ActiveLearningLoop(Callback):
             raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
                             f"; got {type(dm).__name__}")
         self._datamodule = dm
+        self.labeling.oracle.check_task(dm.task)
         dm.setup("fit")
         if self.resume_from_state:
             self.load_state_dict(self.records.resume_from(dm, self.resume_from_state))
@@ -168,7 +169,7 @@ class ActiveLearningLoop(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         dm = self.datamodule
         check_batches(dm)
-        self.evaluator.check_classes(pl_module, dm)
+        self.evaluator.check_model(pl_module, dm)
         self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
         self.loss.to(pl_module.device)
         self.rng.restore()

@@ -1,4 +1,4 @@
-"""What the loop measures on the model: accuracy on a data set and the logit width."""
+"""What the loop measures on the model: the task's accuracy and headline metric on a data set, and the logit width."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Subset
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import Metric
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.data.splits import dataset_size
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.convergence import Convergence, near_chance_warning
 from lightning_dynamical.loop.distributed import shard
@@ -20,50 +21,72 @@ from lightning_dynamical.tasks.batches import batch_inputs, batch_targets, evalu
 
 
 class Evaluator:
-    """Measures the model in eval mode on the data module's sets; remembers its logit width (``num_classes``)."""
+    """Measures the model in eval mode on the data module's sets with the data module's task; remembers the logit
+    width (``num_classes``)."""
 
     def __init__(self) -> None:
         self.num_classes = 0
 
-    def check_classes(self, model: LightningModule, dm: ActiveLearningDataModule) -> None:
-        """Run two samples through the model and check its logit width against the data's classes."""
-        probe = dm.pool_dataset(range(2)) if dm.num_unlabeled >= 2 else dm.labeled_dataset(evaluation=True)
+    def check_model(self, model: LightningModule, dm: ActiveLearningDataModule) -> None:
+        """Run two labeled samples through the model: its output must be the task's logits, fit the targets, and have
+        at least the task's fewest classes; then check its width against the data's classes. One-line
+        :class:`ConfigError` otherwise (before any epoch)."""
+        task, probe = dm.task, dm.labeled_dataset(evaluation=True)
+        batch = next(iter(dm.eval_loader(Subset(probe, range(min(2, dataset_size(probe)))))))
         with evaluation(model), torch.no_grad():
-            x = to_model(batch_inputs(next(iter(dm.eval_loader(probe))), dm.label_key), model)
-            width = int(forward_logits(model, x).shape[1])
-        if width < 2:
-            raise ConfigError(f"the model outputs {width} value per sample, but the loop runs single-label "
-                              "classification: one logit per class (at least 2). A regression output has no class to "
-                              "take as pseudo label (its pseudo-target gradient is zero by construction), and a "
-                              "binary task needs 2 logits")
+            try:
+                logits = forward_logits(model, to_model(batch_inputs(batch, dm.label_key), model), task)
+                task.prepare_targets(batch_targets(batch, dm.label_key), logits)
+            except ValueError as err:
+                raise ConfigError(f"{err} (the data module's task is {task.name!r})") from err
+        width = task.classes_of(logits)
+        if width < task.min_classes:
+            raise ConfigError(f"the model outputs {width} value per sample, but the {task.name} task needs one logit "
+                              f"per class (at least {task.min_classes}). A regression output has no class to take as "
+                              "pseudo label (its pseudo-target gradient is zero by construction), and a binary task "
+                              "needs 2 logits")
         dm.use_model_classes(width)
 
-    def accuracy(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, dataset: Any) -> float:
-        """Micro accuracy on ``dataset`` (evaluation loader of ``dm``): each rank its shard, reduced by
-        torchmetrics, so the same on every rank."""
+    def measure(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule,
+                dataset: Any) -> tuple[float, float]:
+        """``(accuracy, headline metric)`` of the data module's task on ``dataset`` (evaluation loader of ``dm``;
+        the two are equal when the task's headline is its accuracy): each rank its shard, reduced by torchmetrics,
+        so the same on every rank."""
+        task = dm.task
         if trainer.world_size > 1:
             dataset = Subset(dataset, shard(range(len(dataset)), trainer.global_rank, trainer.world_size))
-        metric: MulticlassAccuracy | None = None
+        metrics: list[Metric] = []
         with evaluation(model), torch.no_grad():
             for batch in dm.eval_loader(dataset):
-                logits = forward_logits(model, to_model(batch_inputs(batch, dm.label_key), model))
-                if metric is None:
-                    self.num_classes = int(logits.shape[1])
-                    metric = MulticlassAccuracy(self.num_classes, average="micro").to(logits.device)
-                metric.update(logits, batch_targets(batch, dm.label_key).to(logits.device))
-        if metric is None:
-            metric = MulticlassAccuracy(2, average="micro").to(model.device)
-        return float(metric.compute())
+                logits = forward_logits(model, to_model(batch_inputs(batch, dm.label_key), model), task)
+                if not metrics:
+                    self.num_classes = task.classes_of(logits)
+                    metrics = [m.to(logits.device) for m in (task.accuracy(self.num_classes),
+                                                            task.metric(self.num_classes)) if m is not None]
+                targets = task.metric_targets(task.prepare_targets(batch_targets(batch, dm.label_key), logits))
+                for m in metrics:
+                    m.update(task.metric_inputs(logits), targets)
+        if not metrics:
+            return math.nan, math.nan
+        values = [float(m.compute()) for m in metrics]
+        return values[0], values[-1]
+
+    def accuracy(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, dataset: Any) -> float:
+        """The task's accuracy on ``dataset`` (see :meth:`measure`)."""
+        return self.measure(trainer, model, dm, dataset)[0]
 
     def round_row(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, round: int,
                   convergence: Convergence) -> dict[str, Any]:
         """The ``al_rounds.csv`` row of the round that just trained (``score_seconds`` filled in later); warns
         when the labeled-set accuracy is near chance."""
-        test = self.accuracy(trainer, model, dm, dm.splits.test) if dm.splits.test is not None else math.nan
-        row: dict[str, Any] = {"round": round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled, "test_acc": test,
-               "score_seconds": 0.0, "epochs": convergence.epochs, "train_loss": convergence.last_loss,
-               "train_acc": self.accuracy(trainer, model, dm, dm.labeled_dataset(evaluation=True)),
-               "converged_by": convergence.ended_by, "smoothed_loss": convergence.figure(), **NO_REGIME.row()}
+        test = self.measure(trainer, model, dm, dm.splits.test) if dm.splits.test is not None else (math.nan,) * 2
+        train = self.measure(trainer, model, dm, dm.labeled_dataset(evaluation=True))
+        row: dict[str, Any] = {"round": round, "labeled": dm.num_labeled, "pool": dm.num_unlabeled,
+                               "test_acc": test[0], "score_seconds": 0.0, "epochs": convergence.epochs,
+                               "train_loss": convergence.last_loss, "train_acc": train[0],
+                               "converged_by": convergence.ended_by, "smoothed_loss": convergence.figure(),
+                               **NO_REGIME.row(), "metric": dm.task.metric_name, "test_metric": test[1],
+                               "train_metric": train[1]}
         if convergence.capped:
             rank_zero_warn(convergence.capped_warning(round))
         warning = near_chance_warning(round, float(row["train_acc"]), self.num_classes, convergence.reason)

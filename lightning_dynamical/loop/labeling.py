@@ -46,6 +46,6 @@ class Labeling:
         self.pending.clear()
         return query, row, metrics
 
-    def _add(self, dm: ActiveLearningDataModule, query: Query, labels: Sequence[int] | None) -> None:
+    def _add(self, dm: ActiveLearningDataModule, query: Query, labels: Sequence[Any] | None) -> None:
         dm.label(query.indices, labels)
         self.records.write_query(query, dm, self.oracle.source)

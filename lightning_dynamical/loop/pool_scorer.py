@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_warn
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
@@ -17,11 +17,13 @@ from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.distributed import check_agreement, gather_shards, reduce_sum, shard
 from lightning_dynamical.records import rng
 from lightning_dynamical.records.queries import Query
+from lightning_dynamical.scoring.common import scoring_model
 from lightning_dynamical.scoring.diagnostics import NO_REGIME, QueryRegime, query_regime
 from lightning_dynamical.strategies.base import NonFiniteScoresError, Reducer, Selection, Strategy, identity
 from lightning_dynamical.strategies.dynamical import DynamicAL
-from lightning_dynamical.strategies.inference import probabilities
-from lightning_dynamical.tasks.classification import CLASSIFICATION
+from lightning_dynamical.strategies.inference import collect
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.batches import evaluation, forward_logits
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,7 +85,9 @@ class PoolScorer:
         self._warned_small_pool = False
 
     def setup(self, trainer: Trainer, datamodule: ActiveLearningDataModule) -> None:
-        """Decide sharding for this trainer; the strategy reads dict batches' targets under the data's key."""
+        """Decide sharding for this trainer; the strategy takes the data's task (or refuses it, before anything
+        changes) and reads dict batches' targets under the data's key."""
+        self.strategy.use_task(datamodule.task)
         self.sharded = trainer.world_size > 1 and not self.strategy.joint
         self.strategy.label_key = datamodule.label_key
 
@@ -110,7 +114,7 @@ class PoolScorer:
         queried = dm.eval_loader(Subset(dm.splits.pool_eval, indices))
         pseudo = selection.pseudo_labels
         if pseudo is None:
-            pseudo = probabilities(model, queried, label_key=dm.label_key).argmax(1)
+            pseudo = predictions(model, queried, dm.task, dm.label_key)
         measure = self.approximation_ratio or isinstance(self.strategy, DynamicAL)
         regime = self._regime(model, dm, queried) if measure else None
         return Scored(Query(round, indices, selection.scores, pseudo), selection.pool_scores, seconds, regime)
@@ -118,10 +122,9 @@ class PoolScorer:
     def _regime(self, model: LightningModule, dm: ActiveLearningDataModule, queried: DataLoader) -> QueryRegime:
         """The queried batch's regime (its loader), before it joins the labeled set (over DynamicAL's
         ``params``); the same on every rank (each computes it whole)."""
-        params, task = ((self.strategy.params, self.strategy.task) if isinstance(self.strategy, DynamicAL)
-                        else (None, CLASSIFICATION))
+        params = self.strategy.params if isinstance(self.strategy, DynamicAL) else None
         return query_regime(model, dm.eval_loader(dm.labeled_dataset(evaluation=True)), queried, params,
-                            label_key=dm.label_key, task=task)
+                            label_key=dm.label_key, task=dm.task)
 
     def select(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, positions: list[int],
                b: int) -> Selection:
@@ -144,6 +147,14 @@ class PoolScorer:
             return list(range(pool_size))
         gen = rng.generator(self.seed, round)
         return sorted(torch.randperm(pool_size, generator=gen)[: self.pool_subset].tolist())
+
+
+def predictions(model: nn.Module, loader: DataLoader, task: Task, label_key: str) -> Tensor:
+    """The task's pseudo targets of every sample in ``loader`` (eval mode, no grad): what the model predicts."""
+    with scoring_model(model) as scored, evaluation(scored):
+        out = collect(scored, loader, lambda x: (task.pseudo_targets(forward_logits(scored, x, task)),),
+                      label_key=label_key)
+    return out[0] if out else torch.zeros(0, dtype=torch.long)
 
 
 def round_seconds(seconds: float) -> float:

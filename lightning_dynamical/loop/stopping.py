@@ -20,12 +20,14 @@ from torch import Tensor
 from torch.utils.data import Subset
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.distributed import gather_shards, reduce_sum, shard
 from lightning_dynamical.loop.evaluator import Evaluator
 from lightning_dynamical.loop.pool_scorer import PoolScorer
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.inference import probabilities
+from lightning_dynamical.tasks.classification import Classification
 
 Phase = Literal["train", "query"]
 StopMode = Literal["stop", "record"]
@@ -210,6 +212,11 @@ class StabilizingPredictions(StoppingCriterion):
         self.stop_set: list[int] = []
         self.previous: list[int] | None = None
         self.kappas: list[float] = []
+
+    def setup(self, loop: LoopView) -> None:
+        if not isinstance(loop.datamodule.task, Classification):
+            raise ConfigError(f"StabilizingPredictions compares one predicted class per sample between rounds; the "
+                              f"{loop.datamodule.task.name} task has no single class per sample")
 
     def update(self, ctx: RoundContext) -> bool:
         if not self.stop_set:

@@ -1,4 +1,5 @@
-"""The networks: each returns logits and ends in an ``nn.Linear`` head (the last Linear).
+"""The networks: each returns logits. The classifiers end in an ``nn.Linear`` head (the last Linear); the
+segmentation ``UNet`` ends in a 1x1 ``nn.Conv2d`` head giving per-pixel logits.
 
 The paper's image networks take an image batch; ``TextTransformer`` takes ``input_ids``/``attention_mask``.
 """
@@ -9,6 +10,7 @@ from lightning_dynamical.models.lenet import LeNet
 from lightning_dynamical.models.mlp import MLP
 from lightning_dynamical.models.resnet import resnet18
 from lightning_dynamical.models.text_transformer import TextTransformer
+from lightning_dynamical.models.unet import UNet
 from lightning_dynamical.models.vgg import VGG, vgg11
 
-__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "LeNet", "TextTransformer", "resnet18", "vgg11"]
+__all__ = ["MLP", "VGG", "CifarCNN", "DigitsCNN", "LeNet", "TextTransformer", "UNet", "resnet18", "vgg11"]

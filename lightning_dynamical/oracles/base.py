@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from fsspec.core import url_to_fs
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.splits import dataset_size
-from lightning_dynamical.errors import check_optional_positive_int
+from lightning_dynamical.errors import ConfigError, check_optional_positive_int
 from lightning_dynamical.loop.distributed import is_rank_zero
 from lightning_dynamical.oracles.files import (
     LabelFileError,
@@ -22,10 +23,14 @@ from lightning_dynamical.oracles.files import (
     read_rows,
     write_query,
 )
+from lightning_dynamical.oracles.masks import write_mask
 from lightning_dynamical.records import files as records
 from lightning_dynamical.records.queries import Query
 from lightning_dynamical.reporting.charts import image_array
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import batch_inputs
+from lightning_dynamical.tasks.classification import Classification
+from lightning_dynamical.tasks.segmentation import Segmentation
 
 
 class LabelsPending(Exception):
@@ -38,11 +43,20 @@ class Oracle:
     return them (on resume from the pause checkpoint). ``source`` names who labeled, in ``al_queries.csv``."""
 
     source: str = "oracle"
+    tasks: tuple[type[Task], ...] | None = None
+    """The tasks whose labels this oracle can give (``None``: any task)."""
+    unsupported: str = ""
+    """Why other tasks are refused (completes "... cannot label the <task> task: ")."""
 
-    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def check_task(self, task: Task) -> None:
+        """Refuse, in one line, a task whose labels this oracle cannot give (the loop calls it at setup)."""
+        if self.tasks is not None and not isinstance(task, self.tasks):
+            raise ConfigError(f"{type(self).__name__} cannot label the {task.name} task: {self.unsupported}")
+
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         raise NotImplementedError
 
-    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         """Labels for a query that was left pending; raise :class:`LabelsPending` if still missing."""
         raise LabelsPending(f"{type(self).__name__} cannot collect pending labels")
 
@@ -52,7 +66,7 @@ class DatasetOracle(Oracle):
 
     source = "dataset"
 
-    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         return None
 
 
@@ -65,7 +79,10 @@ class FileOracle(Oracle):
     raises :class:`LabelsPending`: the loop saves ``al_pending_round_<k>.ckpt`` and stops. Fill the
     ``label`` column with class ids and resume from that checkpoint (``collect`` reads the CSV back,
     validated), or run ``lightning-dynamical label import <csv> --state <al_state.json>`` and resume with
-    ``resume_from_state``. A CSV already in the folder is never overwritten: one that answers this very
+    ``resume_from_state``. For the segmentation task the ``label`` column names a mask PNG (relative to the
+    folder; 8-bit single channel at the image's own size, one class index per pixel, 255 unlabeled): the model's
+    prediction is written as ``queries_round_<k>/<index>_pseudo_mask.png`` (named in ``pseudo_label``) to copy and
+    correct. A CSV already in the folder is never overwritten: one that answers this very
     query is used as is, one that is still unfilled pauses the run again.
 
     Args:
@@ -76,6 +93,8 @@ class FileOracle(Oracle):
     """
 
     source = "file"
+    tasks = (Classification, Segmentation)
+    unsupported = "its label files hold a class id per sample, or a mask PNG per sample for segmentation"
 
     def __init__(self, folder: str, num_classes: int | None = None, min_image_size: int = 64) -> None:
         check_optional_positive_int("num_classes", num_classes)
@@ -83,29 +102,30 @@ class FileOracle(Oracle):
         self.num_classes = num_classes
         self.min_image_size = min_image_size
 
-    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         path = query_csv_path(self.folder, query.round)
         fs, fs_path = url_to_fs(path)
         if fs.exists(fs_path):
             return self._answered(datamodule, query, path)
         if is_rank_zero():
             self._write(datamodule, query, path)
-        raise LabelsPending(f"fill the 'label' column of {path} with class ids 0..{self._classes(datamodule) - 1}")
+        what = "mask PNG paths (255 = unlabeled)" if _masks(datamodule) is not None else "class ids"
+        raise LabelsPending(f"fill the 'label' column of {path} with {what} 0..{self._classes(datamodule) - 1}")
 
-    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         path = query_csv_path(self.folder, query.round)
         try:
-            return read_labels(path, query.indices, self._classes(datamodule))
+            return read_labels(path, query.indices, self._classes(datamodule), _masks(datamodule))
         except FileNotFoundError as err:
             raise LabelsPending(f"{path} is missing; FileOracle({self.folder!r}) wrote it when the run paused") from err
 
-    def _answered(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> list[int]:
+    def _answered(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> list[Any]:
         """Labels from a CSV that is already there; pauses if it is this query's but unfilled, else refuses."""
         rows = read_rows(path)
         if {_as_index(r.get("index")) for r in rows} - {None} != set(query.indices):
             raise LabelFileError(f"{path} exists and answers another query; move it away (it is kept as is)")
         try:
-            return parse_labels(rows, query.indices, self._classes(datamodule), path)
+            return parse_labels(rows, query.indices, self._classes(datamodule), path, _masks(datamodule))
         except LabelFileError as err:
             raise LabelsPending(f"{path} is not filled in yet ({err})") from err
 
@@ -114,29 +134,45 @@ class FileOracle(Oracle):
 
     def _write(self, datamodule: ActiveLearningDataModule, query: Query, path: str) -> None:
         scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
-        pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
+        pseudo = list(query.pseudo_labels) if query.pseudo_labels is not None else [None] * len(query.indices)
+        masks = _masks(datamodule)
         rows = []
         for index, score, pseudo_label in zip(query.indices, scores, pseudo):
             sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
             image = image_array(sample) if isinstance(sample, Tensor) else None
             name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
             if image is not None:
-                self._save_png(records.join(self.folder, name), image)
+                self._save_png(records.join(self.folder, name), image, masks is None)
+            if pseudo_label is not None and masks is not None:
+                mask_name = f"queries_round_{query.round}/{index}_pseudo_mask.png"
+                write_mask(records.join(self.folder, mask_name), pseudo_label, masks)
+                pseudo_label = mask_name
+            elif pseudo_label is not None:
+                pseudo_label = datamodule.task.encode_label(pseudo_label)
             rows.append({"index": index, "file": name, "score": "" if score is None else score,
-                         "pseudo_label": "" if pseudo_label is None else int(pseudo_label)})
+                         "pseudo_label": "" if pseudo_label is None else pseudo_label})
         manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
-                    "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool)}
+                    "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool),
+                    **({"masks": masks} if masks is not None else {})}
         write_query(path, rows, manifest)
 
-    def _save_png(self, path: str, image: np.ndarray) -> None:
+    def _save_png(self, path: str, image: np.ndarray, scale_up: bool = True) -> None:
+        """The image as a PNG, scaled up (nearest neighbour) to ``min_image_size``; at its own size where masks must
+        match it pixel for pixel."""
         picture = Image.fromarray(image)
-        scale = max(1, math.ceil(self.min_image_size / min(picture.size)))
+        scale = max(1, math.ceil(self.min_image_size / min(picture.size))) if scale_up else 1
         if scale > 1:
             picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
         fs, fs_path = url_to_fs(path)
         fs.makedirs(fs._parent(fs_path), exist_ok=True)
         with fs.open(fs_path, "wb") as f:
             picture.save(f, format="PNG")
+
+
+def _masks(datamodule: ActiveLearningDataModule) -> int | None:
+    """The segmentation task's ``ignore_index`` when labels are masks, else ``None``."""
+    task = datamodule.task
+    return task.ignore_index if isinstance(task, Segmentation) else None
 
 
 def oracle_classes(datamodule: ActiveLearningDataModule, num_classes: int | None, oracle: str) -> int:

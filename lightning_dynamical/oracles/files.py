@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import fsspec
+from torch import Tensor
 
 from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.oracles.masks import read_mask
 from lightning_dynamical.records import files as records
 from lightning_dynamical.records import queries
 from lightning_dynamical.records.weights import resolve
+from lightning_dynamical.tasks.base import encode_tensor
 
 QUERY_FIELDS = ("index", "file", "score", "pseudo_label", "label")
 
@@ -60,20 +63,24 @@ def read_rows(path: str) -> list[dict[str, str]]:
     return list(reader)
 
 
-def read_labels(path: str, indices: Sequence[int], num_classes: int) -> list[int]:
+def read_labels(path: str, indices: Sequence[int], num_classes: int,
+                masks: int | None = None) -> list[int] | list[Tensor]:
     """The labels in ``path`` for ``indices``, in that order; any problem refuses the whole file."""
-    return parse_labels(read_rows(path), indices, num_classes, path)
+    return parse_labels(read_rows(path), indices, num_classes, path, masks)
 
 
 def parse_labels(rows: Sequence[dict[str, str]], indices: Sequence[int], num_classes: int,
-                 source: str = "the label CSV") -> list[int]:
+                 source: str = "the label CSV", masks: int | None = None) -> list[Any]:
     """Check every row against the query, collecting all problems before refusing; labels in ``indices`` order.
 
     Refused: rows missing for queried indices, indices outside the query, repeated indices, empty labels,
-    non-integer indices or labels, and classes outside ``[0, num_classes)``.
+    non-integer indices or labels, and classes outside ``[0, num_classes)``. With ``masks`` (the segmentation
+    task's ``ignore_index``) a label is the path of a mask PNG relative to the CSV's folder
+    (:mod:`~lightning_dynamical.oracles.masks`), read as an ``(H, W)`` tensor; unreadable files and pixel
+    values outside the classes are refused the same way.
     """
     wanted = {int(i) for i in indices}
-    labels: dict[int, int] = {}
+    labels: dict[int, Any] = {}
     seen: set[int] = set()
     problems: dict[str, list[str]] = {}
 
@@ -96,6 +103,12 @@ def parse_labels(rows: Sequence[dict[str, str]], indices: Sequence[int], num_cla
         label = _as_int(raw_label)
         if raw_label == "":
             problem("empty labels for indices", index)
+        elif masks is not None:
+            mask = read_mask(records.join(_folder(source), raw_label), masks, num_classes)
+            if isinstance(mask, str):
+                problem("unusable mask files", f"index {index}: {raw_label} ({mask})")
+            else:
+                labels[index] = mask
         elif label is None:
             problem("non-integer labels", f"index {index}: {raw_label!r}")
         elif not 0 <= label < num_classes:
@@ -139,7 +152,9 @@ def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
     rows = read_rows(csv_path)
     manifest = read_manifest(csv_path)
     indices = [int(i) for i in manifest["indices"]]
-    labels = parse_labels(rows, indices, int(manifest["num_classes"]), csv_path)
+    masks = manifest.get("masks")
+    labels = parse_labels(rows, indices, int(manifest["num_classes"]), csv_path, masks)
+    stored = [encode_tensor(y) for y in labels] if masks is not None else labels
     state = records.read_state(state_path)
     where = f"{csv_path} refused for {state_path}, nothing was changed"
     if int(state["dataset_size"]) != int(manifest["dataset_size"]):
@@ -157,12 +172,12 @@ def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
         history.append(pending_row)
     new = {key: value for key, value in state.items() if key != "pending_row"}
     new.update(labeled=[*state["labeled"], *indices], round=int(manifest["round"]) + 1, history=history,
-               given_labels=[*state.get("given_labels", []), *([i, y] for i, y in zip(indices, labels))])
+               given_labels=[*state.get("given_labels", []), *([i, y] for i, y in zip(indices, stored))])
     by_index = {_as_int((r.get("index") or "").strip()): r for r in rows}
     queries.write_round(_folder(state_path), int(manifest["round"]), [
         {"round": manifest["round"], "index": i, "score": by_index[i].get("score", ""),
          "pseudo_label": by_index[i].get("pseudo_label", ""), "label": y, "labeled_by": "file"}
-        for i, y in zip(indices, labels)])
+        for i, y in zip(indices, stored)])
     records.atomic_write_json(state_path, new)
     return new
 

@@ -32,6 +32,7 @@ from lightning_dynamical.oracles.base import LabelsPending, Oracle, Query, oracl
 from lightning_dynamical.oracles.files import LabelFileError, _shorten, parse_labels
 from lightning_dynamical.reporting.charts import image_array
 from lightning_dynamical.tasks.batches import batch_inputs
+from lightning_dynamical.tasks.classification import Classification
 
 FROM_NAME = "label"
 """The ``Choices`` control of the labeling config; annotations are read from it."""
@@ -75,6 +76,10 @@ class LabelStudioOracle(Oracle):
 
     source = "label-studio"
 
+    tasks = (Classification,)
+    unsupported = ("the project is a single-choice labeling interface (one class per sample); multiple-choice "
+                   "label sets, span labels and brush masks are not wired to Label Studio yet (use FileOracle)")
+
     def __init__(self, url: str = "http://localhost:8080", project: str = "lightning-dynamical",
                  class_names: list[str] | None = None, api_key_env: str = "LABEL_STUDIO_API_KEY",
                  api_key_file: str | None = None, wait: bool = False, poll_seconds: float = 10.0,
@@ -109,7 +114,7 @@ class LabelStudioOracle(Oracle):
         self.request_timeout = request_timeout
 
     # ---- the oracle ------------------------------------------------------------------------------------
-    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         try:
             return self._labels(datamodule, query, f"label the {len(query.indices)} tasks of round {query.round} in "
                                                    "{url}")
@@ -117,7 +122,7 @@ class LabelStudioOracle(Oracle):
             raise LabelsPending(f"{err}; the run pauses, and resuming creates or reads the tasks of round "
                                 f"{query.round}") from err
 
-    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[int] | None:
+    def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         return self._labels(datamodule, query, f"the tasks of round {query.round} were only created now: label them "
                                                "in {url} and resume again from the same checkpoint")
 

@@ -35,7 +35,7 @@ ROUNDS_FILE = "al_rounds.csv"
 STATE_FILE = "al_state.json"
 ROUND_FIELDS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs", "train_loss", "train_acc",
                 "stopped_by", "converged_by", "smoothed_loss", "query_sqnorm_median", "query_dot_median",
-                "query_dot_ratio_median", "query_approximation_ratio")
+                "query_dot_ratio_median", "query_approximation_ratio", "metric", "test_metric", "train_metric")
 STAGING_DIR = ".al_staging"
 _STALE_TEMP = re.compile(r"^al_.*\.tmp-[0-9a-f]{32}$")
 
@@ -203,9 +203,9 @@ def _check_state_fields(path: str, state: dict[str, Any]) -> None:
     if repeated:
         raise ConfigError(f"state file {path}: 'labeled' repeats the indices {_short(repeated)}")
     given = state.get("given_labels", [])
-    if not isinstance(given, list) or not all(isinstance(p, list) and len(p) == 2 and all(map(_is_int, p))
-                                              for p in given):
-        raise bad("given_labels", "a list of [index, label] int pairs", given)
+    if not isinstance(given, list) or not all(isinstance(p, list) and len(p) == 2 and _is_int(p[0])
+                                              and (_is_int(p[1]) or isinstance(p[1], str)) for p in given):
+        raise bad("given_labels", "a list of [index, label] pairs (an int class, or an encoded label tensor)", given)
     history = state.get("history", [])
     if not isinstance(history, list) or not all(isinstance(r, dict) and _is_int(r.get("round")) for r in history):
         raise bad("history", "a list of rows with an int 'round'", history)

@@ -20,7 +20,9 @@ ROW_DEFAULTS: dict[str, Any] = {"train_loss": math.nan, "train_acc": math.nan, "
                                 "query_approximation_ratio": math.nan}
 """What an older round row lacks: ``train_loss`` and ``train_acc`` (not measured in v0: NaN, as for an unmeasured
 ``test_acc``), ``stopped_by`` (no stopping criteria in v0: ""), and what v1 did not record: ``converged_by`` ("")
-and ``smoothed_loss`` (NaN) of the fit-and-settled rule, and the query regime ``query_*`` (NaN)."""
+and ``smoothed_loss`` (NaN) of the fit-and-settled rule, and the query regime ``query_*`` (NaN). Rows from before
+tasks (classification only) get ``metric="acc"`` and ``test_metric``/``train_metric`` equal to their accuracies
+(:func:`migrate_row`)."""
 
 
 CONVERGENCE_DEFAULTS: dict[str, Any] = {"fit_streak": 0, "ended_by": "", "last_accuracy": math.nan}
@@ -31,9 +33,14 @@ def migrate_row(row: dict[str, Any]) -> dict[str, Any]:
     """A round's row (``history``, the paused round's): the :data:`ROW_DEFAULTS` it lacks added after its own keys.
 
     v0 rows are ``round, labeled, pool, test_acc, score_seconds, epochs``; today's add ``train_loss, train_acc,
-    stopped_by`` (v1) and ``converged_by, smoothed_loss, query_*`` (v2) in that order.
+    stopped_by`` (v1), ``converged_by, smoothed_loss, query_*`` (v2) and ``metric, test_metric, train_metric`` (v3,
+    tasks) in that order.
     """
-    return {**row, **{key: value for key, value in ROW_DEFAULTS.items() if key not in row}}
+    migrated = {**row, **{key: value for key, value in ROW_DEFAULTS.items() if key not in row}}
+    if "metric" not in row:
+        migrated.update(metric="acc", test_metric=migrated.get("test_acc", math.nan),
+                        train_metric=migrated["train_acc"])
+    return migrated
 
 
 def migrate_convergence_state(state: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """A round's :class:`Query`, and ``al_queries.csv``: every queried sample, one row each, whatever logger is attached.
 
 Columns: ``round, index, score, pseudo_label, label, labeled_by`` where ``label`` is the label the model
-trains on and ``labeled_by`` who gave it (``dataset``, ``file``, ``label-studio`` or an oracle's own
-``source``). The file is rewritten atomically (temporary sibling + rename) each time a round's labels come
-in; rows of that round and later ones are replaced, so a resumed run never keeps rows of rounds it redoes.
+trains on (a class index; label sets and masks as the task encodes them, see
+:meth:`~lightning_dynamical.tasks.base.Task.encode_label`) and ``labeled_by`` who gave it (``dataset``, ``file``,
+``label-studio`` or an oracle's own ``source``). The file is rewritten atomically (temporary sibling + rename)
+each time a round's labels come in; rows of that round and later ones are replaced, so a resumed run never keeps
+rows of rounds it redoes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from fsspec.core import url_to_fs
 from torch import Tensor
 
@@ -60,20 +63,23 @@ def query_rows(query: Query, datamodule: ActiveLearningDataModule, labeled_by: s
     """One row per queried sample, with the label the labeled set now serves for it."""
     given = dict(datamodule.state_dict()["given_labels"])
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
-    pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
+    pseudo = list(query.pseudo_labels) if query.pseudo_labels is not None else [None] * len(query.indices)
+    encode = datamodule.task.encode_label
     rows = []
     for index, score, pseudo_label in zip(query.indices, scores, pseudo):
         index = int(index)
         label = given[index] if index in given else _dataset_label(datamodule, index)
         rows.append({"round": query.round, "index": index, "score": "" if score is None else score,
-                     "pseudo_label": "" if pseudo_label is None else int(pseudo_label),
+                     "pseudo_label": "" if pseudo_label is None else encode(pseudo_label),
                      "label": "" if label is None else label, "labeled_by": labeled_by})
     return rows
 
 
-def _dataset_label(datamodule: ActiveLearningDataModule, index: int) -> int | None:
-    """The data set's own target for ``index`` (what the model trains on when no oracle label was given)."""
+def _dataset_label(datamodule: ActiveLearningDataModule, index: int) -> int | str | None:
+    """The data set's own target for ``index`` (what the model trains on when no oracle label was given), encoded
+    as in the state file."""
     try:
-        return int(batch_targets(datamodule.splits.pool_eval[index], datamodule.label_key))
+        return datamodule.task.encode_label(torch.as_tensor(batch_targets(datamodule.splits.pool_eval[index],
+                                                                          datamodule.label_key)))
     except (TypeError, ValueError, IndexError):
         return None

@@ -40,7 +40,8 @@ def image_array(x: Any) -> np.ndarray | None:
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
-ROW_METRICS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs", "train_loss", "train_acc")
+ROW_METRICS = ("round", "labeled", "pool", "test_acc", "score_seconds", "epochs", "train_loss", "train_acc",
+               "test_metric", "train_metric")
 """The columns of a round's row that every logger gets as ``al/<column>``."""
 
 
@@ -65,11 +66,12 @@ def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: 
     import wandb
 
     media: dict[str, Any] = {}
-    curve = [[int(r["round"]), int(r["labeled"]), float(r["test_acc"])] for r in history
-             if math.isfinite(float(r["test_acc"]))]
+    name = f"test_{history[-1].get('metric') or 'acc'}" if history else "test_acc"
+    curve = [[int(r["round"]), int(r["labeled"]), float(r["test_metric"])] for r in history
+             if math.isfinite(float(r["test_metric"]))]
     if curve:
-        table = wandb.Table(columns=["round", "labeled", "test_acc"], data=curve)
-        media["al/learning_curve"] = wandb.plot.line(table, "labeled", "test_acc", title="Test accuracy vs labeled")
+        table = wandb.Table(columns=["round", "labeled", name], data=curve)
+        media["al/learning_curve"] = wandb.plot.line(table, "labeled", name, title=f"{name} vs labeled")
     if query is not None:
         if pool_scores is not None:
             finite = pool_scores.detach().double().cpu()
@@ -89,18 +91,19 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
     import wandb
 
     model = trainer.lightning_module
-    pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else None
-    predicted: list[int] = []
-    targets: list[int | None] = []
+    task = datamodule.task
+    pseudo = list(query.pseudo_labels) if query.pseudo_labels is not None else None
+    predicted: list[Tensor] = []
+    targets: list[Tensor | None] = []
     images: list[Any] = []
     loader = datamodule.eval_loader(Subset(datamodule.splits.pool_eval, query.indices))
     with evaluation(model), torch.no_grad():
         for batch in loader:
             x, y = split_batch(batch, datamodule.label_key)
             n = batch_size(x)
-            targets += [int(t) for t in y.reshape(-1).tolist()] if y is not None else [None] * n
+            targets += list(y.cpu()) if y is not None else [None] * n
             if pseudo is None:
-                predicted += forward_logits(model, to_model(x, model)).argmax(1).tolist()
+                predicted += list(task.pseudo_targets(forward_logits(model, to_model(x, model), task)).cpu())
             for i in range(n):
                 sample = x[i] if isinstance(x, Tensor) else None
                 array = image_array(sample) if sample is not None and len(images) < MAX_THUMBNAILS else None
@@ -108,7 +111,8 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
     pseudo = pseudo if pseudo is not None else predicted
     scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
     columns: list[Any] = ["round", "index", "score", "pseudo_label", "true_label"]
-    rows = [[query.round, int(i), s, int(p), y] for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
+    rows = [[query.round, int(i), s, task.encode_label(p), None if y is None else task.encode_label(y)]
+            for i, s, p, y in zip(query.indices, scores, pseudo, targets)]
     if any(image is not None for image in images):
         columns.append("image")
         rows = [row + [image] for row, image in zip(rows, images)]

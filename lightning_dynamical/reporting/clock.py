@@ -33,5 +33,6 @@ class RoundClock(Callback):
             row = self.loop.history[len(self.times)]
             self.times.append(round(time.perf_counter() - self._start, 3))
             if self.bar is not None:
-                self.bar.set_postfix(labeled=row["labeled"], acc=f"{row['test_acc']:.4f}")
+                name, value = f"test_{row.get('metric') or 'acc'}", row.get("test_metric", row["test_acc"])
+                self.bar.set_postfix({"labeled": row["labeled"], name: f"{value:.4f}"})
                 self.bar.update(1)

@@ -18,8 +18,11 @@ def report(trainer: Trainer, pl_module: LightningModule, dirpath: str, history: 
     if not trainer.is_global_zero:
         return
     end_progress_bar(trainer, pl_module)
-    lines = ["| round | labeled | test_acc | epochs | score_s |", "|---|---|---|---|---|"]
-    lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} | {r['epochs']} | {r['score_seconds']} |"
+    name = _headline(history[-1]) if history else None
+    headline = f" test_{name} |" if name else ""
+    lines = [f"| round | labeled | test_acc |{headline} epochs | score_s |", "|---" * (5 + bool(name)) + "|"]
+    lines += [f"| {r['round']} | {r['labeled']} | {r['test_acc']:.4f} |"
+              + (f" {r['test_metric']:.4f} |" if name else "") + f" {r['epochs']} | {r['score_seconds']} |"
               for r in history]
     say("\n".join(lines))
     say(where_written(trainer, dirpath, history, round_checkpoints, final))
@@ -54,7 +57,15 @@ def _final_model(trainer: Trainer) -> str | None:
 
 
 def round_line(row: dict[str, Any], reason: str) -> str:
-    """The line printed when a round ends (``verbose``)."""
+    """The line printed when a round ends (``verbose``): the task's headline metric first when it is not accuracy."""
+    name = _headline(row)
+    headline = f"test_{name}={row['test_metric']:.4f} " if name else ""
     return (f"[active learning] round {row['round']}: labeled={row['labeled']} pool={row['pool']} "
-            f"test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
+            f"{headline}test_acc={row['test_acc']:.4f} train_loss={row['train_loss']:.4f} "
             f"train_acc={row['train_acc']:.4f} epochs={row['epochs']} ({reason})")
+
+
+def _headline(row: dict[str, Any]) -> str | None:
+    """The row's headline metric name when it is not the accuracy (``"miou"``), else ``None``."""
+    name = row.get("metric") or "acc"
+    return None if name == "acc" else str(name)

@@ -69,6 +69,10 @@ class LastLayerEngine(Engine):
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
         if others or reasons:
             watch.release()
+        if not heads:
+            raise NotLastLayerError(
+                "engine='last_layer' needs logits that are the output of one linear layer (F.linear); this model's "
+                "are not (e.g. a convolution head, or an op after the head). Use engine='auto' or 'fast'.")
         if others:
             raise NotLastLayerError(
                 "engine='last_layer' scores only the parameters of the linear layer whose output is the logits; "

@@ -1,4 +1,5 @@
-"""Query strategies: each a small class with ``score`` and ``select`` (returning a :class:`Selection`)."""
+"""Query strategies: each a small class with ``score`` and ``select`` (returning a :class:`Selection`), and the
+task types it applies to (``tasks``; ``use_task`` refuses others with the reason)."""
 
 from lightning_dynamical.strategies.albl import ALBL
 from lightning_dynamical.strategies.badge import BADGE

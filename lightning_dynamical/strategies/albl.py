@@ -18,6 +18,7 @@ from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, id
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import (
     Inputs,
     batch_inputs,
@@ -112,6 +113,7 @@ class ALBL(Strategy):
     """
 
     joint = True
+    why_not = "its reward is the accuracy of one class index per sample on the labeled set"
 
     def __init__(
         self,
@@ -136,6 +138,12 @@ class ALBL(Strategy):
         self._query_probs = torch.zeros(0, dtype=torch.float64)
         self._last_strategy: Strategy | None = None
         self._last_reward: float | None = None
+
+    def use_task(self, task: Task) -> None:
+        """The task of ALBL and of each of its strategies (ALBL applies to classification only)."""
+        super().use_task(task)
+        for strategy in self.strategies:
+            strategy.use_task(task)
 
     @property
     def last_strategy(self) -> Strategy | None:

@@ -8,25 +8,46 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.features import head_of
+from lightning_dynamical.scoring.common import scoring_model
+from lightning_dynamical.scoring.features import features_and_logits, head_of
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
-from lightning_dynamical.strategies.inference import features_and_probabilities
-from lightning_dynamical.tasks.batches import LABEL_KEY
-from lightning_dynamical.tasks.classification import softmax_minus_onehot
+from lightning_dynamical.strategies.inference import collect, pixel_features_and_logits, pointwise_head_of
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, evaluation
+from lightning_dynamical.tasks.classification import CLASSIFICATION, Classification
+from lightning_dynamical.tasks.multilabel import MultiLabel
+from lightning_dynamical.tasks.segmentation import Segmentation
 
 
 def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False,
-                               label_key: str = LABEL_KEY) -> tuple[Tensor, Tensor]:
-    """Factors ``(a (N, C), h (N, D'))`` of the embeddings ``g_i = a_i (x) h_i``.
+                               label_key: str = LABEL_KEY, task: Task = CLASSIFICATION) -> tuple[Tensor, Tensor]:
+    """Factors ``(a, h)`` of the embeddings ``g_i = a_i (x) h_i``, in float64.
 
-    ``g_i`` is the gradient of ``CE(f(x_i), argmax f(x_i))`` w.r.t. the head's weight and bias:
-    ``a = softmax - onehot(argmax)`` and ``h`` the head's input, with a trailing 1 for the bias.
+    ``g_i`` is the gradient of the task's loss at its pseudo targets w.r.t. the head's weight and bias. With
+    ``(batch, classes)`` logits (classification, multi-label) it is rank one: ``a (N, C)`` the task's
+    ``d loss / d logits`` (``softmax - onehot(argmax)`` for cross-entropy) and ``h (N, D')`` the head's input,
+    with a trailing 1 for the bias. Segmentation's loss, the mean over the ``P_i`` pixels, gives
+    ``g_i = sum_p a_ip (x) h_ip / P_i`` for its 1x1 convolution head, of no such rank: ``a (N, C * D')`` is then the
+    embedding itself (reduced batch by batch) and ``h (N, 1)`` ones, as ``a (x) [1] = a``.
     """
-    h, p = features_and_probabilities(model, loader, progress, label_key)
-    a = softmax_minus_onehot(p, p.argmax(1)) if p.numel() else p.clone()
-    if head_of(model).bias is not None:
-        h = torch.cat([h, h.new_ones(h.shape[0], 1)], 1)
-    return a, h
+    dense = isinstance(task, Segmentation)
+    with scoring_model(model) as model, evaluation(model):
+        bias = (pointwise_head_of(model) if dense else head_of(model)).bias is not None
+
+        def fn(x: Inputs) -> tuple[Tensor, Tensor]:
+            h, logits = pixel_features_and_logits(model, x, task) if dense else features_and_logits(model, x)
+            z, h = logits.double(), h.double()
+            a = task.output_gradient(z, task.pseudo_targets(z))
+            if bias:
+                h = torch.cat([h, h.new_ones(h.shape[0], 1, *h.shape[2:])], 1)
+            if not dense:
+                return a, h
+            return torch.bmm(a.flatten(2), h.flatten(2).transpose(1, 2)).flatten(1), h.new_ones(h.shape[0], 1)
+
+        out = collect(model, loader, fn, progress, "Embedding", label_key)
+    if not out:
+        return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
+    return out[0], out[1]
 
 
 def kmeans_pp(a: Tensor, h: Tensor, k: int, generator: torch.Generator) -> Tensor:
@@ -59,17 +80,21 @@ def kmeans_pp(a: Tensor, h: Tensor, k: int, generator: torch.Generator) -> Tenso
 class BADGE(Strategy):
     """Batch Active learning by Diverse Gradient Embeddings.
 
-    Embeds each pool sample as its last-layer gradient under the pseudo-label ``argmax f(x)`` (eval mode)
-    and selects the batch by k-means++ seeding, trading off uncertainty (embedding norm) and diversity.
-    Only the factors ``a (N, C)`` and ``h (N, D)`` are kept: memory ``O(N (C + D))``, never the
-    ``(N, C * D)`` embedding matrix. The draw uses a generator seeded by ``seed`` at every call.
-    ``score`` returns the embedding norms (for logging).
+    Embeds each pool sample as its last-layer gradient of the task's loss at its pseudo targets (``argmax f(x)``
+    for classification; eval mode) and selects the batch by k-means++ seeding, trading off uncertainty (embedding
+    norm) and diversity. Only the factors ``a (N, C)`` and ``h (N, D)`` are kept: memory ``O(N (C + D))``, never
+    the ``(N, C * D)`` embedding matrix; segmentation, whose embedding is no outer product, keeps it explicit
+    (small: its 1x1 convolution head maps few features to few classes; see :func:`gradient_embedding_factors`).
+    The draw uses a generator seeded by ``seed`` at every call. ``score`` returns the embedding norms (for
+    logging).
 
     Args:
         seed: seed of the k-means++ draws.
     """
 
     joint = True
+    tasks = (Classification, MultiLabel, Segmentation)
+    why_not = "its embedding is the head's gradient of a classification, multi-label or segmentation loss"
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
@@ -77,7 +102,7 @@ class BADGE(Strategy):
 
     def _factors(self, model: nn.Module, pool_loader: Any, progress: bool) -> tuple[Tensor, Tensor, Tensor]:
         """``(a, h, norms)``; raises on non-finite embeddings."""
-        a, h = gradient_embedding_factors(model, pool_loader, progress, self.label_key)
+        a, h = gradient_embedding_factors(model, pool_loader, progress, self.label_key, self.task)
         norms = check_finite((a.pow(2).sum(1) * h.pow(2).sum(1)).sqrt())
         return a, h, norms
 

@@ -33,6 +33,8 @@ class BALD(Strategy):
         seed: seed of the dropout masks.
     """
 
+    why_not = "its mutual information is that of one softmax over the classes per sample, (batch, classes) logits"
+
     def __init__(self, mc_samples: int = 20, seed: int = 0) -> None:
         super().__init__()
         check_positive_int("mc_samples", mc_samples)

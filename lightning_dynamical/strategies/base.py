@@ -1,16 +1,19 @@
-"""The strategy contract: ``score`` the pool, ``select`` a :class:`Selection` (joint strategies override it)."""
+"""The strategy contract: ``score`` the pool, ``select`` a :class:`Selection` (joint strategies override it), and
+``use_task``: the task the loop names, refused with the reason by a strategy that does not apply to it."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY
-from lightning_dynamical.tasks.classification import CLASSIFICATION
+from lightning_dynamical.tasks.classification import CLASSIFICATION, Classification
 
 Reducer = Callable[[Tensor], Tensor]
 
@@ -79,14 +82,38 @@ class Strategy:
     identity in one process), and ``progress`` (show a progress bar). Dict batches hold their targets under
     ``label_key`` (the loop sets it from the data module at setup). ``state_dict``/``load_state_dict`` hold
     whatever a strategy must keep across rounds to resume (nothing by default).
+
+    The task (:attr:`task`, classification by default) is the data module's: the loop passes it to
+    :meth:`use_task` at setup, which refuses a task outside :attr:`tasks` with :attr:`why_not`.
     """
 
     #: True where ``select`` needs the whole pool at once (joint batch selection); such strategies are
     #: run on the full pool by every rank under DDP instead of on a shard.
     joint: bool = False
 
+    tasks: ClassVar[tuple[type[Task], ...]] = (Classification,)
+    """The task types the strategy applies to (instances of a subclass too)."""
+    why_not: ClassVar[str] = "it reads the logits as one softmax over the classes per sample, (batch, classes)"
+    """Why it does not apply to any other task: the words after the colon of :meth:`check_task`'s refusal."""
+
     def __init__(self) -> None:
         self.label_key: str = LABEL_KEY
+        self.task: Task = CLASSIFICATION
+
+    def check_task(self, task: Task) -> None:
+        """Raise a one-line :class:`~lightning_dynamical.errors.ConfigError` naming the strategy, the task and the
+        reason when the strategy does not apply to ``task``."""
+        if not isinstance(task, Task):
+            raise ConfigError(f"{type(self).__name__} needs a Task (Classification(), MultiLabel(), "
+                              f"Segmentation(), ...), got {task!r}")
+        if not isinstance(task, self.tasks):
+            raise ConfigError(f"{type(self).__name__} does not apply to the {task.name} task: {self.why_not}")
+
+    def use_task(self, task: Task) -> None:
+        """Score for ``task`` from now on (the loop calls it at setup with the data module's task); refused by
+        :meth:`check_task`."""
+        self.check_task(task)
+        self.task = task
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
@@ -107,10 +134,11 @@ class Strategy:
         return None
 
     def __repr__(self) -> str:
-        # the default task is left out: reprs (recorded in al_state.json) read as before tasks existed
-        args = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k != "label_key"
-                         and not (k == "task" and v == CLASSIFICATION))
-        return f"{type(self).__name__}({args})"
+        # the default task is left out, any other comes last: reprs (recorded in al_state.json) read as before
+        # tasks existed, and as DynamicAL's did with its task argument
+        args = [f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_") and k not in ("label_key", "task")]
+        task = getattr(self, "task", CLASSIFICATION)
+        return f"{type(self).__name__}({', '.join(args + ([] if task == CLASSIFICATION else [f'task={task!r}']))})"
 
 
 def check_finite(scores: Tensor, positions: Tensor | None = None) -> Tensor:

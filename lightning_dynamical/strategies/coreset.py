@@ -18,6 +18,8 @@ from lightning_dynamical.strategies.base import (
     identity,
 )
 from lightning_dynamical.strategies.inference import features_and_probabilities
+from lightning_dynamical.tasks.classification import Classification
+from lightning_dynamical.tasks.multilabel import MultiLabel
 
 
 def sq_distances(x: Tensor, y: Tensor, x_sq: Tensor | None = None) -> Tensor:
@@ -62,7 +64,8 @@ class Coreset(Strategy):
     The labeled samples are the initial centers; each step queries the pool sample farthest from every
     center so far. Features are computed in eval mode. With an empty labeled set the first center is drawn
     uniformly with a generator seeded by ``seed``. ``score`` returns each pool sample's distance to the
-    nearest labeled sample (0 without labeled samples), for logging.
+    nearest labeled sample (0 without labeled samples), for logging. It reads the head's input, not its
+    output, so it applies to multi-label classification too.
 
     Args:
         seed: seed of the first center when nothing is labeled yet.
@@ -70,6 +73,9 @@ class Coreset(Strategy):
     """
 
     joint = True
+    tasks = (Classification, MultiLabel)
+    why_not = ("its k-center greedy needs one feature vector per sample, and a segmentation head sees one per "
+               "pixel")
 
     def __init__(self, seed: int = 0, chunk_size: int = 1024) -> None:
         super().__init__()

@@ -60,13 +60,16 @@ class DynamicAL(Strategy):
         greedy_chunks: number of chunks the query is selected in by the exact marginal gain (1 = top-b).
         deinfluence: number of chunks of the authors' de-influence step (``None``: off; they use 5).
         label_key: the target's key in dict (Hugging Face style) batches of the labeled loader.
-        task: the loss, pseudo targets and logits' shape (``None`` or
-            :class:`~lightning_dynamical.tasks.Classification`: cross-entropy, ``argmax``;
-            :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per label, ``sigmoid > threshold``).
+        task: the loss, pseudo targets and logits' shape (``None``: the data module's, set by the loop through
+            :meth:`use_task`, classification until then; :class:`~lightning_dynamical.tasks.Classification`:
+            cross-entropy, ``argmax``; :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per
+            label, ``sigmoid > threshold``; :class:`~lightning_dynamical.tasks.Segmentation`: mean pixel
+            cross-entropy, per-pixel ``argmax``). A task given here must equal the data module's.
 
     Raises:
         ConfigError: ``gamma`` negative or NaN, ``greedy_chunks`` or ``deinfluence`` not a positive int, both set,
-            an unknown ``engine``, or a ``task`` that is not a :class:`~lightning_dynamical.tasks.Task`.
+            an unknown ``engine``, or a ``task`` that is not a :class:`~lightning_dynamical.tasks.Task`; from
+            :meth:`use_task`, a data module's task other than the ``task`` given here.
 
     Example::
 
@@ -75,6 +78,8 @@ class DynamicAL(Strategy):
         DynamicAL(gamma=2.0, deinfluence=5)   # the authors' de-influence step, 5 chunks
         DynamicAL(task=MultiLabel())          # multi-label: BCE per label, pseudo targets sigmoid > 0.5
     """
+
+    tasks = (Task,)
 
     def __init__(
         self,
@@ -106,9 +111,18 @@ class DynamicAL(Strategy):
         self.deinfluence = None if deinfluence is None else int(deinfluence)
         self.label_key = label_key
         self.task = task if task is not None else CLASSIFICATION
+        self._task_given = task is not None
         self._engine = make_engine(engine, chunk_size)
         self._last_statistics: PoolStatistics | None = None
         self._last_gains: Tensor | None = None
+
+    def use_task(self, task: Task) -> None:
+        """Take the loop's task, unless the constructor was given another one (refused, naming both)."""
+        self.check_task(task)
+        if self._task_given and self.task != task:
+            raise ConfigError(f"DynamicAL was given task={self.task!r} but the data module's task is {task!r}; "
+                              "leave DynamicAL's task unset (it follows the data module's) or make the two equal")
+        self.task = task
 
     @property
     def joint(self) -> bool:  # type: ignore[override]

@@ -1,4 +1,5 @@
-"""One no-grad pass over a loader: softmax probabilities, penultimate features, MC-dropout passes."""
+"""One no-grad pass over a loader: softmax probabilities, penultimate features (per sample, or per pixel for a
+segmentation head), MC-dropout passes."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tqdm.auto import tqdm
 
 from lightning_dynamical.scoring.common import scoring_model
 from lightning_dynamical.scoring.features import features_and_logits
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import (
     LABEL_KEY,
     Inputs,
@@ -72,6 +74,42 @@ def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress
     if not out:
         return torch.zeros(0, 0, dtype=torch.float64), torch.zeros(0, 0, dtype=torch.float64)
     return out[0], out[1]
+
+
+ConvHead = nn.Conv1d | nn.Conv2d | nn.Conv3d
+"""The convolutions a segmentation head may be (:func:`pointwise_head_of`)."""
+
+
+def pointwise_head_of(model: nn.Module) -> ConvHead:
+    """The model's last registered 1x1 convolution (stride 1, no padding, one group): a segmentation head, the
+    per-pixel counterpart of :func:`~lightning_dynamical.scoring.features.head_of`."""
+    heads = [m for m in model.modules() if isinstance(m, ConvHead)
+             and set(m.kernel_size) == {1} and set(m.stride) == {1} and m.groups == 1
+             and (isinstance(m.padding, str) or not any(m.padding))]
+    if not heads:
+        raise ValueError("The segmentation model needs a 1x1 convolution head (e.g. nn.Conv2d(features, classes, 1)) "
+                         "whose output is the logits; it has none")
+    return heads[-1]
+
+
+def pixel_features_and_logits(model: nn.Module, inputs: Inputs, task: Task) -> tuple[Tensor, Tensor]:
+    """``(h (batch, D, *spatial), logits (batch, C, *spatial))``: the input of the 1x1 convolution head
+    (:func:`pointwise_head_of`) at every pixel, and the logits, which must be the head's output (no upsampling or
+    other layer after it, or the head's input would not be the features of the logits' pixels)."""
+    head = pointwise_head_of(model)
+    seen: list[tuple[Tensor, Tensor]] = []
+    handle = head.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
+    try:
+        logits = forward_logits(model, inputs, task)
+    finally:
+        handle.remove()
+    why = (f"it ran {len(seen)} times in one forward" if len(seen) != 1
+           else f"its output has shape {tuple(seen[0][1].shape)}" if seen[0][1].shape != logits.shape
+           else "its output differs from them (a layer after it?)" if not torch.equal(seen[0][1], logits) else None)
+    if why:
+        raise ValueError(f"The logits {tuple(logits.shape)} must be the output of the model's last 1x1 convolution "
+                         f"({type(head).__name__}, run once per forward, nothing after it); {why}")
+    return seen[0][0], logits
 
 
 def has_dropout(model: nn.Module) -> bool:

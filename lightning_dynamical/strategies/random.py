@@ -10,16 +10,18 @@ from torch import Tensor, nn
 
 from lightning_dynamical.records import rng
 from lightning_dynamical.strategies.base import Reducer, Strategy, identity
+from lightning_dynamical.tasks.base import Task
 
 
 class Random(Strategy):
     """I.i.d. uniform scores from a generator seeded by ``seed`` and the pool size.
 
     Stateless (the pool shrinks every round, so each round draws anew), hence identical after a resume
-    and on every rank.
+    and on every rank. Applies to every task (it reads no output).
     """
 
     joint = True
+    tasks = (Task,)
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()

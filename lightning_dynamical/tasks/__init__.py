@@ -1,9 +1,11 @@
 """What a task means to the loop and the scorers: the batch contract (inputs, targets and logits from any batch
-and output, :mod:`.batches`), and the task itself (:class:`Task`: its loss, pseudo targets and valid logits and
-targets; :class:`Classification` by default, :class:`MultiLabel`)."""
+and output, :mod:`.batches`), and the task itself (:class:`Task`: its loss, pseudo targets, metrics and valid
+logits, targets and labels; :class:`Classification` by default, :class:`MultiLabel`, :class:`Segmentation`)."""
 
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.classification import CLASSIFICATION, Classification
 from lightning_dynamical.tasks.multilabel import MultiLabel
+from lightning_dynamical.tasks.names import TASKS, TaskName, task_of
+from lightning_dynamical.tasks.segmentation import Segmentation
 
-__all__ = ["CLASSIFICATION", "Classification", "MultiLabel", "Task"]
+__all__ = ["CLASSIFICATION", "TASKS", "Classification", "MultiLabel", "Segmentation", "Task", "TaskName", "task_of"]

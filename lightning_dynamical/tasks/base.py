@@ -9,11 +9,14 @@ engine, :func:`~lightning_dynamical.scoring.common.summed_gradient` and the diag
 
 from __future__ import annotations
 
+import base64
+import zlib
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import torch
 from torch import Tensor
+from torchmetrics import Metric
 
 OUTPUT_FORMS = "a tensor, .logits, ['logits'] or a tuple with logits first"
 """How a model may return its logits (see :func:`~lightning_dynamical.tasks.batches.logits_of`)."""
@@ -40,6 +43,65 @@ class Task(ABC):
     name: ClassVar[str] = "task"
     logits_shape: ClassVar[str] = "(batch, ...)"
     sums_over_samples: ClassVar[bool] = True
+    metric_name: ClassVar[str] = "acc"
+    """The headline metric's column suffix in ``al_rounds.csv`` (``test_<metric_name>``), e.g. ``"miou"``."""
+    label_from_input: ClassVar[bool] = False
+    """Whether a label's shape follows the sample's input (:meth:`label_shape` reads it): masks do, classes do not."""
+    min_classes: ClassVar[int] = 2
+    """The fewest output classes a model may have (a regression output has no pseudo target to differentiate)."""
+
+    def classes_of(self, logits: Tensor) -> int:
+        """The number of classes (or labels) a logits tensor holds (its dim 1 by default)."""
+        return int(logits.shape[1])
+
+    def accuracy(self, num_classes: int) -> Metric:
+        """A torchmetrics metric updated with ``(logits, targets)``: the accuracy the fit test reads (class,
+        pixel, token or per-label accuracy). A task used only for scoring need not define it; the loop does."""
+        raise NotImplementedError(f"the {self.name} task defines no accuracy (Task.accuracy), which the loop "
+                                  "measures every round")
+
+    def metric(self, num_classes: int) -> Metric | None:
+        """The headline metric (``test_<metric_name>``), updated with ``(logits, targets)``; ``None`` when it is
+        :meth:`accuracy`."""
+        return None
+
+    def metric_targets(self, targets: Tensor) -> Tensor:
+        """Prepared targets as the metrics take them (hard labels)."""
+        return targets
+
+    def metric_inputs(self, logits: Tensor) -> Tensor:
+        """Logits as the metrics take them (class logits as they are)."""
+        return logits.detach()
+
+    def target_problem(self, targets: Tensor) -> str | None:
+        """What is wrong with a batch's targets for this task, before any model runs (``None``: nothing), as the
+        words after "but the <task> task needs"; :meth:`prepare_targets` checks them against the logits."""
+        return None
+
+    def label_shape(self, inputs: Tensor) -> tuple[int, ...]:
+        """The shape one sample's label must have, from the sample's input tensor (no batch dim)."""
+        return ()
+
+    def label_problem(self, label: Tensor, num_classes: int | None, shape: tuple[int, ...] | None) -> str | None:
+        """What is wrong with one oracle label (``None``: nothing): its shape against ``shape`` (when known) and
+        its values against ``num_classes`` (when known)."""
+        if shape is not None and tuple(label.shape) != tuple(shape):
+            return f"shape {tuple(label.shape)}, expected {tuple(shape)}"
+        if label.is_floating_point() or label.is_complex() or label.dtype == torch.bool:
+            return f"dtype {str(label.dtype).replace('torch.', '')}, expected integer classes"
+        if num_classes is not None and label.numel() and not bool(((label >= 0) & (label < num_classes)).all()):
+            return f"classes outside 0..{num_classes - 1}"
+        return None
+
+    def encode_label(self, label: Tensor) -> int | str:
+        """One label as it goes into ``al_state.json`` and ``al_queries.csv``: an int for a scalar class, else
+        :func:`encode_tensor`."""
+        return int(label) if label.ndim == 0 else encode_tensor(label)
+
+    def decode_label(self, value: int | str) -> Tensor:
+        """The inverse of :meth:`encode_label` (an int is a class index, as in every older state file)."""
+        return torch.tensor(int(value)) if isinstance(value, int) or str(value).lstrip("-").isdigit() \
+            else decode_tensor(str(value))
 
     @abstractmethod
     def loss(self, logits: Tensor, targets: Tensor) -> Tensor:
@@ -85,3 +147,23 @@ class Task(ABC):
         with torch.enable_grad():
             z = logits.detach().requires_grad_()
             return torch.autograd.grad(self.loss(z, targets), z)[0]
+
+
+def encode_tensor(t: Tensor) -> str:
+    """An integer tensor as ``"<d0>x<d1>...:<base64 of zlib of int64 bytes>"`` (a 128x128 binary mask: ~100
+    bytes): one line of text for CSV and JSON, decoded exactly by :func:`decode_tensor`."""
+    data = t.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
+    shape = "x".join(str(d) for d in t.shape)
+    return f"{shape}:{base64.b64encode(zlib.compress(data, 9)).decode('ascii')}"
+
+
+def decode_tensor(text: str) -> Tensor:
+    """The int64 tensor :func:`encode_tensor` wrote; a ``ValueError`` names what is malformed."""
+    shape_text, _, payload = text.partition(":")
+    try:
+        shape = [int(d) for d in shape_text.split("x")] if shape_text else []
+        data = bytearray(zlib.decompress(base64.b64decode(payload.encode("ascii"), validate=True)))
+        flat = torch.frombuffer(data, dtype=torch.int64) if data else torch.zeros(0, dtype=torch.int64)
+        return flat.clone().reshape(shape)
+    except (ValueError, RuntimeError, zlib.error) as err:
+        raise ValueError(f"not an encoded label tensor (\"<shape>:<base64>\"): {text[:40]!r} ({err})") from err

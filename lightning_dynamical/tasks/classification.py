@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_dynamical.tasks.base import Task
 
@@ -47,6 +49,18 @@ class Classification(Task):
             raise self.targets_error(targets, logits, "shape (batch,) (class indices) or (batch, classes) "
                                                       "(class probabilities)")
         return targets.to(logits.device)
+
+    def metric_targets(self, targets: Tensor) -> Tensor:
+        """Class probabilities count as their most likely class."""
+        return targets.argmax(1) if targets.ndim == 2 else targets
+
+    def accuracy(self, num_classes: int) -> Metric:
+        return MulticlassAccuracy(num_classes, average="micro")
+
+    def target_problem(self, targets: Tensor) -> str | None:
+        if targets.dtype.is_floating_point or targets.is_complex() or targets.dtype == torch.bool or targets.ndim != 1:
+            return "one int class index per sample, shape (batch,)"
+        return None
 
     def output_gradient(self, logits: Tensor, targets: Tensor) -> Tensor:
         """``softmax(logits) - onehot(targets)`` for class indices (the closed form), else by autograd."""

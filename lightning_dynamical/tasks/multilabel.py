@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torchmetrics import Metric
+from torchmetrics.classification import MultilabelAccuracy, MultilabelF1Score
 
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.tasks.base import Task
@@ -29,6 +31,8 @@ class MultiLabel(Task):
 
     name = "multi-label"
     logits_shape = "(batch, labels)"
+    metric_name = "f1"
+    min_classes = 1
 
     def __post_init__(self) -> None:
         t = float(self.threshold)
@@ -52,6 +56,33 @@ class MultiLabel(Task):
         if targets.shape != logits.shape or targets.is_complex():
             raise self.targets_error(targets, logits, f"shape {tuple(logits.shape)} (batch, labels) of 0/1")
         return targets.to(device=logits.device, dtype=logits.dtype)
+
+    def metric_targets(self, targets: Tensor) -> Tensor:
+        """Soft targets count as present from 0.5."""
+        return (targets >= 0.5).long()
+
+    def metric_inputs(self, logits: Tensor) -> Tensor:
+        """Probabilities: torchmetrics would read logits that happen to lie in [0, 1] as probabilities."""
+        return torch.sigmoid(logits.detach())
+
+    def accuracy(self, num_classes: int) -> Metric:
+        """Per-label accuracy over every (sample, label) pair."""
+        return MultilabelAccuracy(num_classes, threshold=self.threshold, average="micro")
+
+    def metric(self, num_classes: int) -> Metric:
+        """Micro F1 over every (sample, label) pair."""
+        return MultilabelF1Score(num_classes, threshold=self.threshold, average="micro")
+
+    def target_problem(self, targets: Tensor) -> str | None:
+        return None if targets.ndim == 2 and not targets.is_complex() else "a 0/1 row per sample, shape (batch, labels)"
+
+    def label_problem(self, label: Tensor, num_classes: int | None, shape: tuple[int, ...] | None) -> str | None:
+        """A label is a 0/1 vector of ``num_classes`` entries."""
+        if label.ndim != 1 or (num_classes is not None and label.shape[0] != num_classes):
+            return f"shape {tuple(label.shape)}, expected ({num_classes if num_classes is not None else 'labels'},)"
+        if not bool(((label == 0) | (label == 1)).all()):
+            return "values other than 0 and 1"
+        return None
 
     def output_gradient(self, logits: Tensor, targets: Tensor) -> Tensor:
         """``sigmoid(logits) - targets`` (the closed form of BCE with logits)."""

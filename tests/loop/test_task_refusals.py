@@ -1,5 +1,6 @@
-"""What the loop cannot run yet is refused at fit start, before any epoch, instead of running every round with the
-outputs read as class logits: multi-label targets, regression targets and single-output models."""
+"""What does not fit the data module's task is refused at fit start, before any epoch, instead of running every round
+with the outputs read as class logits: multi-label or regression targets under classification, single-output models,
+and a model whose output is not the task's logits."""
 
 from __future__ import annotations
 
@@ -38,14 +39,15 @@ def _fit(tmp_path, targets: torch.Tensor, outputs: int, num_classes: int = 2):
 def test_multi_label_targets_are_refused(tmp_path):
     targets = (torch.rand(32, 3, generator=torch.Generator().manual_seed(1)) > 0.5).float()
     message = _fit(tmp_path, targets, outputs=3, num_classes=3)
-    assert message.startswith("pool: its labeled samples have float32 targets of shape (2, 3), but the loop runs "
-                              "single-label classification")
-    assert "MultiLabel" in message and "\n" not in message
+    assert message.startswith("pool: its labeled samples have float32 targets of shape (2, 3), but the "
+                              "classification task needs one int class index per sample, shape (batch,)")
+    assert "task=..." in message and "'multilabel'" in message and "\n" not in message
 
 
 def test_regression_targets_and_a_single_output_are_refused(tmp_path):
     message = _fit(tmp_path / "float", torch.randn(32), outputs=2)
     assert "float32 targets of shape (2,)" in message
     message = _fit(tmp_path / "single", torch.randint(0, 2, (32,)), outputs=1)
-    assert message.startswith("the model outputs 1 value per sample, but the loop runs single-label classification")
+    assert message.startswith("the model outputs 1 value per sample, but the classification task needs one logit per "
+                              "class (at least 2)")
     assert "pseudo-target gradient is zero" in message

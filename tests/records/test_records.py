@@ -146,10 +146,12 @@ def test_json_that_cannot_be_written_leaves_the_old_file(tmp_path) -> None:
 
 # ---- the state file ----------------------------------------------------------------------------------------
 V2 = {"converged_by": "loss_target", "smoothed_loss": 0.008, "query_sqnorm_median": 2.0, "query_dot_median": 0.1,
-      "query_dot_ratio_median": 0.05, "query_approximation_ratio": 0.9}
+      "query_dot_ratio_median": 0.05, "query_approximation_ratio": 0.9, "metric": "acc"}
 STATE = {"round": 2, "dataset_size": 20, "labeled": [3, 1, 4], "given_labels": [[4, 1]],
-         "history": [{"round": 0, "labeled": 1, "train_loss": 0.5, "train_acc": 0.9, "stopped_by": "", **V2},
-                     {"round": 1, "labeled": 2, "train_loss": 0.4, "train_acc": 1.0, "stopped_by": "kappa", **V2}],
+         "history": [{"round": 0, "labeled": 1, "train_loss": 0.5, "train_acc": 0.9, "stopped_by": "", **V2,
+                      "test_metric": 0.7, "train_metric": 0.9},
+                     {"round": 1, "labeled": 2, "train_loss": 0.4, "train_acc": 1.0, "stopped_by": "kappa", **V2,
+                      "test_metric": 0.8, "train_metric": 1.0}],
          "weights": None, "stopping": {"kappa": {"kappas": [0.5]}}}
 
 
@@ -178,7 +180,7 @@ def test_an_older_state_is_read_in_todays_format(tmp_path) -> None:
     (json.dumps({**STATE, "labeled": [*range(8, 20), 25, 20]}), r"outside 0\.\.19 \(dataset_size=20\): \[25, 20\]"),
     (json.dumps({**STATE, "labeled": list(range(12)) * 2}),
      r"repeats the indices \[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, \.\.\.\] \(12\)"),
-    (json.dumps({**STATE, "given_labels": [[4]]}), "'given_labels' must be a list of \\[index, label\\] int pairs"),
+    (json.dumps({**STATE, "given_labels": [[4]]}), "'given_labels' must be a list of \\[index, label\\] pairs"),
     (json.dumps({**STATE, "given_labels": None}), "'given_labels' must be .*, got None"),
     (json.dumps({**STATE, "history": [{"labeled": 1}]}), "'history' must be a list of rows with an int 'round'"),
 ])

@@ -4,6 +4,7 @@ uninterrupted run ends; the labeled set survives weights-only checkpoints and al
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import lightning as L
@@ -127,11 +128,15 @@ def test_loop_state_of_the_previous_version_still_loads():
                        "pseudo_labels": torch.tensor([1, 0])}}
     loop = ActiveLearningLoop(DynamicAL(), query_size=30, rounds=3)
     loop.load_state_dict(old)
-    completed = [{**r, **migrate.ROW_DEFAULTS} for r in old["history"]]  # rows get the fields they lack, NaN or ""
+    def completed_row(r: dict) -> dict:  # rows get the fields they lack, NaN or "", and the accuracy as their metric
+        row = {**r, **migrate.ROW_DEFAULTS}
+        return {**row, "metric": "acc", "test_metric": r.get("test_acc", math.nan), "train_metric": row["train_acc"]}
+
+    completed = [completed_row(r) for r in old["history"]]
     assert (loop.round, loop.history, loop.convergence.epochs) == (2, completed, 3)
     query, row, _ = loop.labeling.pending.query(loop.round)
     assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0]
-    assert row == {"round": 2, **migrate.ROW_DEFAULTS}
+    assert row == completed_row({"round": 2})
     assert set(loop.state_dict()) == {*old, "rescore"} and loop.state_dict()["strategy"] == {}
 
 

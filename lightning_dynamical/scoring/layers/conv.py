@@ -1,4 +1,5 @@
-"""``nn.Conv1d`` / ``nn.Conv2d`` (zero padding; any stride, padding, dilation, groups): five exact algorithms.
+"""``nn.Conv1d`` / ``nn.Conv2d`` (zero padding; any stride, padding, dilation, groups): five exact algorithms; and
+``nn.ConvTranspose1d`` / ``nn.ConvTranspose2d`` through their adjoint convolution (:class:`ConvTransposeRule`).
 
 A convolution is a matmul layer over output positions (:mod:`.matmul`), but unfolding the input copies it
 ``kh * kw`` times, which costs more than the matmuls on a CPU. Besides the unfolded forms:
@@ -255,13 +256,19 @@ class ConvRule(LayerRule):
     def supports(self, module: Any) -> bool:
         return module.padding_mode == "zeros"
 
+    def as_convolution(self, module: Any, a: Tensor, d: Tensor) -> tuple[Any, Tensor, Tensor]:
+        """``(convolution, its input, its output gradient)`` whose weight gradient is this layer's: the layer
+        itself here."""
+        return module, a, d
+
     def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
-        geo = ConvGeometry(module, a)
         out = {}
         if "weight" in wanted:
-            cols, dpos = geo.columns(), geo.output_positions(d)
-            out["weight"] = (dpos.transpose(-1, -2) @ cols).reshape(a.shape[0], *module.weight.shape)
+            conv, x, g = self.as_convolution(module, a, d)
+            geo = ConvGeometry(conv, x)
+            cols, dpos = geo.columns(), geo.output_positions(g)
+            out["weight"] = (dpos.transpose(-1, -2) @ cols).reshape(a.shape[0], *conv.weight.shape)
         if "bias" in wanted:
             out["bias"] = d.reshape(a.shape[0], module.out_channels, -1).sum(2)
         return out
@@ -270,7 +277,8 @@ class ConvRule(LayerRule):
                    directions: Directions) -> tuple[Tensor, Tensor]:
         parts = []
         if "weight" in wanted:
-            parts.append(self.weight_statistics(module, a, d, [v["weight"] for v in directions]))
+            conv, x, g = self.as_convolution(module, a, d)
+            parts.append(self.weight_statistics(conv, x, g, [v["weight"] for v in directions]))
         if "bias" in wanted:
             parts.append(bias_statistics(d.reshape(a.shape[0], module.out_channels, -1).sum(2), directions))
         return add_statistics(parts)
@@ -285,3 +293,22 @@ class ConvRule(LayerRule):
         else:
             name = min(costs, key=costs.__getitem__)
         return ALGORITHMS[name](geo, d, weights)
+
+
+class ConvTransposeRule(ConvRule):
+    """``nn.ConvTranspose1d`` / ``nn.ConvTranspose2d`` (any stride, padding, output padding, dilation, groups)
+    through the convolution it is the adjoint of.
+
+    ``y = conv_transpose(x, W)`` is the input gradient of ``z -> conv(z, W)`` with the same stride, padding,
+    dilation and groups (``spec.adjoint``), so ``d . y = conv(d, W) . x`` for the output gradient ``d``: sample
+    ``i``'s weight gradient is that convolution's on input ``d_i`` with output gradient ``x_i``, by
+    :class:`ConvRule`'s algorithms. Where ``output_padding >= stride`` (allowed below the dilation), ``conv(d, W)``
+    is longer than ``x``; its extra positions meet zeros (``x`` zero-padded at the end). The bias gradient is
+    ``d_i`` summed over positions (``spec.out_channels``).
+    """
+
+    def as_convolution(self, module: Any, a: Tensor, d: Tensor) -> tuple[Any, Tensor, Tensor]:
+        geo = ConvGeometry(module.adjoint, d)
+        size = (geo.out_h, geo.out_w)[-(a.ndim - 2):]
+        pads = [p for n, m in zip(reversed(size), reversed(a.shape[2:])) for p in (0, n - m)]
+        return module.adjoint, d, F.pad(a, pads) if any(pads) else a

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import LayerRule
-from lightning_dynamical.scoring.layers.conv import ConvRule
+from lightning_dynamical.scoring.layers.conv import ConvRule, ConvTransposeRule
 from lightning_dynamical.scoring.layers.embedding import EmbeddingRule
 from lightning_dynamical.scoring.layers.matmul import AddmmRule, LinearRule
 from lightning_dynamical.scoring.layers.norm import BatchNormRule, GroupNormRule, LayerNormRule
@@ -41,6 +41,7 @@ RULES: dict[str, LayerRule] = {
     "linear": LinearRule(),
     "addmm": AddmmRule(),
     "conv": ConvRule(),
+    "conv_transpose": ConvTransposeRule(),
     "batch_norm": BatchNormRule(),
     "layer_norm": LayerNormRule(),
     "group_norm": GroupNormRule(),
@@ -79,16 +80,30 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, (tuple, list)) else (int(value),) * n
 
 
+def _conv_spec(w: Tensor, stride: Any, padding: Any, dilation: Any, groups: Any) -> SimpleNamespace:
+    """The configuration :class:`ConvRule` reads, of a convolution with weight ``w``."""
+    n = w.ndim - 2
+    return SimpleNamespace(weight=w, kernel_size=tuple(w.shape[2:]), stride=_tuple(stride, n),
+                           padding=padding if isinstance(padding, str) else _tuple(padding, n),
+                           dilation=_tuple(dilation, n), groups=int(groups), out_channels=w.shape[0],
+                           padding_mode="zeros")
+
+
 def _conv(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
     p = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
               bias=None, stride=1, padding=0, dilation=1, groups=1)
     w = p["weight"]
-    n = w.ndim - 2
-    padding = p["padding"] if isinstance(p["padding"], str) else _tuple(p["padding"], n)
-    spec = SimpleNamespace(weight=w, kernel_size=tuple(w.shape[2:]), stride=_tuple(p["stride"], n),
-                           padding=padding, dilation=_tuple(p["dilation"], n), groups=int(p["groups"]),
-                           out_channels=w.shape[0], padding_mode="zeros")
-    return OpCall(f"conv{n}d", RULES["conv"], spec, p["input"], _roles(w, p["bias"]))
+    spec = _conv_spec(w, p["stride"], p["padding"], p["dilation"], p["groups"])
+    return OpCall(f"conv{w.ndim - 2}d", RULES["conv"], spec, p["input"], _roles(w, p["bias"]))
+
+
+def _conv_transpose(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
+    p = _bind(args, kwargs, ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation"),
+              bias=None, stride=1, padding=0, output_padding=0, groups=1, dilation=1)
+    w = p["weight"]
+    adjoint = _conv_spec(w, p["stride"], p["padding"], p["dilation"], p["groups"])
+    spec = SimpleNamespace(weight=w, adjoint=adjoint, out_channels=w.shape[1] * adjoint.groups, padding_mode="zeros")
+    return OpCall(f"conv_transpose{w.ndim - 2}d", RULES["conv_transpose"], spec, p["input"], _roles(w, p["bias"]))
 
 
 def _batch_norm(args: tuple, kwargs: Mapping[str, Any]) -> OpCall | None:
@@ -130,6 +145,8 @@ OPS: dict[Callable[..., Any], Binder] = {
     torch.addmm: _addmm,
     torch.conv1d: _conv,
     torch.conv2d: _conv,
+    torch.conv_transpose1d: _conv_transpose,
+    torch.conv_transpose2d: _conv_transpose,
     F.batch_norm: _batch_norm,
     F.layer_norm: _layer_norm,
     F.group_norm: _group_norm,

@@ -1,0 +1,77 @@
+"""Labels beyond one class per sample: masks given to ``label()`` are checked (size, classes, dtype) before anything
+changes, served in place of the data set's own, and kept in the state (al_state.json and checkpoints) exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from lightning_dynamical import ActiveLearningDataModule, ConfigError
+from lightning_dynamical.data.datamodule import LabelError
+from lightning_dynamical.tasks import Segmentation
+
+
+def _masks_dm(**kwargs) -> ActiveLearningDataModule:
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(12, 1, 4, 5, generator=gen), torch.randint(0, 3, (12, 4, 5), generator=gen)
+    return ActiveLearningDataModule(TensorDataset(x, y), initial_size=4, task=Segmentation(ignore_index=255),
+                                    num_classes=3, **kwargs)
+
+
+def test_masks_are_served_in_place_of_the_data_sets_and_survive_the_state():
+    dm = _masks_dm()
+    index = dm.unlabeled_indices[0]
+    mask = torch.full((4, 5), 255)
+    mask[1, 2] = 2
+    dm.label([index], [mask.numpy()])
+    served = dm.labeled_dataset()[dm.labeled_indices.index(index)][1]
+    assert torch.equal(served, mask)
+    state = json.loads(json.dumps(dm.state_dict()))  # what al_state.json holds
+    assert isinstance(state["given_labels"][0][1], str)
+    again = _masks_dm()
+    again.load_state_dict(state)
+    assert torch.equal(again.labeled_dataset()[again.labeled_indices.index(index)][1], mask)
+
+
+@pytest.mark.parametrize(("label", "problem"), [
+    (torch.zeros(4, 4, dtype=torch.long), "shape (4, 4), expected (4, 5)"),
+    (torch.full((4, 5), 3), "classes outside 0..2"),
+    (torch.zeros(4, 5), "dtype float"),
+])
+def test_bad_masks_are_refused_and_nothing_changes(label, problem):
+    dm = _masks_dm()
+    before = dm.state_dict()
+    index = dm.unlabeled_indices[0]
+    with pytest.raises(LabelError, match="do not fit the segmentation task") as info:
+        dm.label([dm.unlabeled_indices[1], index], [torch.zeros(4, 5, dtype=torch.long), label])
+    assert problem in str(info.value) and f"index {index}" in str(info.value)
+    assert dm.state_dict() == before
+
+
+def test_a_state_with_a_mask_that_does_not_fit_is_refused():
+    dm = _masks_dm()
+    state = dm.state_dict()
+    state["given_labels"] = [[state["labeled"][0], Segmentation().encode_label(torch.zeros(2, 2, dtype=torch.long))]]
+    with pytest.raises(LabelError, match="state's given_labels: 1 labels do not fit"):
+        _masks_dm().load_state_dict(state)
+    state["given_labels"] = [[state["labeled"][0], "4x5:garbage"]]
+    with pytest.raises(LabelError, match="not an encoded label tensor"):
+        _masks_dm().load_state_dict(state)
+
+
+def test_classification_labels_and_states_are_as_before():
+    x, y = torch.randn(10, 2), torch.randint(0, 3, (10,))
+    dm = ActiveLearningDataModule(TensorDataset(x, y), initial_size=2, num_classes=3)
+    index = dm.unlabeled_indices[0]
+    dm.label([index], ["2"])  # anything int() takes, as before tasks
+    assert dm.state_dict()["given_labels"] == [[index, 2]]
+    with pytest.raises(LabelError, match="are not classes 0..2"):
+        dm.label([dm.unlabeled_indices[0]], [5])
+
+
+def test_balanced_draws_need_classes():
+    with pytest.raises(ConfigError, match="balanced=True .* segmentation task has none"):
+        _masks_dm(balanced=True)
