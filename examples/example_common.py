@@ -18,9 +18,11 @@ def make_strategy(name: str, gamma: float, seed: int) -> Strategy:
 
 
 def add_loop_arguments(p: argparse.ArgumentParser, *, query_size: int, rounds: int, max_epochs: int,
-                       out: str) -> None:
-    """The active-learning options both examples take, with each example's defaults."""
-    p.add_argument("--initial-size", type=int, default=100, help="M, class-balanced")
+                       out: str, initial_size: int = 100, fit_threshold: float | None = 0.99) -> None:
+    """The active-learning options the examples take, with each example's defaults."""
+    p.add_argument("--initial-size", type=int, default=initial_size, help="M")
+    p.add_argument("--train-acc-threshold", type=lambda t: None if t == "none" else float(t), default=fit_threshold,
+                   help="labeled-set accuracy a round must hold before it may end ('none': the loss alone)")
     p.add_argument("--query-size", type=int, default=query_size, help="b")
     p.add_argument("--rounds", type=int, default=rounds, help="R")
     p.add_argument("--strategy", choices=["dynamical", "random", "entropy"], default="dynamical")
@@ -34,7 +36,7 @@ def run(model: LightningModule, dm: LightningDataModule, args: argparse.Namespac
     """One active-learning run with the arguments of :func:`add_loop_arguments`, then ``title()`` (called after
     the fit, when the data module is set up) and the per-round table."""
     loop = ActiveLearningLoop(make_strategy(args.strategy, args.gamma, args.seed), query_size=args.query_size,
-                              rounds=args.rounds,
+                              rounds=args.rounds, train_acc_threshold=args.train_acc_threshold,
                               max_epochs_per_round=args.max_epochs_per_round, seed=args.seed, dirpath=args.out,
                               save_round_checkpoints=False)
     clock = RoundClock(loop)
@@ -43,7 +45,10 @@ def run(model: LightningModule, dm: LightningDataModule, args: argparse.Namespac
                       callbacks=[loop, clock])
     trainer.fit(model, datamodule=dm)
     print(title())
-    print("| round | labeled | test_acc | epochs | score_s | wall_s |\n|---|---|---|---|---|---|")
+    metric = f"test_{loop.history[0]['metric']}" if loop.history else "test_acc"
+    extra = f" {metric} |" if metric != "test_acc" else ""
+    print(f"| round | labeled | test_acc |{extra} epochs | score_s | wall_s |\n" + "|---" * (6 + bool(extra)) + "|")
     for row, wall in zip(loop.history, clock.times):
-        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} | {row['epochs']} | "
+        headline = f" {row['test_metric']:.4f} |" if extra else ""
+        print(f"| {row['round']} | {row['labeled']} | {row['test_acc']:.4f} |{headline} {row['epochs']} | "
               f"{row['score_seconds']:.1f} | {wall:.1f} |")

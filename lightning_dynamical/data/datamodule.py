@@ -15,7 +15,7 @@ from lightning_dynamical.data.splits import DatasetSplits, dataset_size
 from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_int
 from lightning_dynamical.records import rng
 from lightning_dynamical.tasks.base import Task
-from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets
+from lightning_dynamical.tasks.batches import LABEL_KEY, batch_targets, split_batch
 from lightning_dynamical.tasks.classification import Classification
 from lightning_dynamical.tasks.names import TaskName, task_of
 
@@ -285,8 +285,7 @@ class ActiveLearningDataModule(LightningDataModule):
         are unknown), or a shape unlike the sample's (a mask of another size, a label set of another width)."""
         bad = []
         for i, y in pairs:
-            shape = self.task.label_shape(_inputs_tensor(self.splits.pool_eval[i], self.label_key)) \
-                if self.task.label_from_input else None
+            shape = None if isinstance(self.task, Classification) else self._label_shape(i)
             problem = self.task.label_problem(y, num_classes, shape)
             if problem is not None:
                 bad.append(f"index {i}: {int(y) if y.ndim == 0 else problem}")
@@ -454,6 +453,14 @@ class ActiveLearningDataModule(LightningDataModule):
                              f"repeated {_few(repeated)}); nothing was changed")
         self._check_labels(given, self.num_classes, "state's given_labels")
 
+    def _label_shape(self, index: int) -> tuple[int, ...] | None:
+        """The shape pool sample ``index``'s label must have: the task's from its input (masks), else that of the data
+        set's own target when it has one (label sets), else unknown."""
+        inputs, target = split_batch(self.splits.pool_eval[index], self.label_key)
+        if self.task.label_from_input:
+            return self.task.label_shape(_first_tensor(inputs))
+        return None if target is None else tuple(torch.as_tensor(target).shape)
+
     def _decoded(self, state_dict: dict[str, Any]) -> list[tuple[int, torch.Tensor]]:
         """A state's ``given_labels`` as ``(index, label tensor)`` pairs (ints in every older state)."""
         try:
@@ -483,9 +490,8 @@ def _label_tensor(label: Any) -> torch.Tensor:
         raise LabelError(f"a label must be a class index, a tensor or an array; got {label!r}") from err
 
 
-def _inputs_tensor(item: Any, label_key: str) -> torch.Tensor:
-    """The first input tensor of one data set item (what a label's shape follows)."""
-    inputs = batch_inputs(item, label_key)
+def _first_tensor(inputs: Any) -> torch.Tensor:
+    """The first input tensor of one data set item's inputs (what a mask's shape follows)."""
     if isinstance(inputs, dict):
         return next(v for v in inputs.values() if isinstance(v, torch.Tensor))
     return inputs if isinstance(inputs, torch.Tensor) else inputs[0]

@@ -33,6 +33,7 @@ from lightning_dynamical.oracles.files import LabelFileError, _shorten, parse_la
 from lightning_dynamical.reporting.charts import image_array
 from lightning_dynamical.tasks.batches import batch_inputs
 from lightning_dynamical.tasks.classification import Classification
+from lightning_dynamical.tasks.multilabel import MultiLabel
 
 FROM_NAME = "label"
 """The ``Choices`` control of the labeling config; annotations are read from it."""
@@ -46,7 +47,8 @@ class LabelStudioOracle(Oracle):
     """Queried samples become tasks of a Label Studio project; annotators' choices come back as labels.
 
     Each round, ``label`` creates (or reuses, by ``project`` title) a project whose labeling config is a
-    single-choice classification over ``class_names``, imports the queried samples as tasks (images as
+    single-choice classification over ``class_names`` (multiple-choice for the multi-label task: the chosen
+    names are the sample's label set, none chosen is the empty set), imports the queried samples as tasks (images as
     PNG data URIs, scaled to at least ``min_image_size`` pixels; strings as text; other inputs as their
     values in text), with the pool index and round in the task data and the pseudo label with its score as
     a prediction, so annotators see the model's guess. Then the run pauses exactly as with ``FileOracle``:
@@ -76,9 +78,10 @@ class LabelStudioOracle(Oracle):
 
     source = "label-studio"
 
-    tasks = (Classification,)
-    unsupported = ("the project is a single-choice labeling interface (one class per sample); multiple-choice "
-                   "label sets, span labels and brush masks are not wired to Label Studio yet (use FileOracle)")
+    tasks = (Classification, MultiLabel)
+    unsupported = ("its projects are single-choice (a class per sample) or multiple-choice (a label set per sample) "
+                   "interfaces; span labels and brush masks are not wired to Label Studio yet (use FileOracle for "
+                   "masks)")
 
     def __init__(self, url: str = "http://localhost:8080", project: str = "lightning-dynamical",
                  class_names: list[str] | None = None, api_key_env: str = "LABEL_STUDIO_API_KEY",
@@ -126,7 +129,7 @@ class LabelStudioOracle(Oracle):
         return self._labels(datamodule, query, f"the tasks of round {query.round} were only created now: label them "
                                                "in {url} and resume again from the same checkpoint")
 
-    def _labels(self, datamodule: ActiveLearningDataModule, query: Query, created: str) -> list[int]:
+    def _labels(self, datamodule: ActiveLearningDataModule, query: Query, created: str) -> list[Any]:
         """The round's labels: its tasks created first where missing (rank zero), then, without ``wait``, a pause
         whose message is ``created`` (``{url}`` is the project's address)."""
         names = self._names(datamodule)
@@ -137,12 +140,13 @@ class LabelStudioOracle(Oracle):
                 self._import(client, project, datamodule, query, names)
             if not self.wait:
                 raise LabelsPending(created.format(url=self._project_url(project)))
-        return self._answer(client, project, query, names)
+        return self._answer(client, project, query, names, _multiple(datamodule))
 
-    def _answer(self, client: _Client, project: dict[str, Any], query: Query, names: list[str]) -> list[int]:
+    def _answer(self, client: _Client, project: dict[str, Any], query: Query, names: list[str],
+                multiple: bool) -> list[Any]:
         """The round's labels, waiting for them first with ``wait=True``; pending while any are missing."""
         tasks = self._wait(client, project, query) if self.wait else self._round_tasks(client, project, query)
-        return read_annotations(tasks, query, names, f"Label Studio project {self._project_url(project)}")
+        return read_annotations(tasks, query, names, f"Label Studio project {self._project_url(project)}", multiple)
 
     # ---- the project and its tasks ---------------------------------------------------------------------
     def _names(self, datamodule: ActiveLearningDataModule) -> list[str]:
@@ -188,7 +192,7 @@ class LabelStudioOracle(Oracle):
             return project
         if not is_rank_zero():
             raise LabelsPending(f"Label Studio project {self.project!r} is not created yet")
-        config = labeling_config(names, _kind(datamodule.splits.pool_eval[query.indices[0]][0]))
+        config = labeling_config(names, _kind(datamodule.splits.pool_eval[query.indices[0]][0]), _multiple(datamodule))
         return client.request("POST", "/api/projects", {
             "title": self.project, "label_config": config,
             "description": "Active-learning queries from lightning-dynamical: choose the class of each sample.",
@@ -209,11 +213,12 @@ class LabelStudioOracle(Oracle):
             if score is not None and math.isfinite(score):
                 data["score"] = float(score)
             task: dict[str, Any] = {"data": data}
-            if guess is not None and 0 <= int(guess) < len(names):
-                data["pseudo_label"] = names[int(guess)]
+            guessed = _guessed(guess, names)
+            if guessed is not None:
+                data["pseudo_label"] = ", ".join(guessed)
                 prediction: dict[str, Any] = {"model_version": f"lightning-dynamical round {query.round}",
                               "result": [{"from_name": FROM_NAME, "to_name": "sample", "type": "choices",
-                                          "value": {"choices": [names[int(guess)]]}}]}
+                                          "value": {"choices": guessed}}]}
                 if "score" in data:
                     prediction["score"] = data["score"]
                 task["predictions"] = [prediction]
@@ -268,26 +273,31 @@ class LabelStudioOracle(Oracle):
         return f"{self.url}/projects/{project['id']} ({self.project!r})"
 
 
-def labeling_config(names: Sequence[str], kind: str) -> str:
-    """A single-choice classification config over ``names`` for an image, a text or values shown as text."""
+def labeling_config(names: Sequence[str], kind: str, multiple: bool = False) -> str:
+    """A single-choice classification config over ``names`` (multiple-choice: a label set) for an image, a text or
+    values shown as text."""
     shown = '<Image name="sample" value="$sample"/>' if kind == "image" else '<Text name="sample" value="$sample"/>'
     choices = "".join(f"<Choice value={quoteattr(n)}/>" for n in names)
-    return (f'<View>{shown}<Header value="Which class? (the model\'s guess is preselected)"/>'
-            f'<Choices name="{FROM_NAME}" toName="sample" choice="single" showInline="true">{choices}</Choices>'
-            "</View>")
+    question = "Which labels apply?" if multiple else "Which class?"
+    return (f'<View>{shown}<Header value="{question} (the model\'s guess is preselected)"/>'
+            f'<Choices name="{FROM_NAME}" toName="sample" choice="{"multiple" if multiple else "single"}" '
+            f'showInline="true">{choices}</Choices></View>')
 
 
-def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Sequence[str], source: str) -> list[int]:
-    """Labels for ``query.indices`` from the round's exported tasks, every problem named before refusing.
+def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Sequence[str], source: str,
+                     multiple: bool = False) -> list[Any]:
+    """Labels for ``query.indices`` from the round's exported tasks, every problem named before refusing: class
+    indices, or with ``multiple`` 0/1 vectors over ``names`` (the chosen ones are 1).
 
     Pending (:class:`LabelsPending`) while a task is unannotated or only skipped; refused
     (:class:`LabelFileError`) for choices that are not classes, disagreeing annotators, an annotation
-    with no choice, or tasks that do not answer this query (missing, foreign or repeated pool indices).
+    with no choice (single-choice only), or tasks that do not answer this query (missing, foreign or repeated pool
+    indices).
     """
     class_of = {name: c for c, name in enumerate(names)}
     problems: dict[str, list[str]] = {}
     waiting: dict[str, list[str]] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     found = [task.get("data", {}).get("pool_index") for task in tasks]
     wanted = [int(i) for i in query.indices]
     structure = {"tasks for pool indices outside the query (another run uses this project?)":
@@ -301,20 +311,22 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
             kind = "skipped (cancelled) by annotators" if task.get("annotations") else "not annotated yet"
             waiting.setdefault(kind, []).append(str(index))
             continue
-        chosen = {tuple(_choices(a)) for a in annotations}
+        chosen = {tuple(sorted(_choices(a)) if multiple else _choices(a)) for a in annotations}
         if len(chosen) > 1:
             problems.setdefault("annotators disagree on pool indices", []).append(
                 f"{index}: {sorted('/'.join(c) for c in chosen)}")
             continue
         (choice,) = chosen
-        if len(choice) != 1:
+        if len(choice) != 1 and not multiple:
             problems.setdefault("annotations without exactly one choice for pool indices", []).append(str(index))
             continue
-        if choice[0] not in class_of:
+        unknown = [c for c in choice if c not in class_of]
+        if unknown:
             problems.setdefault(f"choices that are not classes (classes: {list(names)})", []).append(
-                f"pool index {index}: {choice[0]!r}")
+                f"pool index {index}: {unknown[0]!r}")
             continue
-        rows.append({"index": str(index), "label": str(class_of[choice[0]])})
+        label = [int(n in choice) for n in names] if multiple else class_of[choice[0]]
+        rows.append({"index": str(index), "label": label})
     if problems:
         details = "; ".join(f"{kind} {_shorten(items)}" for kind, items in problems.items())
         raise LabelFileError(f"{source} refused, nothing was changed: {details}")
@@ -322,7 +334,24 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
         details = "; ".join(f"{kind}: pool indices {_shorten(items)}" for kind, items in waiting.items())
         raise LabelsPending(f"{source}: labels still missing, nothing was changed ({details}); label every task "
                             "(skipped ones too) and resume")
-    return parse_labels(rows, query.indices, len(names), source)
+    if multiple:
+        by_index = {int(r["index"]): r["label"] for r in rows}
+        return [by_index[int(i)] for i in query.indices]
+    return parse_labels([{**r, "label": str(r["label"])} for r in rows], query.indices, len(names), source)
+
+
+def _multiple(datamodule: ActiveLearningDataModule) -> bool:
+    """Whether the data module's labels are label sets (a multiple-choice project)."""
+    return isinstance(datamodule.task, MultiLabel)
+
+
+def _guessed(guess: Any, names: Sequence[str]) -> list[str] | None:
+    """The names the model predicted (a class index, or a 0/1 vector of a label set), or ``None``."""
+    if guess is None:
+        return None
+    if isinstance(guess, list):
+        return [n for n, on in zip(names, guess) if on]
+    return [names[int(guess)]] if 0 <= int(guess) < len(names) else None
 
 
 def _choices(annotation: dict[str, Any]) -> list[str]:

@@ -77,9 +77,10 @@ class MultiLabel(Task):
         return None if targets.ndim == 2 and not targets.is_complex() else "a 0/1 row per sample, shape (batch, labels)"
 
     def label_problem(self, label: Tensor, num_classes: int | None, shape: tuple[int, ...] | None) -> str | None:
-        """A label is a 0/1 vector of ``num_classes`` entries."""
-        if label.ndim != 1 or (num_classes is not None and label.shape[0] != num_classes):
-            return f"shape {tuple(label.shape)}, expected ({num_classes if num_classes is not None else 'labels'},)"
+        """A label is a 0/1 vector as wide as the data set's own label sets (else ``num_classes``)."""
+        width = shape[0] if shape else num_classes
+        if label.ndim != 1 or (width is not None and label.shape[0] != width):
+            return f"shape {tuple(label.shape)}, expected ({width if width is not None else 'labels'},)"
         if not bool(((label == 0) | (label == 1)).all()):
             return "values other than 0 and 1"
         return None
