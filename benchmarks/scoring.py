@@ -1,6 +1,7 @@
 """Pool-scoring throughput and peak memory: every engine against the peers, on the paper's CNN and ResNet18
 and on real model families (timm resnet18, convnext_atto, vit_tiny; a Hugging Face BERT classifier fed
-dict batches with an attention mask).
+dict batches with an attention mask), and on the task models: the segmentation U-Net (1x64x64 tiles, the
+tile-mean pixel loss) and the NER tagger (32 tokens, the real-token-mean token loss).
 
 For each model (random init, eval mode, random inputs: CIFAR-shaped 3x32x32 images, or 64 tokens with a
 random-length attention mask; one batch size) it measures
@@ -26,6 +27,7 @@ fast path on the first batch (the rest go to an exact fallback).
 
     python benchmarks/scoring.py --models cifar_cnn,resnet18 --batch-size 32 --device auto [--threads 1]
     python benchmarks/scoring.py --models timm_resnet18,convnext_atto,vit_tiny,bert --methods inference,fwd+bwd,auto
+    python benchmarks/scoring.py --models unet,tagger --methods inference,fwd+bwd,func,auto,loop --threads 1
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.models import CifarCNN, resnet18
+from lightning_dynamical.data.wikiann import TAGS
+from lightning_dynamical.models import CifarCNN, TokenTagger, UNet, resnet18
 from lightning_dynamical.scoring import FuncEngine, LastLayerEngine, make_engine, select_parameters
 from lightning_dynamical.scoring.engine import FAST_PATHS
+from lightning_dynamical.tasks import CLASSIFICATION, Segmentation, Task, TokenClassification
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, take
 
 
@@ -78,6 +82,16 @@ def _tokens(b: int, device: torch.device) -> Inputs:
     return {"input_ids": torch.randint(1, 5000, (b, 64), device=device) * mask, "attention_mask": mask}
 
 
+def _tiles(b: int, device: torch.device) -> Inputs:
+    return torch.randn(b, 1, 64, 64, device=device)
+
+
+def _sentences(b: int, device: torch.device) -> Inputs:
+    lengths = torch.randint(3, 33, (b, 1), device=device)
+    mask = (torch.arange(32, device=device) < lengths).long()
+    return {"input_ids": torch.randint(2, 5000, (b, 32), device=device) * mask, "attention_mask": mask}
+
+
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], Inputs]]] = {
     "cifar_cnn": (CifarCNN, _images),
     "resnet18": (resnet18, _images),
@@ -85,7 +99,11 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], I
     "convnext_atto": (_timm("convnext_atto"), _images),
     "vit_tiny": (_timm("vit_tiny_patch16_224", img_size=32, patch_size=4), _images),
     "bert": (_bert, _tokens),
+    "unet": (lambda: UNet(1, 2, width=16, depth=3), _tiles),
+    "tagger": (lambda: TokenTagger(5000, len(TAGS), max_length=32), _sentences),
 }
+#: The task of each model whose task is not classification (its loss is what every method differentiates).
+TASKS: dict[str, Task] = {"unet": Segmentation(), "tagger": TokenClassification(tags=TAGS)}
 #: Timed rounds per model unless ``--batches`` is given (ResNet18's slow peers take ~20 s a batch on CPU).
 DEFAULT_BATCHES = {"cifar_cnn": 10, "resnet18": 2}
 METHODS = ["inference", "fwd+bwd", "func", "auto", "last_layer", "loop", "backpack_batchgrad", "backpack_l2"]
@@ -104,32 +122,34 @@ def backpack_available() -> bool:
     return True
 
 
-def _loss(logits: Tensor) -> Tensor:
-    return nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum")
+def _loss(model: nn.Module, x: Inputs, task: Task) -> Tensor:
+    """The task's summed loss at its pseudo targets (the training step a scoring pass is compared with)."""
+    logits = forward_logits(model, x, task)
+    return task.loss(logits, task.batch_pseudo_targets(logits, x))
 
 
-def _training_step(model: nn.Module) -> Runner:
+def _training_step(model: nn.Module, task: Task) -> Runner:
     def run(x: Inputs) -> None:
-        _loss(forward_logits(model, x)).backward()
+        _loss(model, x, task).backward()
         model.zero_grad(set_to_none=True)
     return run
 
 
-def _inference(model: nn.Module) -> Runner:
+def _inference(model: nn.Module, task: Task) -> Runner:
     def run(x: Inputs) -> None:
         with torch.no_grad():
-            forward_logits(model, x)
+            forward_logits(model, x, task)
     return run
 
 
-def _engine(model: nn.Module, name: str, direction: dict[str, Tensor], chunk_size: int) -> Runner:
+def _engine(model: nn.Module, name: str, direction: dict[str, Tensor], chunk_size: int, task: Task) -> Runner:
     params = select_parameters(model, "last_layer" if name == "last_layer" else None)
     engine = LastLayerEngine() if name == "last_layer" else FuncEngine(chunk_size) if name == "func" else \
         make_engine(name, chunk_size)
     directions = [{n: direction[n] for n in params}]
 
     def run(x: Inputs) -> tuple[Tensor, Tensor]:
-        sq, dots, _ = engine.batch_statistics(model, x, params, directions)
+        sq, dots, _ = engine.batch_statistics(model, x, params, directions, task)
         if name == "auto":
             FAST_FRACTION[0] = sum(p.path.startswith(FAST_PATHS)
                                    for p in engine.paths.values()) / max(len(engine.paths), 1)
@@ -141,14 +161,14 @@ def _engine(model: nn.Module, name: str, direction: dict[str, Tensor], chunk_siz
 FAST_FRACTION = [float("nan")]
 
 
-def _loop(model: nn.Module, direction: dict[str, Tensor]) -> Runner:
+def _loop(model: nn.Module, direction: dict[str, Tensor], task: Task) -> Runner:
     params = select_parameters(model, None)
     tensors, flat_v = list(params.values()), torch.cat([direction[n].reshape(-1) for n in params])
 
     def run(x: Inputs) -> tuple[Tensor, Tensor]:
         sq, dots = [], []
         for i in range(batch_size(x)):
-            loss = _loss(forward_logits(model, take(x, [i])))
+            loss = _loss(model, take(x, [i]), task)
             g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, tensors)])
             sq.append(g.pow(2).sum())
             dots.append(g @ flat_v)
@@ -183,17 +203,20 @@ def _backpack(model: nn.Module, direction: dict[str, Tensor], norm_only: bool) -
     return run
 
 
-def make_runner(method: str, model: nn.Module, direction: dict[str, Tensor], chunk_size: int) -> Runner:
-    """A callable scoring (or, for the baselines, processing) one input batch."""
+def make_runner(method: str, model: nn.Module, direction: dict[str, Tensor], chunk_size: int,
+                task: Task = CLASSIFICATION) -> Runner:
+    """A callable scoring (or, for the baselines, processing) one input batch with ``task``'s loss."""
     if method == "inference":
-        return _inference(model)
+        return _inference(model, task)
     if method == "fwd+bwd":
-        return _training_step(model)
+        return _training_step(model, task)
     if method in ("func", "auto", "last_layer"):
-        return _engine(model, method, direction, chunk_size)
+        return _engine(model, method, direction, chunk_size, task)
     if method == "loop":
-        return _loop(model, direction)
+        return _loop(model, direction, task)
     if method.startswith("backpack"):
+        if task is not CLASSIFICATION:
+            raise ValueError(f"BackPACK rows use cross-entropy over (batch, classes); this model's task is {task.name}")
         return _backpack(model, direction, norm_only=method == "backpack_l2")
     raise ValueError(f"Unknown method {method!r}; choose from {METHODS}")
 
@@ -224,7 +247,7 @@ def memory_worker(model_name: str, method: str, batch_size: int, device: torch.d
                   chunk_size: int) -> dict[str, Any]:
     """Peak memory of one method on the first batch in this (fresh) process, and its scores there."""
     model, inputs, direction = _setup(model_name, batch_size, 1, device)
-    runner = make_runner(method, model, direction, chunk_size)
+    runner = make_runner(method, model, direction, chunk_size, TASKS.get(model_name, CLASSIFICATION))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     base = _peak_bytes(device)
@@ -247,7 +270,8 @@ def timing_worker(model_name: str, methods: list[str], batch_size: int, rounds: 
     runners, errors = {}, {}
     for method in methods:
         try:
-            runners[method] = make_runner(method, copy.deepcopy(model), direction, chunk_size)
+            runners[method] = make_runner(method, copy.deepcopy(model), direction, chunk_size,
+                                          TASKS.get(model_name, CLASSIFICATION))
             runners[method](inputs[0])
         except Exception as err:  # reported as a table row instead of aborting the benchmark
             errors[method] = f"{type(err).__name__}: {err}"

@@ -25,8 +25,8 @@ from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy, LeastConfidence, Margin
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import batch_targets
-from lightning_dynamical.tasks.names import TaskName
 
 STRATEGIES: dict[str, Callable[[int], Strategy]] = {
     "random": lambda seed: Random(seed=seed),
@@ -70,8 +70,6 @@ class Preset:
     """Decode the evaluation data once into tensors (small images; the augmented training view stays lazy)."""
     augments: bool = False
     """The DataModule takes ``augment`` (``--augment/--no-augment``; its own default otherwise)."""
-    task: TaskName = "classification"
-    """The data module's task (its metric is the bench's ``test_metric``)."""
 
 
 def _augment(args: argparse.Namespace) -> dict[str, bool]:
@@ -123,6 +121,31 @@ def _unet(num_classes: int, image_size: int) -> nn.Module:
     return models.UNet(1, num_classes, width=16, depth=3)
 
 
+WIKIANN_POOL, WIKIANN_TEST, WIKIANN_VOCAB, WIKIANN_LENGTH = 4000, 2000, 8000, 32
+"""WikiANN as ``configs/wikiann_ner.yaml`` and ``wikiann_multilabel.yaml`` have it: pool and test sentences,
+vocabulary size (the network's too), tokens per sentence."""
+
+
+def _wikiann_ner(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.WikiANNNERDataModule(root=args.root, pool_size=WIKIANN_POOL, test_size=WIKIANN_TEST,
+                                         vocab_size=WIKIANN_VOCAB, max_length=WIKIANN_LENGTH)
+
+
+def _wikiann_multilabel(args: argparse.Namespace) -> datasets.NamedDataModule:
+    return datasets.WikiANNMultiLabelDataModule(root=args.root, pool_size=WIKIANN_POOL, test_size=WIKIANN_TEST,
+                                                vocab_size=WIKIANN_VOCAB, max_length=WIKIANN_LENGTH)
+
+
+def _tagger(num_classes: int, image_size: int) -> nn.Module:
+    return models.TokenTagger(WIKIANN_VOCAB, num_classes, max_length=WIKIANN_LENGTH, dim=64, depth=1, heads=4,
+                              dropout=0.1)
+
+
+def _sentence_transformer(num_classes: int, image_size: int) -> nn.Module:
+    return models.TextTransformer(WIKIANN_VOCAB, num_classes, max_length=WIKIANN_LENGTH, dim=64, depth=1, heads=4,
+                                  dropout=0.1)
+
+
 def _resnet18(num_classes: int, image_size: int) -> nn.Module:
     return models.resnet18(num_classes, in_channels=3, cifar_stem=image_size <= 64)
 
@@ -164,10 +187,20 @@ PRESETS: dict[str, Preset] = {
                            weight_decay=5e-4, eval_batch_size=256, augments=True),
     "membrane": Preset(_membrane, _unet, "UNet (width 16, depth 3, upsample + conv decoder)",
                        "membrane_segmentation.yaml", lr=2e-3, batch_size=16, eval_batch_size=64, cache=True,
-                       augments=True, task="segmentation"),
+                       augments=True),
+    "wikiann_ner": Preset(_wikiann_ner, _tagger, "TokenTagger (dim 64, 1 block, 4 heads)", "wikiann_ner.yaml",
+                          lr=3e-3, weight_decay=1e-4, batch_size=32, eval_batch_size=256),
+    "wikiann_multilabel": Preset(_wikiann_multilabel, _sentence_transformer, "TextTransformer (dim 64, 1 block)",
+                                 "wikiann_multilabel.yaml", lr=1e-3, weight_decay=1e-4, batch_size=32,
+                                 eval_batch_size=256),
     "ag_news": Preset(_ag_news, _text_transformer, "TextTransformer (dim 64, 2 blocks, 4 heads)", "ag_news.yaml",
                       weight_decay=1e-4, batch_size=32, eval_batch_size=256),
 }
+
+
+def preset_task(args: argparse.Namespace) -> Task:
+    """The task of the preset's data module (its headline metric is the bench's ``test_metric``)."""
+    return PRESETS[args.data].data(args).task
 
 
 def load_splits(args: argparse.Namespace) -> DatasetSplits:

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from lightning_dynamical.bench.presets import PRESETS, STRATEGIES
+from lightning_dynamical.bench.presets import PRESETS, STRATEGIES, preset_task
 from lightning_dynamical.bench.runs import (
     bench_criteria,
 )
 from lightning_dynamical.records import files as records
 from lightning_dynamical.strategies.dynamical import DynamicAL
 
-METRIC_LABELS = {"acc": "accuracy", "miou": "mean IoU", "f1": "micro F1"}
+METRIC_LABELS = {"acc": "accuracy", "miou": "mean IoU", "f1": "micro F1", "entity_f1": "entity F1"}
 """How the report names each task's headline metric (``results.csv``'s ``metric``)."""
 
 
@@ -273,7 +273,7 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
     named = f" (protocol `{args.protocol}`)" if args.protocol else ""
     val = f", validation split of {args.val_size} pool samples" if args.val_size else ""
     has_val = getattr(args, "has_val", args.val_size > 0)
-    criteria = ", ".join(repr(c) for c in bench_criteria(DynamicAL(), has_val, preset.task))
+    criteria = ", ".join(repr(c) for c in bench_criteria(DynamicAL(), has_val, preset_task(args)))
 
     protocol = (f"Command: `{command}`{named}\n\nProtocol: initial labeled set M={args.initial_size}"
                 f"{' (class-balanced)' if args.balanced else ''}, query size b={args.query_size}, "
@@ -287,7 +287,8 @@ def write_outputs(rows: Sequence[dict], out: Path, args: argparse.Namespace, com
                 f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads. Stopping criteria recorded "
                 f"(not enforced): {criteria} "
                 "(GradientNormDecay for dynamicAL strategies only).")
-    recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val, preset.task)] for s in args.strategies}
+    task = preset_task(args)
+    recorded = {s: [c.name for c in bench_criteria(STRATEGIES[s](0), has_val, task)] for s in args.strategies}
     summary = summary_markdown(rows, f"Active-learning benchmark: {args.data}", protocol, recorded)
     records.atomic_write_text(str(out / "summary.md"), summary)
 

@@ -18,7 +18,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer, seed_everythin
 from tqdm.auto import tqdm
 from typing_extensions import override
 
-from lightning_dynamical.bench.presets import PRESETS, STRATEGIES, load_splits
+from lightning_dynamical.bench.presets import PRESETS, STRATEGIES, load_splits, preset_task
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.loop.callback import ActiveLearningLoop
@@ -33,7 +33,8 @@ from lightning_dynamical.records import files as records
 from lightning_dynamical.reporting.clock import RoundClock
 from lightning_dynamical.strategies.base import Strategy
 from lightning_dynamical.strategies.dynamical import DynamicAL
-from lightning_dynamical.tasks.names import TaskName
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.classification import CLASSIFICATION, Classification
 
 RESULT_FIELDS = ("strategy", "seed", "round", "labeled", "test_acc", "best_epoch_test_acc", "train_loss", "train_acc",
                  "epochs", "converged_by", "smoothed_loss", "query_sqnorm_median", "query_dot_median",
@@ -78,7 +79,7 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
     dm = ActiveLearningDataModule(splits.pool, splits.val, splits.test, splits.pool_eval,
                                   initial_size=args.initial_size, balanced=args.balanced, val_size=args.val_size,
                                   batch_size=preset.batch_size, eval_batch_size=preset.eval_batch_size, seed=seed,
-                                  task=preset.task)
+                                  task=preset_task(args))
     model = Classifier(preset.net(splits.num_classes, args.image_size), num_classes=splits.num_classes,
                        optimizer=preset.optimizer, lr=preset.lr, weight_decay=preset.weight_decay)
     run_dir = str(Path(args.out) / "runs" / f"{strategy}_seed{seed}")
@@ -90,7 +91,8 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
                               fit_epochs=args.fit_epochs, loss_target=args.loss_target,
                               reset="optimizer" if args.fresh_optimizer else "none", seed=seed, dirpath=run_dir,
                               save_round_checkpoints=False,
-                              stop=bench_criteria(chosen, splits.val is not None or args.val_size > 0, preset.task),
+                              stop=bench_criteria(chosen, splits.val is not None or args.val_size > 0,
+                                                  preset_task(args)),
                               stop_mode="record", verbose=False)
     clock = RoundClock(loop, bar)
     best = BestEpochTestAccuracy(loop)
@@ -105,12 +107,12 @@ def run_one(args: argparse.Namespace, splits: DatasetSplits, strategy: str, seed
             for r, wall, b in zip(loop.history, clock.times, bests)]
 
 
-def bench_criteria(strategy: Strategy, has_val: bool, task: TaskName = "classification") -> list[StoppingCriterion]:
+def bench_criteria(strategy: Strategy, has_val: bool, task: Task = CLASSIFICATION) -> list[StoppingCriterion]:
     """The stopping criteria every run records (never enforced): stabilising predictions (classification: one
     class per sample), a validation plateau when there is a validation split, and the gradient-norm rule for
     dynamicAL."""
     criteria: list[StoppingCriterion] = []
-    if task == "classification":
+    if isinstance(task, Classification):
         criteria.append(StabilizingPredictions(threshold=0.99, rounds=2, stop_set_size=1000))
     if has_val:
         criteria.append(ValidationPlateau(patience=2))

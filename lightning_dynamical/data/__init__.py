@@ -11,8 +11,11 @@ from lightning_dynamical.data.modules import (
     MNISTDataModule,
     NamedDataModule,
     SVHNDataModule,
+    WikiANNMultiLabelDataModule,
+    WikiANNNERDataModule,
 )
 from lightning_dynamical.data.splits import DatasetSplits
 
 __all__ = ["AGNewsDataModule", "CIFAR10DataModule", "Caltech101DataModule", "DatasetSplits", "DigitsDataModule",
-           "ImageFolderDataModule", "MembraneDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule"]
+           "ImageFolderDataModule", "MembraneDataModule", "MNISTDataModule", "NamedDataModule", "SVHNDataModule",
+           "WikiANNMultiLabelDataModule", "WikiANNNERDataModule"]

@@ -22,8 +22,12 @@ from lightning_dynamical.data.membrane import build_membrane
 from lightning_dynamical.data.mnist import build_mnist
 from lightning_dynamical.data.splits import DatasetSplits
 from lightning_dynamical.data.svhn import build_svhn
+from lightning_dynamical.data.wikiann import TAGS, WikiANNView, build_wikiann
+from lightning_dynamical.errors import ConfigError
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY
 from lightning_dynamical.tasks.names import TaskName
+from lightning_dynamical.tasks.tokens import TokenClassification
 
 
 class NamedDataModule(ActiveLearningDataModule):
@@ -39,8 +43,8 @@ class NamedDataModule(ActiveLearningDataModule):
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
     """
 
-    task_name: ClassVar[TaskName] = "classification"
-    """The data set's task (a subclass of another task sets it)."""
+    task_name: ClassVar[TaskName | Task] = "classification"
+    """The data set's task, by name or with its settings (a subclass of another task sets it)."""
 
     def __init__(self, *, initial_size: int = 500, balanced: bool = False, val_size: int | float = 0,
                  batch_size: int = 64, eval_batch_size: int = 256, num_workers: int = 0, seed: int = 0) -> None:
@@ -260,3 +264,72 @@ class AGNewsDataModule(NamedDataModule):
         return build_ag_news(self.root, self.file, pool_size=self.pool_size, test_size=self.test_size,
                              vocab_size=self.vocab_size, min_freq=self.min_freq, max_length=self.max_length,
                              seed=self.split_seed, label_key=self.label_key)
+
+
+class WikiANNDataModule(NamedDataModule):
+    """WikiANN sentences (``<root>/wikiann/<language>/{train,test}``) as dict batches of token ids; a subclass picks
+    the view of the annotations (:class:`WikiANNNERDataModule`, :class:`WikiANNMultiLabelDataModule`).
+
+    The word vocabulary comes from the pool sentences only; give the network the same ``vocab_size`` and
+    ``max_length``. ``dev`` is not read: hold out part of the pool with ``val_size`` for validation.
+
+    Args:
+        root: folder holding ``wikiann/<language>/train`` and ``wikiann/<language>/test``.
+        pool_size: sentences of ``train`` in the pool, a seeded subset (``None``: all 20,000 of English).
+        test_size: sentences of ``test`` in the test set, a seeded subset (``None``: all 10,000 of English).
+        vocab_size: most token ids (padding and unknown included); every id is below it.
+        min_freq: least number of pool occurrences for a word to get its own id.
+        max_length: tokens per sentence (truncated or padded).
+        lowercase: lower-case the words (a smaller vocabulary, but capitals, a strong cue for names, are lost).
+        language: the files' folder and token prefix (``en`` for ``en:<token>``).
+        split_seed: seeds the pool and test subsets.
+        label_key: the target's key in the items (and so in the batches).
+        initial_size: sentences in the initial labeled set (M).
+        balanced: must stay ``False``: a class-balanced draw needs one class per sample.
+    """
+
+    view: ClassVar[WikiANNView]
+
+    def __init__(self, *, root: str = "data", pool_size: int | None = None, test_size: int | None = None,
+                 vocab_size: int = 20000, min_freq: int = 1, max_length: int = 32, lowercase: bool = False,
+                 language: str = "en", split_seed: int = 0, label_key: str = LABEL_KEY, initial_size: int = 100,
+                 balanced: bool = False, **kwargs: Any) -> None:
+        if not hasattr(type(self), "view"):
+            raise ConfigError(f"{type(self).__name__} picks no view of WikiANN; use WikiANNNERDataModule or "
+                              "WikiANNMultiLabelDataModule")
+        super().__init__(initial_size=initial_size, balanced=balanced, **kwargs)
+        self.root = root
+        self.pool_size = pool_size
+        self.test_size = test_size
+        self.vocab_size = vocab_size
+        self.min_freq = min_freq
+        self.max_length = max_length
+        self.lowercase = lowercase
+        self.language = language
+        self.split_seed = split_seed
+        self.label_key = label_key
+
+    def build_splits(self) -> DatasetSplits:
+        return build_wikiann(self.root, self.view, pool_size=self.pool_size, test_size=self.test_size,
+                             vocab_size=self.vocab_size, min_freq=self.min_freq, max_length=self.max_length,
+                             lowercase=self.lowercase, language=self.language, seed=self.split_seed,
+                             label_key=self.label_key)
+
+
+class WikiANNNERDataModule(WikiANNDataModule):
+    """WikiANN named-entity recognition: a tag per token (7 IOB2 tags, ``labels`` ``(max_length,)`` int64, -100 at
+    padding). Its ``task`` is token classification with WikiANN's tags (logits ``(batch, T, 7)``, e.g. from
+    :class:`~lightning_dynamical.models.TokenTagger`; headline metric entity F1); the options are
+    :class:`WikiANNDataModule`'s."""
+
+    task_name = TokenClassification(tags=TAGS)
+    view = "ner"
+
+
+class WikiANNMultiLabelDataModule(WikiANNDataModule):
+    """WikiANN as multi-label sentence classification: which entity types (PER, ORG, LOC) a sentence mentions
+    (``labels`` ``(3,)`` float32 0/1). Its ``task`` is multi-label (logits ``(batch, 3)``, e.g. from
+    :class:`~lightning_dynamical.models.TextTransformer`); the options are :class:`WikiANNDataModule`'s."""
+
+    task_name = "multilabel"
+    view = "multilabel"

@@ -29,8 +29,9 @@ class Evaluator:
 
     def check_model(self, model: LightningModule, dm: ActiveLearningDataModule) -> None:
         """Run two labeled samples through the model: its output must be the task's logits, fit the targets, and have
-        at least the task's fewest classes; then check its width against the data's classes. One-line
-        :class:`ConfigError` otherwise (before any epoch)."""
+        at least the task's fewest classes; then check its width against the data's classes, and that the task's
+        headline metric can be built for it (token tags, one per class). One-line :class:`ConfigError` otherwise
+        (before any epoch)."""
         task, probe = dm.task, dm.labeled_dataset(evaluation=True)
         batch = next(iter(dm.eval_loader(Subset(probe, range(min(2, dataset_size(probe)))))))
         with evaluation(model), torch.no_grad():
@@ -46,6 +47,7 @@ class Evaluator:
                               "pseudo label (its pseudo-target gradient is zero by construction), and a binary task "
                               "needs 2 logits")
         dm.use_model_classes(width)
+        task.metric(width)  # refused now, not at round 0's test (token tags that do not number the classes)
 
     def measure(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule,
                 dataset: Any) -> tuple[float, float]:

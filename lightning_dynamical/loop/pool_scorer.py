@@ -150,10 +150,11 @@ class PoolScorer:
 
 
 def predictions(model: nn.Module, loader: DataLoader, task: Task, label_key: str) -> Tensor:
-    """The task's pseudo targets of every sample in ``loader`` (eval mode, no grad): what the model predicts."""
+    """The task's pseudo targets of every sample in ``loader`` (eval mode, no grad): what the model predicts (at the
+    real tokens only for token classification, batches padded to the longest)."""
     with scoring_model(model) as scored, evaluation(scored):
-        out = collect(scored, loader, lambda x: (task.pseudo_targets(forward_logits(scored, x, task)),),
-                      label_key=label_key)
+        out = collect(scored, loader, lambda x: (task.batch_pseudo_targets(forward_logits(scored, x, task), x),),
+                      label_key=label_key, join=task.concat_targets)
     return out[0] if out else torch.zeros(0, dtype=torch.long)
 
 

@@ -80,7 +80,9 @@ class TextTransformer(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+    def encode(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``(normalised token features (batch, T, dim), real-token mask (batch, T))``: what the sentence head pools
+        and a token head (:class:`~lightning_dynamical.models.TokenTagger`) reads per token."""
         if input_ids.ndim != 2 or input_ids.shape[1] > self.max_length:
             raise ValueError(f"input_ids must be (batch, T) with T <= max_length={self.max_length}, "
                              f"got shape {tuple(input_ids.shape)}")
@@ -93,6 +95,10 @@ class TextTransformer(nn.Module):
         x = self.dropout(self.embed(input_ids) + self.pos_embed(positions))
         for block in self.blocks:
             x = block(x, mask)
+        return self.norm(x), mask
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> Tensor:
+        x, mask = self.encode(input_ids, attention_mask)
         weights = mask.unsqueeze(-1).to(x.dtype)
-        pooled = (self.norm(x) * weights).sum(1) / weights.sum(1).clamp(min=1)
+        pooled = (x * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.head(self.dropout(pooled))

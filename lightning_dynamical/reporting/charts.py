@@ -86,7 +86,8 @@ def log_round_media(trainer: Trainer, history: Sequence[dict[str, Any]], query: 
 def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningDataModule) -> Any:
     """A ``wandb.Table`` with round, index, score, pseudo label, true label (and a thumbnail for image data).
 
-    Pseudo labels come from the strategy when it gave them, else from the model's argmax in eval mode.
+    Pseudo labels come from the strategy when it gave them, else from the task's pseudo targets of the model in eval
+    mode (at the real tokens only for token classification).
     """
     import wandb
 
@@ -103,7 +104,8 @@ def queried_table(trainer: Trainer, query: Query, datamodule: ActiveLearningData
             n = batch_size(x)
             targets += list(y.cpu()) if y is not None else [None] * n
             if pseudo is None:
-                predicted += list(task.pseudo_targets(forward_logits(model, to_model(x, model), task)).cpu())
+                inputs = to_model(x, model)
+                predicted += list(task.batch_pseudo_targets(forward_logits(model, inputs, task), inputs).cpu())
             for i in range(n):
                 sample = x[i] if isinstance(x, Tensor) else None
                 array = image_array(sample) if sample is not None and len(images) < MAX_THUMBNAILS else None

@@ -131,8 +131,9 @@ def summed_gradient(
     """Sum over a loader of grad_theta of the task's loss summed over each batch (``CE_sum(model(x), y)`` for
     classification), one batched backward per batch.
 
-    With ``pseudo_labels`` the targets are the task's pseudo targets (``argmax model(x)`` for classification; for a
-    set of queried pool samples), else the batches' targets, checked by the task.
+    With ``pseudo_labels`` the targets are the task's pseudo targets of each batch (``argmax model(x)`` for
+    classification, at the real tokens only for token classification; for a set of queried pool samples), else the
+    batches' targets, checked by the task.
     The caller sets the model's mode (eval for scoring); parameters' ``.grad`` is left untouched.
     """
     names = list(params)
@@ -142,7 +143,7 @@ def summed_gradient(
         inputs = to_model(batch_inputs(batch, label_key), model)
         with torch.enable_grad():
             logits = forward_logits(model, inputs, task)
-            y = (task.pseudo_targets(logits) if pseudo_labels
+            y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
                  else task.prepare_targets(batch_targets(batch, label_key), logits))
             loss = task.loss(logits, y)
             grads = torch.autograd.grad(loss, tensors, allow_unused=True)

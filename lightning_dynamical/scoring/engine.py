@@ -27,7 +27,8 @@ class PoolStatistics:
     ``sqnorm[i] = ||g_i||^2`` and ``dots[i, k] = g_i . directions[k]``, where ``g_i`` is the gradient of the
     task's loss of sample ``i`` at its pseudo target over the selected parameters (``CE_sum(f(x_i), argmax f(x_i))``
     for classification), and ``pseudo_labels[i]`` is that pseudo target (``argmax f(x_i)``; a row of 0/1 for
-    multi-label).
+    multi-label; a class per token, ``ignore_index`` at padding, for token classification, whose batches are padded
+    to the longest by :meth:`~lightning_dynamical.tasks.base.Task.concat_targets`).
     """
 
     sqnorm: Tensor
@@ -101,7 +102,7 @@ class Engine(ABC):
             dtype = next(iter(params.values())).dtype
             return PoolStatistics(torch.zeros(0, dtype=dtype), torch.zeros(0, len(directions), dtype=dtype),
                                   torch.zeros(0, dtype=torch.long))
-        return PoolStatistics(torch.cat(sq), torch.cat(dots), torch.cat(labels))
+        return PoolStatistics(torch.cat(sq), torch.cat(dots), task.concat_targets(labels))
 
     def explain(self, model: nn.Module, inputs: Inputs, params: Mapping[str, nn.Parameter],
                 task: Task = CLASSIFICATION) -> list[ParameterPath]:

@@ -103,7 +103,7 @@ class FastEngine(Engine):
             "a BatchNorm normalises with batch statistics (train mode)" if uses_batch_statistics(model) else None)
         if why_exact:
             with torch.no_grad(), buffers_kept(model):
-                y = task.pseudo_targets(forward_logits(model, inputs, task))
+                y = task.batch_pseudo_targets(forward_logits(model, inputs, task), inputs)
             return self._finish(model, inputs, y, params, directions, None, {}, dict.fromkeys(params, why_exact),
                                 task)
         sums = _Sums(directions, self.chunk_size, b)
@@ -118,7 +118,7 @@ class FastEngine(Engine):
                 raise
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
             return self.batch_statistics(model, inputs, params, directions, task)
-        y = task.pseudo_targets(logits)
+        y = task.batch_pseudo_targets(logits, inputs)
         probe = run_probe(model, inputs, params, expand, task) if b > 1 else None
         covered, reasons = prove(watch, logits, params, probe)
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]

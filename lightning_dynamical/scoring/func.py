@@ -39,7 +39,7 @@ class FuncEngine(Engine):
         task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
         with torch.no_grad():
-            y = task.pseudo_targets(forward_logits(model, inputs, task))
+            y = task.batch_pseudo_targets(forward_logits(model, inputs, task), inputs)
         grads, path, _ = self.exact.gradients(model, inputs, y, params, task)
         self.paths = {n: ParameterPath(n, path) for n in params}  # chosen by the user: no warning
         sq, dots = gradient_statistics(grads, directions)

@@ -27,10 +27,10 @@ class NotLastLayerError(ValueError):
     """The selected parameters, or the model, do not fit the last-layer closed form."""
 
 
-def output_gradient(logits: Tensor, task: Task = CLASSIFICATION) -> tuple[Tensor, Tensor]:
-    """``(e, y)`` with ``y`` the task's pseudo targets and ``e`` d loss / d logits per sample at ``y``
-    (``softmax(logits) - onehot(argmax logits)`` for classification)."""
-    y = task.pseudo_targets(logits)
+def output_gradient(logits: Tensor, task: Task = CLASSIFICATION, inputs: Inputs | None = None) -> tuple[Tensor, Tensor]:
+    """``(e, y)`` with ``y`` the task's pseudo targets of the batch whose model ``inputs`` gave ``logits`` and ``e``
+    d loss / d logits per sample at ``y`` (``softmax(logits) - onehot(argmax logits)`` for classification)."""
+    y = task.batch_pseudo_targets(logits, inputs)
     return task.output_gradient(logits, y), y
 
 
@@ -83,7 +83,7 @@ class LastLayerEngine(Engine):
                                     "Use engine='auto' or 'fast'.")
         site = heads[0]
         with torch.no_grad():
-            e, y = output_gradient(logits.detach(), task)
+            e, y = output_gradient(logits.detach(), task, inputs)
             local = site.local(directions)
             sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}

@@ -11,12 +11,14 @@ from torch import Tensor, nn
 from lightning_dynamical.scoring.common import scoring_model
 from lightning_dynamical.scoring.features import features_and_logits, head_of
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
-from lightning_dynamical.strategies.inference import collect, pixel_features_and_logits, pointwise_head_of
+from lightning_dynamical.strategies.inference import collect, position_features_and_logits, position_head_of
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, evaluation
 from lightning_dynamical.tasks.classification import CLASSIFICATION, Classification
 from lightning_dynamical.tasks.multilabel import MultiLabel
+from lightning_dynamical.tasks.positions import PerPosition
 from lightning_dynamical.tasks.segmentation import Segmentation
+from lightning_dynamical.tasks.tokens import TokenClassification
 
 
 def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress: bool = False,
@@ -26,18 +28,22 @@ def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress
     ``g_i`` is the gradient of the task's loss at its pseudo targets w.r.t. the head's weight and bias. With
     ``(batch, classes)`` logits (classification, multi-label) it is rank one: ``a (N, C)`` the task's
     ``d loss / d logits`` (``softmax - onehot(argmax)`` for cross-entropy) and ``h (N, D')`` the head's input,
-    with a trailing 1 for the bias. Segmentation's loss, the mean over the ``P_i`` pixels, gives
-    ``g_i = sum_p a_ip (x) h_ip / P_i`` for its 1x1 convolution head, of no such rank: ``a (N, C * D')`` is then the
-    embedding itself (reduced batch by batch) and ``h (N, 1)`` ones, as ``a (x) [1] = a``.
+    with a trailing 1 for the bias. Segmentation's and token classification's loss, the mean over the ``P_i``
+    labeled pixels or real tokens, gives ``g_i = sum_p a_ip (x) h_ip / P_i`` for the head applied at every position
+    (a 1x1 convolution; an ``nn.Linear`` on ``(batch, tokens, features)``), of no such rank: ``a (N, C * D')`` is
+    then the embedding itself (reduced batch by batch; a padded token's ``a_ip`` is 0) and ``h (N, 1)`` ones, as
+    ``a (x) [1] = a``.
     """
-    dense = isinstance(task, Segmentation)
+    dense = isinstance(task, PerPosition)
     with scoring_model(model) as model, evaluation(model):
-        bias = (pointwise_head_of(model) if dense else head_of(model)).bias is not None
+        bias = (position_head_of(model, task) if dense else head_of(model)).bias is not None
 
         def fn(x: Inputs) -> tuple[Tensor, Tensor]:
-            h, logits = pixel_features_and_logits(model, x, task) if dense else features_and_logits(model, x)
+            h, logits = position_features_and_logits(model, x, task) if dense else features_and_logits(model, x)
             z, h = logits.double(), h.double()
-            a = task.output_gradient(z, task.pseudo_targets(z))
+            a = task.output_gradient(z, task.batch_pseudo_targets(z, x))
+            if dense:  # classes and features on dim 1: (N, C, *positions), (N, D, *positions)
+                a, h = task.classes_first(a), task.classes_first(h)
             if bias:
                 h = torch.cat([h, h.new_ones(h.shape[0], 1, *h.shape[2:])], 1)
             if not dense:
@@ -83,8 +89,8 @@ class BADGE(Strategy):
     Embeds each pool sample as its last-layer gradient of the task's loss at its pseudo targets (``argmax f(x)``
     for classification; eval mode) and selects the batch by k-means++ seeding, trading off uncertainty (embedding
     norm) and diversity. Only the factors ``a (N, C)`` and ``h (N, D)`` are kept: memory ``O(N (C + D))``, never
-    the ``(N, C * D)`` embedding matrix; segmentation, whose embedding is no outer product, keeps it explicit
-    (small: its 1x1 convolution head maps few features to few classes; see :func:`gradient_embedding_factors`).
+    the ``(N, C * D)`` embedding matrix; segmentation and token classification, whose embedding is no outer product,
+    keep it explicit (small: their head maps few features to few classes; see :func:`gradient_embedding_factors`).
     The draw uses a generator seeded by ``seed`` at every call. ``score`` returns the embedding norms (for
     logging).
 
@@ -93,8 +99,8 @@ class BADGE(Strategy):
     """
 
     joint = True
-    tasks = (Classification, MultiLabel, Segmentation)
-    why_not = "its embedding is the head's gradient of a classification, multi-label or segmentation loss"
+    tasks = (Classification, MultiLabel, Segmentation, TokenClassification)
+    why_not = "its embedding is the head's gradient of a classification, multi-label, segmentation or token loss"
 
     def __init__(self, seed: int = 0) -> None:
         super().__init__()

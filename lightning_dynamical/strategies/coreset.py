@@ -75,7 +75,7 @@ class Coreset(Strategy):
     joint = True
     tasks = (Classification, MultiLabel)
     why_not = ("its k-center greedy needs one feature vector per sample, and a segmentation head sees one per "
-               "pixel")
+               "pixel (a token head one per token)")
 
     def __init__(self, seed: int = 0, chunk_size: int = 1024) -> None:
         super().__init__()

@@ -64,7 +64,9 @@ class DynamicAL(Strategy):
             :meth:`use_task`, classification until then; :class:`~lightning_dynamical.tasks.Classification`:
             cross-entropy, ``argmax``; :class:`~lightning_dynamical.tasks.MultiLabel`: binary cross-entropy per
             label, ``sigmoid > threshold``; :class:`~lightning_dynamical.tasks.Segmentation`: mean pixel
-            cross-entropy, per-pixel ``argmax``). A task given here must equal the data module's.
+            cross-entropy, per-pixel ``argmax``; :class:`~lightning_dynamical.tasks.TokenClassification`: mean token
+            cross-entropy, per-token ``argmax`` at the real tokens of the attention mask). A task given here must
+            equal the data module's.
 
     Raises:
         ConfigError: ``gamma`` negative or NaN, ``greedy_chunks`` or ``deinfluence`` not a positive int, both set,

@@ -1,10 +1,10 @@
-"""One no-grad pass over a loader: softmax probabilities, penultimate features (per sample, or per pixel for a
-segmentation head), MC-dropout passes."""
+"""One no-grad pass over a loader: softmax probabilities, penultimate features (per sample, or per pixel or token for
+a segmentation or token head), MC-dropout passes."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lightning_dynamical.scoring.common import scoring_model
-from lightning_dynamical.scoring.features import features_and_logits
+from lightning_dynamical.scoring.features import features_and_logits, head_of
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import (
     LABEL_KEY,
@@ -23,6 +23,7 @@ from lightning_dynamical.tasks.batches import (
     model_device_dtype,
     to_model,
 )
+from lightning_dynamical.tasks.tokens import TokenClassification
 
 DROPOUT_TYPES = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
@@ -36,8 +37,11 @@ def collect(
     progress: bool = False,
     desc: str = "Inference",
     label_key: str = LABEL_KEY,
+    join: Callable[[Sequence[Tensor]], Tensor] | None = None,
 ) -> tuple[Tensor, ...]:
-    """Apply ``fn`` to every batch's input (on the model's device, no grad) and concatenate on the CPU.
+    """Apply ``fn`` to every batch's input (on the model's device, no grad) and concatenate on the CPU (``torch.cat``,
+    or ``join``: a task's :meth:`~lightning_dynamical.tasks.base.Task.concat_targets` for pseudo targets of batches
+    padded to different lengths).
 
     The caller sets the model's mode. Floating outputs are cast to float64 (scores are computed and ranked
     in float64). An empty loader gives ``()``.
@@ -48,7 +52,7 @@ def collect(
             out = fn(to_model(batch_inputs(batch, label_key), model))
             parts.append(tuple(t.detach().cpu().double() if t.is_floating_point() else t.detach().cpu()
                                for t in out))
-    return tuple(torch.cat(ts) for ts in zip(*parts))
+    return tuple(torch.cat(ts) if join is None else join(ts) for ts in zip(*parts))
 
 
 def probabilities(model: nn.Module, loader: Iterable[Any], progress: bool = False,
@@ -92,11 +96,19 @@ def pointwise_head_of(model: nn.Module) -> ConvHead:
     return heads[-1]
 
 
-def pixel_features_and_logits(model: nn.Module, inputs: Inputs, task: Task) -> tuple[Tensor, Tensor]:
-    """``(h (batch, D, *spatial), logits (batch, C, *spatial))``: the input of the 1x1 convolution head
-    (:func:`pointwise_head_of`) at every pixel, and the logits, which must be the head's output (no upsampling or
-    other layer after it, or the head's input would not be the features of the logits' pixels)."""
-    head = pointwise_head_of(model)
+def position_head_of(model: nn.Module, task: Task) -> nn.Linear | ConvHead:
+    """The head applied at every position of ``task``'s logits: the last ``nn.Linear`` for token classification (on
+    ``(batch, tokens, features)``), else the last 1x1 convolution (:func:`pointwise_head_of`, segmentation)."""
+    return head_of(model) if isinstance(task, TokenClassification) else pointwise_head_of(model)
+
+
+def position_features_and_logits(model: nn.Module, inputs: Inputs, task: Task) -> tuple[Tensor, Tensor]:
+    """``(h, logits)`` in the task's layout: the input of the position head (:func:`position_head_of`) at every
+    position (``(batch, D, *spatial)`` for segmentation, ``(batch, tokens, D)`` for tokens), and the logits, which
+    must be the head's output (no upsampling or other layer after it, or the head's input would not be the features
+    of the logits' positions)."""
+    head = position_head_of(model, task)
+    what = "nn.Linear" if isinstance(head, nn.Linear) else "1x1 convolution"
     seen: list[tuple[Tensor, Tensor]] = []
     handle = head.register_forward_hook(lambda _m, args, out: seen.append((args[0], out)))
     try:
@@ -107,7 +119,7 @@ def pixel_features_and_logits(model: nn.Module, inputs: Inputs, task: Task) -> t
            else f"its output has shape {tuple(seen[0][1].shape)}" if seen[0][1].shape != logits.shape
            else "its output differs from them (a layer after it?)" if not torch.equal(seen[0][1], logits) else None)
     if why:
-        raise ValueError(f"The logits {tuple(logits.shape)} must be the output of the model's last 1x1 convolution "
+        raise ValueError(f"The logits {tuple(logits.shape)} must be the output of the model's last {what} "
                          f"({type(head).__name__}, run once per forward, nothing after it); {why}")
     return seen[0][0], logits
 

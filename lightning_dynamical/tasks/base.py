@@ -12,11 +12,15 @@ from __future__ import annotations
 import base64
 import zlib
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+
+if TYPE_CHECKING:
+    from lightning_dynamical.tasks.batches import Inputs
 
 OUTPUT_FORMS = "a tensor, .logits, ['logits'] or a tuple with logits first"
 """How a model may return its logits (see :func:`~lightning_dynamical.tasks.batches.logits_of`)."""
@@ -27,7 +31,9 @@ class Task(ABC):
 
     Subclasses define :meth:`loss`, :meth:`pseudo_targets`, :meth:`logits_ok` and :meth:`prepare_targets`, and
     say how their loss is built from the samples with :attr:`sums_over_samples`. Make them frozen dataclasses
-    (their repr, equality and hash then follow their settings; a strategy's repr shows its task).
+    (their repr, equality and hash then follow their settings; a strategy's repr shows its task). A task whose logits
+    hold padded positions (tokens) says which are real with :meth:`real_positions`, from the batch's inputs, and
+    leaves them out of :meth:`batch_pseudo_targets`.
 
     Attributes:
         name: the task's name in error messages (``"classification"``).
@@ -43,16 +49,25 @@ class Task(ABC):
     name: ClassVar[str] = "task"
     logits_shape: ClassVar[str] = "(batch, ...)"
     sums_over_samples: ClassVar[bool] = True
-    metric_name: ClassVar[str] = "acc"
-    """The headline metric's column suffix in ``al_rounds.csv`` (``test_<metric_name>``), e.g. ``"miou"``."""
     label_from_input: ClassVar[bool] = False
     """Whether a label's shape follows the sample's input (:meth:`label_shape` reads it): masks do, classes do not."""
     min_classes: ClassVar[int] = 2
     """The fewest output classes a model may have (a regression output has no pseudo target to differentiate)."""
 
+    @property
+    def metric_name(self) -> str:
+        """The headline metric's column suffix in ``al_rounds.csv`` (``test_<metric_name>``), e.g. ``"miou"``; a
+        subclass sets it as a class attribute (or a property when it depends on the task's settings)."""
+        return "acc"
+
+    def classes_first(self, logits: Tensor) -> Tensor:
+        """The logits with the classes on dim 1, ``(batch, classes, *positions)``, as softmaxes and torchmetrics
+        read them (the logits themselves unless the task's classes are elsewhere, e.g. last for tokens)."""
+        return logits
+
     def classes_of(self, logits: Tensor) -> int:
-        """The number of classes (or labels) a logits tensor holds (its dim 1 by default)."""
-        return int(logits.shape[1])
+        """The number of classes (or labels) a logits tensor holds (dim 1 of :meth:`classes_first`)."""
+        return int(self.classes_first(logits).shape[1])
 
     def accuracy(self, num_classes: int) -> Metric:
         """A torchmetrics metric updated with ``(logits, targets)``: the accuracy the fit test reads (class,
@@ -70,8 +85,8 @@ class Task(ABC):
         return targets
 
     def metric_inputs(self, logits: Tensor) -> Tensor:
-        """Logits as the metrics take them (class logits as they are)."""
-        return logits.detach()
+        """Logits as the metrics take them (:meth:`classes_first`)."""
+        return self.classes_first(logits).detach()
 
     def target_problem(self, targets: Tensor) -> str | None:
         """What is wrong with a batch's targets for this task, before any model runs (``None``: nothing), as the
@@ -110,7 +125,24 @@ class Task(ABC):
 
     @abstractmethod
     def pseudo_targets(self, logits: Tensor) -> Tensor:
-        """The targets the model predicts (detached; row ``i`` from row ``i`` of the logits alone)."""
+        """The targets the model predicts at every position of the logits (detached; row ``i`` from row ``i`` of the
+        logits alone). Scorers take :meth:`batch_pseudo_targets`, which may leave padding out."""
+
+    def real_positions(self, logits: Tensor, inputs: Inputs | None) -> Tensor | None:
+        """Which positions of each sample's logits are real, as a bool ``(batch, *positions)`` read from the batch's
+        ``inputs`` (a padded token is not); ``None`` when all are (every task whose logits have no padding)."""
+        return None
+
+    def batch_pseudo_targets(self, logits: Tensor, inputs: Inputs | None = None) -> Tensor:
+        """The pseudo targets of a batch whose model ``inputs`` are known (an unlabeled pool batch has no targets to
+        say where its padding is): what every engine, strategy and the loop take. :meth:`pseudo_targets` here; a
+        task with padded positions marks them ignored (:class:`~lightning_dynamical.tasks.tokens.TokenClassification`
+        from the attention mask). A separate method, so that a task defining only ``pseudo_targets(logits)`` works."""
+        return self.pseudo_targets(logits)
+
+    def concat_targets(self, parts: Sequence[Tensor]) -> Tensor:
+        """Batches' (pseudo) targets joined along dim 0 (``torch.cat``; a task whose batches differ in length pads)."""
+        return torch.cat(list(parts))
 
     @abstractmethod
     def logits_ok(self, logits: Tensor) -> bool:

@@ -9,10 +9,11 @@ from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.classification import Classification
 from lightning_dynamical.tasks.multilabel import MultiLabel
 from lightning_dynamical.tasks.segmentation import Segmentation
+from lightning_dynamical.tasks.tokens import TokenClassification
 
-TaskName = Literal["classification", "multilabel", "segmentation"]
+TaskName = Literal["classification", "multilabel", "segmentation", "token_classification"]
 TASKS: dict[str, type[Task]] = {"classification": Classification, "multilabel": MultiLabel,
-                                "segmentation": Segmentation}
+                                "segmentation": Segmentation, "token_classification": TokenClassification}
 """Each task name and its class, built with default settings."""
 
 
