@@ -183,7 +183,7 @@ def summary_markdown(rows: Sequence[dict], title: str, protocol: str,
               "Wall time covers a whole run (training, test evaluation, scoring); scoring time sums the strategy's "
               "pool scoring over rounds.", ""]
     lines += rounds_markdown(groups)
-    lines += paired_markdown(groups) + stopping_markdown(groups, criteria or {})
+    lines += paired_markdown(groups) + stopping_markdown(groups, criteria or {}, label)
     return "\n".join(lines)
 
 
@@ -220,11 +220,12 @@ def paired_markdown(groups: dict[str, dict[int, list[dict]]]) -> list[str]:
     return lines
 
 
-def stopping_markdown(groups: dict[str, dict[int, list[dict]]], criteria: dict[str, list[str]]) -> list[str]:
+def stopping_markdown(groups: dict[str, dict[int, list[dict]]], criteria: dict[str, list[str]],
+                      label: str = "accuracy") -> list[str]:
     """Per strategy and recorded criterion: in how many seeds it fired, the first round it fired, the labeled
     size and test accuracy there, against the final accuracy (criteria are recorded, never enforced)."""
     lines = ["## Where each stopping criterion would have stopped", "",
-             "| strategy | criterion | fired in seeds | round | labeled | accuracy there (%) | final accuracy (%) |",
+             f"| strategy | criterion | fired in seeds | round | labeled | {label} there (%) | final {label} (%) |",
              "|---|---|---|---|---|---|---|"]
     found = False
     for strategy, seeds in groups.items():
@@ -249,7 +250,7 @@ def stopping_markdown(groups: dict[str, dict[int, list[dict]]], criteria: dict[s
                          f"{spread(*acc, n, 2)} | {spread(*final, n, 2)} |")
     if not found:
         lines.append("| (no criteria recorded) | | | | | | |")
-    lines += ["", "Means over the seeds where the criterion fired; final accuracy is of those same runs.", ""]
+    lines += ["", f"Means over the seeds where the criterion fired; final {label} is of those same runs.", ""]
     return lines
 
 

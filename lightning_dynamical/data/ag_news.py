@@ -106,19 +106,36 @@ class WordVocabulary:
 class EncodedTexts(Dataset):
     """Encoded texts whose items are dicts ``{"input_ids", "attention_mask", label_key}`` (Hugging Face style).
 
-    ``targets`` holds the labels (read by class-balanced initial sets without touching the items).
+    ``targets`` holds the labels (read by class-balanced initial sets without touching the items). ``words``, when
+    given, holds the words of each item, ``words[i][k]`` being the word at item ``i``'s ``k``-th real position
+    (``attention_mask`` 1), after truncation: what people are shown when they label an item, and what their span
+    labels are read back onto (:class:`~lightning_dynamical.oracles.label_studio.LabelStudioOracle` finds it as the
+    pool data set's ``words`` attribute, see :func:`~lightning_dynamical.oracles.label_studio.item_words`).
+
+    Raises:
+        ValueError: ``input_ids``, ``attention_mask``, ``targets`` (and ``words``) differ in length, or an item's
+            words do not number its real positions.
     """
 
     def __init__(self, input_ids: Tensor, attention_mask: Tensor, targets: Tensor, vocabulary: WordVocabulary,
-                 label_key: str = LABEL_KEY) -> None:
+                 label_key: str = LABEL_KEY, words: Sequence[Sequence[str]] | None = None) -> None:
         if not len(input_ids) == len(attention_mask) == len(targets):
             raise ValueError(f"input_ids ({len(input_ids)}), attention_mask ({len(attention_mask)}) and targets "
                              f"({len(targets)}) differ in length")
+        if words is not None:
+            if len(words) != len(targets):
+                raise ValueError(f"words ({len(words)}) and targets ({len(targets)}) differ in length")
+            real = (attention_mask != 0).sum(1).tolist()
+            wrong = [i for i, (w, n) in enumerate(zip(words, real)) if len(w) != n]
+            if wrong:
+                raise ValueError(f"item {wrong[0]} has {len(words[wrong[0]])} words for {real[wrong[0]]} real "
+                                 f"positions ({len(wrong)} such items); give one word per real position")
         self.input_ids = input_ids
         self.attention_mask = attention_mask
         self.targets = targets
         self.vocabulary = vocabulary
         self.label_key = label_key
+        self.words: list[list[str]] | None = None if words is None else [list(w) for w in words]
 
     def __len__(self) -> int:
         return len(self.targets)

@@ -17,6 +17,7 @@ from lightning_dynamical.records import rng
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_targets, split_batch
 from lightning_dynamical.tasks.classification import Classification
+from lightning_dynamical.tasks.multilabel import MultiLabel
 from lightning_dynamical.tasks.names import TaskName, task_of
 
 
@@ -25,22 +26,29 @@ class LabelError(ConfigError):
 
 
 class RelabeledSubset(Dataset):
-    """A subset of a dataset whose targets may be replaced by labels an oracle gave."""
+    """A subset of a dataset whose targets may be replaced by labels an oracle gave.
+
+    With ``aligned`` (the evaluation view of the same samples), a sample with a given label is read from it instead:
+    a given mask is aligned with the untransformed image, and a training transform that moves pixels (flips, crops)
+    would move the image but not the mask. Such samples then train without augmentation, never misaligned.
+    """
 
     def __init__(self, dataset: Dataset, indices: Sequence[int], labels: dict[int, torch.Tensor] | None = None,
-                 label_key: str = LABEL_KEY) -> None:
+                 label_key: str = LABEL_KEY, aligned: Dataset | None = None) -> None:
         self.dataset = dataset
         self.indices = list(indices)
         self.labels = labels or {}
         self.label_key = label_key
+        self.aligned = aligned
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> Any:
         index = self.indices[i]
-        item = self.dataset[index]
-        if index in self.labels:
+        given = index in self.labels
+        item = (self.aligned if given and self.aligned is not None else self.dataset)[index]
+        if given:
             label = self.labels[index].clone()
             if isinstance(item, Mapping):
                 return {**item, self.label_key: label}
@@ -116,7 +124,8 @@ class ActiveLearningDataModule(LightningDataModule):
         label_key: the target's key in dict batches.
         num_classes: the classes (or labels) a label may name (default: the data set's, else the model's width).
         task: ``"classification"`` (one class per sample), ``"multilabel"`` (a 0/1 vector per sample),
-            ``"segmentation"`` (a class per pixel) or a :class:`~lightning_dynamical.tasks.Task` with settings.
+            ``"segmentation"`` (a class per pixel), ``"token_classification"`` (a tag per token) or a
+            :class:`~lightning_dynamical.tasks.Task` with settings.
 
     Raises:
         ConfigError: an argument out of range, an unknown ``task``, ``balanced=True`` for a task other than
@@ -285,10 +294,11 @@ class ActiveLearningDataModule(LightningDataModule):
         are unknown), or a shape unlike the sample's (a mask of another size, a label set of another width)."""
         bad = []
         for i, y in pairs:
-            shape = None if isinstance(self.task, Classification) else self._label_shape(i)
+            shape = () if isinstance(self.task, Classification) else self._target_like(i)[0]
             problem = self.task.label_problem(y, num_classes, shape)
             if problem is not None:
-                bad.append(f"index {i}: {int(y) if y.ndim == 0 else problem}")
+                scalar = y.ndim == 0 and not (y.is_floating_point() or y.is_complex())
+                bad.append(f"index {i}: {int(y) if scalar and shape == () else problem}")
         if bad:
             scalar = isinstance(self.task, Classification)
             what_wrong = f"are not classes 0..{num_classes - 1}" if scalar and num_classes is not None \
@@ -332,6 +342,7 @@ class ActiveLearningDataModule(LightningDataModule):
             raise LabelError(f"got {len(given)} labels for {len(idx)} indices")
         if given is not None:
             self._check_labels(zip(idx, given), self.num_classes, "label() refused")
+            given = [self._typed(i, y) for i, y in zip(idx, given)]
         self._labeled.extend(idx)
         if given is not None:
             self._given_labels.update(zip(idx, given))
@@ -360,7 +371,9 @@ class ActiveLearningDataModule(LightningDataModule):
     def labeled_dataset(self, evaluation: bool = False) -> Dataset:
         """The labeled samples (training transform, or evaluation transform for scoring)."""
         source = self.splits.pool_eval if evaluation else self.splits.pool
-        return RelabeledSubset(source, self.labeled_indices, self._given_labels, self.label_key)
+        aligned = self.splits.pool_eval if self.task.label_from_input and source is not self.splits.pool_eval \
+            else None
+        return RelabeledSubset(source, self.labeled_indices, self._given_labels, self.label_key, aligned)
 
     def pool_dataset(self, positions: Sequence[int] | None = None) -> Dataset:
         """Unlabeled samples (evaluation transform) in ascending index order, or at ``positions`` of it."""
@@ -453,13 +466,22 @@ class ActiveLearningDataModule(LightningDataModule):
                              f"repeated {_few(repeated)}); nothing was changed")
         self._check_labels(given, self.num_classes, "state's given_labels")
 
-    def _label_shape(self, index: int) -> tuple[int, ...] | None:
-        """The shape pool sample ``index``'s label must have: the task's from its input (masks), else that of the data
-        set's own target when it has one (label sets), else unknown."""
+    def _target_like(self, index: int) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
+        """The shape pool sample ``index``'s label must have (the task's from its input for masks, else that of the
+        data set's own target when it has one, else unknown) and the data set's target dtype (``None``: none)."""
         inputs, target = split_batch(self.splits.pool_eval[index], self.label_key)
+        own = None if target is None else torch.as_tensor(target)
         if self.task.label_from_input:
-            return self.task.label_shape(_first_tensor(inputs))
-        return None if target is None else tuple(torch.as_tensor(target).shape)
+            return self.task.label_shape(_first_tensor(inputs)), None if own is None else own.dtype
+        return (None, None) if own is None else (tuple(own.shape), own.dtype)
+
+    def _typed(self, index: int, label: torch.Tensor) -> torch.Tensor:
+        """A checked label in the dtype the data set's own targets have (else int64 classes, float label sets), so a
+        batch mixing given and own labels collates to one dtype and the loss gets what it takes."""
+        dtype = torch.long if isinstance(self.task, Classification) else self._target_like(index)[1]
+        if dtype is None:
+            dtype = torch.float32 if isinstance(self.task, MultiLabel) else torch.long
+        return label.to(dtype)
 
     def _decoded(self, state_dict: dict[str, Any]) -> list[tuple[int, torch.Tensor]]:
         """A state's ``given_labels`` as ``(index, label tensor)`` pairs (ints in every older state)."""
@@ -473,7 +495,7 @@ class ActiveLearningDataModule(LightningDataModule):
         self.check_state(state_dict)
         self._candidates = sorted(int(i) for i in state_dict.get("candidates", self._candidates))
         self._labeled = [int(i) for i in state_dict["labeled"]]
-        given = self._decoded(state_dict)
+        given = [(i, self._typed(i, y)) for i, y in self._decoded(state_dict)]
         self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
         self._given_labels = dict(given)
 

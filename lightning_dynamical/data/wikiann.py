@@ -157,7 +157,8 @@ def build_wikiann(
     are dicts of ``max_length`` token ids, their attention mask and, under ``label_key``, for ``task="ner"`` the
     ``(max_length,)`` int64 tag indices (:data:`TAGS`; :data:`IGNORE_INDEX` at padding, 7 classes), for
     ``task="multilabel"`` the ``(3,)`` float32 0/1 entity types present (:data:`ENTITY_TYPES`, 3 labels). Tokens past
-    ``max_length`` are dropped from both views.
+    ``max_length`` are dropped from both views. The data sets keep each sentence's (truncated) tokens as their
+    ``words`` (:class:`~lightning_dynamical.data.ag_news.EncodedTexts`), so people can be shown the sentences.
     """
     check_choice("task", task, VIEWS)
     check_positive_int("max_length", max_length)
@@ -173,7 +174,8 @@ def build_wikiann(
 
     def encoded(sentences: list[Sentence]) -> EncodedTexts:
         ids, mask, tags = encode_sentences(sentences, vocabulary, max_length, lowercase)
-        return EncodedTexts(ids, mask, tags if task == "ner" else entity_types(tags), vocabulary, label_key)
+        return EncodedTexts(ids, mask, tags if task == "ner" else entity_types(tags), vocabulary, label_key,
+                            words=[s.tokens[:max_length] for s in sentences])
 
     pool_ds = encoded(pool)
     return DatasetSplits(pool=pool_ds, pool_eval=pool_ds, val=None, test=encoded(test),

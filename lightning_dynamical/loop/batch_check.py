@@ -15,6 +15,7 @@ from lightning_dynamical.data.datamodule import ActiveLearningDataModule
 from lightning_dynamical.data.splits import dataset_size
 from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.tasks.batches import batch_targets, structure
+from lightning_dynamical.tasks.names import TASKS
 
 PROBE = 2
 """Samples in each checked batch."""
@@ -52,8 +53,7 @@ def check_batches(dm: ActiveLearningDataModule) -> None:
             dtype = str(target.dtype).replace("torch.", "")
             raise ConfigError(f"{name}: {what} have {dtype} targets of shape {tuple(target.shape)}, but the "
                               f"{dm.task.name} task needs {problem}. Name the task on the data module "
-                              "(ActiveLearningDataModule(task=...): 'classification', 'multilabel', 'segmentation') "
-                              "for other targets")
+                              f"(ActiveLearningDataModule(task=...): {', '.join(map(repr, TASKS))}) for other targets")
         if reference is None:
             reference = form
         elif form != reference:

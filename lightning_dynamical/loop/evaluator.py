@@ -17,6 +17,7 @@ from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.convergence import Convergence, near_chance_warning
 from lightning_dynamical.loop.distributed import shard
 from lightning_dynamical.scoring.diagnostics import NO_REGIME
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import batch_inputs, batch_targets, evaluation, forward_logits, to_model
 
 
@@ -47,6 +48,7 @@ class Evaluator:
                               "pseudo label (its pseudo-target gradient is zero by construction), and a binary task "
                               "needs 2 logits")
         dm.use_model_classes(width)
+        self.num_classes = width
         task.metric(width)  # refused now, not at round 0's test (token tags that do not number the classes)
 
     def measure(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule,
@@ -57,14 +59,14 @@ class Evaluator:
         task = dm.task
         if trainer.world_size > 1:
             dataset = Subset(dataset, shard(range(len(dataset)), trainer.global_rank, trainer.world_size))
-        metrics: list[Metric] = []
+        # built before the loop when the width is known, so a rank with an empty shard still joins the reduction
+        metrics = self._metrics(task, self.num_classes, model.device) if self.num_classes else []
         with evaluation(model), torch.no_grad():
             for batch in dm.eval_loader(dataset):
                 logits = forward_logits(model, to_model(batch_inputs(batch, dm.label_key), model), task)
                 if not metrics:
                     self.num_classes = task.classes_of(logits)
-                    metrics = [m.to(logits.device) for m in (task.accuracy(self.num_classes),
-                                                            task.metric(self.num_classes)) if m is not None]
+                    metrics = self._metrics(task, self.num_classes, logits.device)
                 targets = task.metric_targets(task.prepare_targets(batch_targets(batch, dm.label_key), logits))
                 for m in metrics:
                     m.update(task.metric_inputs(logits), targets)
@@ -72,6 +74,11 @@ class Evaluator:
             return math.nan, math.nan
         values = [float(m.compute()) for m in metrics]
         return values[0], values[-1]
+
+    @staticmethod
+    def _metrics(task: Task, classes: int, device: torch.device) -> list[Metric]:
+        """The task's accuracy and (when it has one) headline metric for ``classes`` classes, on ``device``."""
+        return [m.to(device) for m in (task.accuracy(classes), task.metric(classes)) if m is not None]
 
     def accuracy(self, trainer: Trainer, model: LightningModule, dm: ActiveLearningDataModule, dataset: Any) -> float:
         """The task's accuracy on ``dataset`` (see :meth:`measure`)."""

@@ -9,13 +9,15 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from lightning_dynamical.errors import check_optional_positive_int, check_positive_number
+from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_number
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits
 from lightning_dynamical.tasks.classification import CLASSIFICATION
-from lightning_dynamical.tasks.names import TaskName, task_of
+from lightning_dynamical.tasks.names import TaskName, task_from_state, task_of, task_state
 
 STAGES = ("train", "val", "test")
+TASK_KEY = "lightning_dynamical_task"
+"""The checkpoint entry holding the module's task (:func:`~lightning_dynamical.tasks.names.task_state`)."""
 
 
 class Classifier(LightningModule):
@@ -63,13 +65,26 @@ class Classifier(LightningModule):
         self._metrics: dict[str, tuple[Metric, Metric | None]] = {}
 
     def setup(self, stage: str) -> None:
-        """Take the data module's task (unless one was given) and build the metrics when the classes are known."""
+        """Take the data module's task (a task given here must be the same) and build the metrics when the classes
+        are known."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer is not None else None
-        if not self._task_given and isinstance(getattr(datamodule, "task", None), Task):
-            self.task = datamodule.task  # type: ignore[union-attr]
+        theirs = getattr(datamodule, "task", None)
+        if isinstance(theirs, Task):
+            if self._task_given and theirs != self.task:
+                raise ConfigError(f"Classifier(task={self.task!r}) differs from the data module's task {theirs!r}; "
+                                  "name the task once, on the data module (Classifier(task=None) takes it)")
+            self.task = theirs
         classes = self.hparams.get("num_classes") or getattr(datamodule, "num_classes", None)
         if classes:
             self._build_metrics(int(classes))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The task as plain data, so a model reloaded without its data module keeps its loss and metrics."""
+        checkpoint[TASK_KEY] = task_state(self.task)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if TASK_KEY in checkpoint and not self._task_given:
+            self.task = task_from_state(checkpoint[TASK_KEY])
 
     def _build_metrics(self, classes: int) -> None:
         """``<stage>_acc`` and the headline metric per stage, as child modules (moved and synced with the model)."""

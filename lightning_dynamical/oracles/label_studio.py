@@ -1,4 +1,5 @@
-"""``LabelStudioOracle``: people label the queried samples in a Label Studio project.
+"""``LabelStudioOracle``: people label the queried samples in a Label Studio project: a class, a label set, or the
+entity spans over a sentence's words (token classification).
 
 It speaks Label Studio's REST API with the standard library (``urllib``), so the plugin needs no extra
 package for it; ``label-studio`` itself is a separate program (its own virtual environment). The API key
@@ -19,24 +20,33 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 from xml.sax.saxutils import quoteattr
 
+import torch
 from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.loop.distributed import is_rank_zero
 from lightning_dynamical.oracles.base import LabelsPending, Oracle, Query, oracle_classes
 from lightning_dynamical.oracles.files import LabelFileError, _shorten, parse_labels
 from lightning_dynamical.reporting.charts import image_array
+from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import batch_inputs
 from lightning_dynamical.tasks.classification import Classification
 from lightning_dynamical.tasks.multilabel import MultiLabel
+from lightning_dynamical.tasks.tokens import TokenClassification
 
 FROM_NAME = "label"
-"""The ``Choices`` control of the labeling config; annotations are read from it."""
+"""The control of the labeling config (``Choices``, or ``Labels`` for spans); annotations are read from it."""
+TO_NAME = "sample"
+"""The object the control labels: the image or text shown (the task data's ``sample``)."""
 
 
 class LabelStudioUnavailable(ConnectionError):
@@ -44,28 +54,36 @@ class LabelStudioUnavailable(ConnectionError):
 
 
 class LabelStudioOracle(Oracle):
-    """Queried samples become tasks of a Label Studio project; annotators' choices come back as labels.
+    """Queried samples become tasks of a Label Studio project; annotators' choices or spans come back as labels.
 
     Each round, ``label`` creates (or reuses, by ``project`` title) a project whose labeling config is a
     single-choice classification over ``class_names`` (multiple-choice for the multi-label task: the chosen
     names are the sample's label set, none chosen is the empty set), imports the queried samples as tasks (images as
-    PNG data URIs, scaled to at least ``min_image_size`` pixels; strings as text; other inputs as their
-    values in text), with the pool index and round in the task data and the pseudo label with its score as
-    a prediction, so annotators see the model's guess. Then the run pauses exactly as with ``FileOracle``:
-    the loop saves ``al_pending_round_<k>.ckpt`` and stops; resuming from it fetches the annotations
-    (cancelled ones, i.e. skipped tasks, do not count), validates them and continues. With ``wait=True``
-    the run instead polls every ``poll_seconds`` until every task is annotated, with a progress bar, and
+    PNG data URIs, scaled to at least ``min_image_size`` pixels; strings, and samples whose data set has ``words``
+    (:func:`item_words`), as text; other inputs as their values in text), with the pool index and round in the task
+    data and the pseudo label with its score as a prediction, so annotators see the model's guess. Then the run
+    pauses exactly as with ``FileOracle``: the loop saves ``al_pending_round_<k>.ckpt`` and stops; resuming from it
+    fetches the annotations (cancelled ones, i.e. skipped tasks, do not count), validates them and continues. With
+    ``wait=True`` the run instead polls every ``poll_seconds`` until every task is annotated, with a progress bar, and
     pauses as above if ``timeout_seconds`` pass first.
 
-    Refused with a message and nothing changed: a choice that is not a class, annotators disagreeing on
-    a task, tasks of this round for other pool indices (another run using the project), a project whose
-    classes differ. A task still unlabeled or skipped keeps the labels pending. Label Studio being
-    unreachable pauses the run at query time (the tasks are created on resume) and stops a resume.
+    Token classification (NER) with IOB2 ``tags`` gets a span project instead: one ``Label`` per entity type of the
+    tags over the sample's words joined by single spaces (selected by whole words), the model's entities as the
+    prediction, and each annotation's spans read back as the IOB2 tag of every word (:func:`region_spans`: a
+    region takes every word its characters touch; no region means every word is ``O``), ``ignore_index`` at the
+    other positions. The pool data set must give the words of its samples (:func:`item_words`).
+
+    Refused with a message and nothing changed: a choice or span label that is not a class, a malformed or
+    overlapping span, annotators disagreeing on a task, tasks of this round for other pool indices (another run using
+    the project), a project whose classes or control differ. A task still unlabeled or skipped keeps the labels
+    pending. Label Studio being unreachable pauses the run at query time (the tasks are created on resume) and stops
+    a resume.
 
     Args:
         url: the Label Studio server, e.g. ``http://localhost:8080``.
         project: title of the project to create or reuse (at least 3 characters).
-        class_names: the choices annotators see, one per class id ``0..C-1``; default ``"0".."C-1"``.
+        class_names: the choices annotators see, one per class id ``0..C-1``; default ``"0".."C-1"`` (not for span
+            projects, whose labels are the entity types of the task's tags).
         api_key_env: environment variable holding the API key.
         api_key_file: a file holding the API key (read instead of the variable when given).
         wait: poll until all tasks of the round are annotated instead of pausing right away.
@@ -78,10 +96,10 @@ class LabelStudioOracle(Oracle):
 
     source = "label-studio"
 
-    tasks = (Classification, MultiLabel)
-    unsupported = ("its projects are single-choice (a class per sample) or multiple-choice (a label set per sample) "
-                   "interfaces; span labels and brush masks are not wired to Label Studio yet (use FileOracle for "
-                   "masks)")
+    tasks = (Classification, MultiLabel, TokenClassification)
+    unsupported = ("its projects are single-choice (a class per sample), multiple-choice (a label set per sample) or "
+                   "span (entities over a sample's words, for token classification) interfaces; brush masks for "
+                   "segmentation are not wired to Label Studio (use FileOracle for masks)")
 
     def __init__(self, url: str = "http://localhost:8080", project: str = "lightning-dynamical",
                  class_names: list[str] | None = None, api_key_env: str = "LABEL_STUDIO_API_KEY",
@@ -116,6 +134,27 @@ class LabelStudioOracle(Oracle):
         self.min_image_size = min_image_size
         self.request_timeout = request_timeout
 
+    def check_task(self, task: Task) -> None:
+        """Also refuse token classification whose spans cannot be named: no IOB2 tags, an entity type without both
+        its ``B-`` and ``I-`` tag, or ``class_names`` given (a span project's labels are the entity types)."""
+        super().check_task(task)
+        if not isinstance(task, TokenClassification):
+            return
+        problem = None
+        if task.tags is None:
+            problem = "its span projects offer the entity types of the task's IOB2 tags, and it has none (tags=...)"
+        elif not span_types(task.tags):
+            problem = f"the task's tags {list(task.tags)} name no entity type"
+        elif self.class_names is not None:
+            problem = ("class_names name the choices of classification projects; a span project's labels are the "
+                       "entity types of the task's tags (leave class_names out)")
+        else:
+            lacking = [t for t in span_types(task.tags) if not {f"B-{t}", f"I-{t}"} <= set(task.tags)]
+            if lacking:
+                problem = f"spans of type {lacking[0]!r} need both the tags 'B-{lacking[0]}' and 'I-{lacking[0]}'"
+        if problem:
+            raise ConfigError(f"{type(self).__name__} cannot label the {task.name} task: {problem}")
+
     # ---- the oracle ------------------------------------------------------------------------------------
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         try:
@@ -132,23 +171,32 @@ class LabelStudioOracle(Oracle):
     def _labels(self, datamodule: ActiveLearningDataModule, query: Query, created: str) -> list[Any]:
         """The round's labels: its tasks created first where missing (rank zero), then, without ``wait``, a pause
         whose message is ``created`` (``{url}`` is the project's address)."""
-        names = self._names(datamodule)
+        self.check_task(datamodule.task)
+        ask = self._question(datamodule, query)
         client = self._client()
-        project = self._project(client, datamodule, query, names)
+        project = self._project(client, datamodule, query, ask)
         if not self._round_tasks(client, project, query):
             if is_rank_zero():
-                self._import(client, project, datamodule, query, names)
+                self._import(client, project, datamodule, query, ask)
             if not self.wait:
                 raise LabelsPending(created.format(url=self._project_url(project)))
-        return self._answer(client, project, query, names, _multiple(datamodule))
-
-    def _answer(self, client: _Client, project: dict[str, Any], query: Query, names: list[str],
-                multiple: bool) -> list[Any]:
-        """The round's labels, waiting for them first with ``wait=True``; pending while any are missing."""
         tasks = self._wait(client, project, query) if self.wait else self._round_tasks(client, project, query)
-        return read_annotations(tasks, query, names, f"Label Studio project {self._project_url(project)}", multiple)
+        source = f"Label Studio project {self._project_url(project)}"
+        if ask.sentences is None:
+            return read_annotations(tasks, query, ask.names, source, ask.multiple)
+        task = datamodule.task
+        assert isinstance(task, TokenClassification) and task.tags is not None  # check_task
+        return read_span_annotations(tasks, query, ask.sentences, task.tags, task.ignore_index, source)
 
     # ---- the project and its tasks ---------------------------------------------------------------------
+    def _question(self, datamodule: ActiveLearningDataModule, query: Query) -> _Question:
+        """What the project asks of this data module: spans over the queried sentences' words (token
+        classification), else a choice among the class names; refused before Label Studio is asked."""
+        task = datamodule.task
+        if isinstance(task, TokenClassification) and task.tags is not None:
+            return _Question("Labels", span_types(task.tags), sentences=pool_sentences(datamodule, query.indices))
+        return _Question("Choices", self._names(datamodule), multiple=isinstance(task, MultiLabel))
+
     def _names(self, datamodule: ActiveLearningDataModule) -> list[str]:
         classes = oracle_classes(datamodule, self.num_classes, type(self).__name__)
         if self.class_names is not None:
@@ -179,23 +227,32 @@ class LabelStudioOracle(Oracle):
         return key
 
     def _project(self, client: _Client, datamodule: ActiveLearningDataModule, query: Query,
-                 names: list[str]) -> dict[str, Any]:
-        """The project titled ``self.project`` (created if missing), checked to offer exactly ``names``."""
+                 ask: _Question) -> dict[str, Any]:
+        """The project titled ``self.project`` (created if missing), checked to offer exactly ``ask``'s control and
+        names."""
         for project in client.pages(f"/api/projects?title={_quote(self.project)}"):
             if project.get("title") != self.project:
                 continue
-            offered = project.get("parsed_label_config", {}).get(FROM_NAME, {}).get("labels")
-            if offered != names:
+            control = project.get("parsed_label_config", {}).get(FROM_NAME, {})
+            offered = control.get("labels")
+            if offered != ask.names or control.get("type") != ask.control:
                 raise LabelFileError(f"Label Studio project {self.project!r} ({self.url}/projects/{project['id']}) "
-                                     f"offers the classes {offered}, this run has {names}; choose another project "
-                                     "title. Nothing was changed")
+                                     f"offers the {control.get('type')} {offered}, this run has the {ask.control} "
+                                     f"{ask.names}; choose another project title. Nothing was changed")
             return project
         if not is_rank_zero():
             raise LabelsPending(f"Label Studio project {self.project!r} is not created yet")
-        config = labeling_config(names, _kind(datamodule.splits.pool_eval[query.indices[0]][0]), _multiple(datamodule))
+        if ask.sentences is not None:
+            config = span_config(ask.names)
+            description = "mark the entities in each sentence."
+        else:
+            shown = self._sample(datamodule, query.indices[0])
+            kind = "image" if shown.startswith("data:image/") else "text"
+            config = labeling_config(ask.names, kind, ask.multiple)
+            description = "choose the class of each sample."
         return client.request("POST", "/api/projects", {
             "title": self.project, "label_config": config,
-            "description": "Active-learning queries from lightning-dynamical: choose the class of each sample.",
+            "description": f"Active-learning queries from lightning-dynamical: {description}",
         })
 
     def _round_tasks(self, client: _Client, project: dict[str, Any], query: Query) -> list[dict[str, Any]]:
@@ -204,42 +261,64 @@ class LabelStudioOracle(Oracle):
         return [t for t in tasks if t.get("data", {}).get("al_round") == query.round]
 
     def _import(self, client: _Client, project: dict[str, Any], datamodule: ActiveLearningDataModule, query: Query,
-                names: list[str]) -> None:
+                ask: _Question) -> None:
         scores = query.scores.tolist() if query.scores is not None else [None] * len(query.indices)
         pseudo = query.pseudo_labels.tolist() if query.pseudo_labels is not None else [None] * len(query.indices)
         tasks = []
         for index, score, guess in zip(query.indices, scores, pseudo):
-            data = {"pool_index": int(index), "al_round": query.round, **self._sample(datamodule, int(index))}
+            data: dict[str, Any] = {"pool_index": int(index), "al_round": query.round,
+                                    "sample": self._sample(datamodule, int(index))}
             if score is not None and math.isfinite(score):
                 data["score"] = float(score)
             task: dict[str, Any] = {"data": data}
-            guessed = _guessed(guess, names)
+            guessed = self._guess(datamodule, ask, int(index), guess)
             if guessed is not None:
-                data["pseudo_label"] = ", ".join(guessed)
+                data["pseudo_label"], result = guessed
                 prediction: dict[str, Any] = {"model_version": f"lightning-dynamical round {query.round}",
-                              "result": [{"from_name": FROM_NAME, "to_name": "sample", "type": "choices",
-                                          "value": {"choices": guessed}}]}
+                                              "result": result}
                 if "score" in data:
                     prediction["score"] = data["score"]
                 task["predictions"] = [prediction]
             tasks.append(task)
         client.request("POST", f"/api/projects/{project['id']}/import", tasks)
 
-    def _sample(self, datamodule: ActiveLearningDataModule, index: int) -> dict[str, str]:
-        """The task data that shows pool sample ``index``: an image, a text, or the input's values."""
+    @staticmethod
+    def _guess(datamodule: ActiveLearningDataModule, ask: _Question, index: int,
+               guess: Any) -> tuple[str, list[dict[str, Any]]] | None:
+        """The model's guess for pool sample ``index`` as ``(text, prediction result)``: its entities (spans), or
+        the names it chose; ``None`` without a guess."""
+        if guess is None:
+            return None
+        task = datamodule.task
+        if ask.sentences is not None:
+            assert isinstance(task, TokenClassification) and task.tags is not None
+            sentence = ask.sentences[index]
+            spans = sentence.spans(guess, task.tags, task.ignore_index)
+            return describe_spans(spans, sentence.words), span_regions(spans, sentence.words)
+        guessed = _guessed(guess, ask.names)
+        if guessed is None:
+            return None
+        return ", ".join(guessed), [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices",
+                                     "value": {"choices": guessed}}]
+
+    def _sample(self, datamodule: ActiveLearningDataModule, index: int) -> str:
+        """The task data that shows pool sample ``index``: its words as text, an image, a text, or the input's
+        values."""
+        words = item_words(datamodule.splits.pool_eval, index)
+        if words is not None:
+            return " ".join(words)
         x = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
         if isinstance(x, dict):  # keyword inputs (e.g. token ids): shown as their values
-            return {"sample": json.dumps({k: v.tolist() if hasattr(v, "tolist") else v
-                                          for k, v in x.items()})[:10_000]}
+            return json.dumps({k: v.tolist() if hasattr(v, "tolist") else v for k, v in x.items()})[:10_000]
         if isinstance(x, tuple):  # positional inputs: shown as their values, in order
-            return {"sample": json.dumps([v.tolist() for v in x])[:10_000]}
+            return json.dumps([v.tolist() for v in x])[:10_000]
         kind = _kind(x)
         if kind == "image":
-            return {"sample": self._png_data_uri(image_array(x))}
+            return self._png_data_uri(image_array(x))
         if kind == "text":
-            return {"sample": str(x)}
+            return str(x)
         values = x.flatten().tolist() if hasattr(x, "flatten") else x
-        return {"sample": json.dumps(values)[:10_000]}
+        return json.dumps(values)[:10_000]
 
     def _png_data_uri(self, array: Any) -> str:
         picture = Image.fromarray(array)
@@ -276,12 +355,21 @@ class LabelStudioOracle(Oracle):
 def labeling_config(names: Sequence[str], kind: str, multiple: bool = False) -> str:
     """A single-choice classification config over ``names`` (multiple-choice: a label set) for an image, a text or
     values shown as text."""
-    shown = '<Image name="sample" value="$sample"/>' if kind == "image" else '<Text name="sample" value="$sample"/>'
+    shown = (f'<Image name="{TO_NAME}" value="$sample"/>' if kind == "image"
+             else f'<Text name="{TO_NAME}" value="$sample"/>')
     choices = "".join(f"<Choice value={quoteattr(n)}/>" for n in names)
     question = "Which labels apply?" if multiple else "Which class?"
     return (f'<View>{shown}<Header value="{question} (the model\'s guess is preselected)"/>'
-            f'<Choices name="{FROM_NAME}" toName="sample" choice="{"multiple" if multiple else "single"}" '
+            f'<Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="{"multiple" if multiple else "single"}" '
             f'showInline="true">{choices}</Choices></View>')
+
+
+def span_config(types: Sequence[str]) -> str:
+    """A span config: one ``Label`` per entity type over the sample's text, selected by whole words."""
+    labels = "".join(f"<Label value={quoteattr(t)}/>" for t in types)
+    return (f'<View><Header value="Mark every entity (the model\'s guess is preselected)"/>'
+            f'<Labels name="{FROM_NAME}" toName="{TO_NAME}">{labels}</Labels>'
+            f'<Text name="{TO_NAME}" value="$sample" granularity="word"/></View>')
 
 
 def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Sequence[str], source: str,
@@ -295,9 +383,73 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
     indices).
     """
     class_of = {name: c for c, name in enumerate(names)}
+
+    def answer(index: int, annotations: list[dict[str, Any]]) -> Any:
+        chosen = {tuple(sorted(_choices(a)) if multiple else _choices(a)) for a in annotations}
+        if len(chosen) > 1:
+            raise _Refused("annotators disagree on pool indices", f"{index}: {sorted('/'.join(c) for c in chosen)}")
+        (choice,) = chosen
+        if len(choice) != 1 and not multiple:
+            raise _Refused("annotations without exactly one choice for pool indices", str(index))
+        unknown = [c for c in choice if c not in class_of]
+        if unknown:
+            raise _Refused(f"choices that are not classes (classes: {list(names)})",
+                           f"pool index {index}: {unknown[0]!r}")
+        return [int(n in choice) for n in names] if multiple else class_of[choice[0]]
+
+    labels = _read(tasks, query, source, answer)
+    if multiple:
+        return [labels[int(i)] for i in query.indices]
+    return parse_labels([{"index": str(i), "label": str(y)} for i, y in labels.items()], query.indices, len(names),
+                        source)
+
+
+def read_span_annotations(tasks: Sequence[dict[str, Any]], query: Query, sentences: Mapping[int, Sentence],
+                          tags: Sequence[str], ignore_index: int, source: str) -> list[Tensor]:
+    """Token labels for ``query.indices`` from the round's exported tasks of a span project: each annotation's
+    regions (:func:`region_spans`) as the IOB2 tag indices (into ``tags``) of the sample's words, ``ignore_index``
+    at its other positions (:meth:`Sentence.label`); an annotation without regions says every word is ``O``.
+
+    Pending and refused as :func:`read_annotations`; refused besides: a malformed, unknown or overlapping region
+    (:class:`SpanError`), annotators whose spans differ.
+    """
+    types = span_types(tags)
+
+    def answer(index: int, annotations: list[dict[str, Any]]) -> Tensor:
+        sentence = sentences[index]
+        read: dict[tuple[Span, ...], None] = {}
+        for annotation in annotations:
+            try:
+                read[tuple(region_spans(annotation.get("result", []), sentence.words, types))] = None
+            except SpanError as err:
+                raise _Refused("span annotations refused for pool indices", f"{index}: {err}") from None
+        if len(read) > 1:
+            raise _Refused("annotators disagree on pool indices",
+                           f"{index}: {' / '.join(describe_spans(s, sentence.words) for s in read)}")
+        (spans,) = read
+        return sentence.label(spans, tags, ignore_index)
+
+    labels = _read(tasks, query, source, answer)
+    return [labels[int(i)] for i in query.indices]
+
+
+class _Refused(Exception):
+    """One pool index refused: ``kind`` groups it with others of its kind in the message, ``item`` names it."""
+
+    def __init__(self, kind: str, item: str) -> None:
+        super().__init__(kind, item)
+        self.kind, self.item = kind, item
+
+
+def _read(tasks: Sequence[dict[str, Any]], query: Query, source: str,
+          answer: Callable[[int, list[dict[str, Any]]], Any]) -> dict[int, Any]:
+    """Pool index -> ``answer(index, annotations)`` (the task's annotations that were not cancelled) for every task
+    answering ``query``, refused (:class:`LabelFileError`) with every problem named (missing, foreign or repeated
+    tasks, :class:`_Refused` answers), else pending (:class:`LabelsPending`) while a task has no annotation that
+    counts."""
     problems: dict[str, list[str]] = {}
     waiting: dict[str, list[str]] = {}
-    rows: list[dict[str, Any]] = []
+    labels: dict[int, Any] = {}
     found = [task.get("data", {}).get("pool_index") for task in tasks]
     wanted = [int(i) for i in query.indices]
     structure = {"tasks for pool indices outside the query (another run uses this project?)":
@@ -306,27 +458,17 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
                  "no task for pool indices (deleted?)": [str(i) for i in wanted if i not in found]}
     problems.update({kind: items for kind, items in structure.items() if items})
     for task, index in zip(tasks, found):
+        if index not in wanted:  # named above
+            continue
         annotations = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
         if not annotations:
             kind = "skipped (cancelled) by annotators" if task.get("annotations") else "not annotated yet"
             waiting.setdefault(kind, []).append(str(index))
             continue
-        chosen = {tuple(sorted(_choices(a)) if multiple else _choices(a)) for a in annotations}
-        if len(chosen) > 1:
-            problems.setdefault("annotators disagree on pool indices", []).append(
-                f"{index}: {sorted('/'.join(c) for c in chosen)}")
-            continue
-        (choice,) = chosen
-        if len(choice) != 1 and not multiple:
-            problems.setdefault("annotations without exactly one choice for pool indices", []).append(str(index))
-            continue
-        unknown = [c for c in choice if c not in class_of]
-        if unknown:
-            problems.setdefault(f"choices that are not classes (classes: {list(names)})", []).append(
-                f"pool index {index}: {unknown[0]!r}")
-            continue
-        label = [int(n in choice) for n in names] if multiple else class_of[choice[0]]
-        rows.append({"index": str(index), "label": label})
+        try:
+            labels[int(index)] = answer(int(index), annotations)
+        except _Refused as refused:
+            problems.setdefault(refused.kind, []).append(refused.item)
     if problems:
         details = "; ".join(f"{kind} {_shorten(items)}" for kind, items in problems.items())
         raise LabelFileError(f"{source} refused, nothing was changed: {details}")
@@ -334,15 +476,214 @@ def read_annotations(tasks: Sequence[dict[str, Any]], query: Query, names: Seque
         details = "; ".join(f"{kind}: pool indices {_shorten(items)}" for kind, items in waiting.items())
         raise LabelsPending(f"{source}: labels still missing, nothing was changed ({details}); label every task "
                             "(skipped ones too) and resume")
-    if multiple:
-        by_index = {int(r["index"]): r["label"] for r in rows}
-        return [by_index[int(i)] for i in query.indices]
-    return parse_labels([{**r, "label": str(r["label"])} for r in rows], query.indices, len(names), source)
+    return labels
 
 
-def _multiple(datamodule: ActiveLearningDataModule) -> bool:
-    """Whether the data module's labels are label sets (a multiple-choice project)."""
-    return isinstance(datamodule.task, MultiLabel)
+# ---- span labels -------------------------------------------------------------------------------------------
+class Span(NamedTuple):
+    """An entity of type ``label`` over the words ``start .. end - 1`` of a sentence."""
+
+    start: int
+    end: int
+    label: str
+
+
+class SpanError(ValueError):
+    """An annotation's regions cannot be read as word spans (each problem named)."""
+
+
+@dataclass(frozen=True)
+class Sentence:
+    """The words of a token-classification pool sample and where they sit in its label: word ``k`` is label
+    position ``positions[k]`` of ``length``."""
+
+    words: tuple[str, ...]
+    positions: tuple[int, ...]
+    length: int
+
+    def spans(self, label: Sequence[int] | Tensor, tags: Sequence[str], ignore_index: int) -> list[Span]:
+        """The entities of a label (tag indices per position; ``ignore_index`` reads as ``O``)."""
+        values = label.tolist() if isinstance(label, Tensor) else list(label)
+        return tags_to_spans([tags[values[p]] if values[p] != ignore_index else "O" for p in self.positions])
+
+    def label(self, spans: Sequence[Span], tags: Sequence[str], ignore_index: int) -> Tensor:
+        """The ``(length,)`` int64 label of ``spans``: the tag indices of the words' IOB2 tags
+        (:func:`spans_to_tags`), ``ignore_index`` at the other positions."""
+        index = {tag: i for i, tag in reversed(list(enumerate(tags)))}
+        label = torch.full((self.length,), ignore_index, dtype=torch.long)
+        label[list(self.positions)] = torch.tensor([index[t] for t in spans_to_tags(spans, len(self.words))],
+                                                   dtype=torch.long)
+        return label
+
+
+def item_words(dataset: Dataset, index: int) -> list[str] | None:
+    """The words of item ``index``: ``dataset.words[index]``, looked up through views that re-index another data set
+    (``Subset`` and the like: a ``dataset`` and an ``indices`` attribute); ``None`` when no data set on the way has
+    ``words``.
+
+    The contract: ``words[i][k]`` is the word at item ``i``'s ``k``-th real position (``attention_mask`` 1, or every
+    position of an input without the mask), one word per token, after truncation
+    (:class:`~lightning_dynamical.data.ag_news.EncodedTexts` keeps them, e.g. from
+    :func:`~lightning_dynamical.data.wikiann.build_wikiann`).
+    """
+    words = getattr(dataset, "words", None)
+    if words is not None:
+        return [str(w) for w in words[index]]
+    inner, indices = getattr(dataset, "dataset", None), getattr(dataset, "indices", None)
+    if isinstance(inner, Dataset) and indices is not None:
+        return item_words(inner, int(indices[index]))
+    return None
+
+
+def pool_sentences(datamodule: ActiveLearningDataModule, indices: Sequence[int]) -> dict[int, Sentence]:
+    """The :class:`Sentence` of each pool index (:func:`item_words` of ``splits.pool_eval``, at the real positions of
+    the task's ``mask_key``); a :class:`ConfigError` when the pool has no words, or words that do not fit."""
+    task = datamodule.task
+    assert isinstance(task, TokenClassification)
+    dataset = datamodule.splits.pool_eval
+    sentences: dict[int, Sentence] = {}
+    for index in indices:
+        words = item_words(dataset, int(index))
+        if words is None:
+            raise ConfigError("LabelStudioOracle shows a token-classification sample as its words and reads spans "
+                              "back onto them, but the pool data set has no words: give it a `words` attribute "
+                              "(words[i]: item i's words, one per real token), as EncodedTexts(words=...) from "
+                              "build_wikiann has")
+        inputs = batch_inputs(dataset[int(index)], datamodule.label_key)
+        first = next(v for v in inputs.values() if isinstance(v, Tensor)) if isinstance(inputs, dict) \
+            else inputs if isinstance(inputs, Tensor) else inputs[0]
+        (length,) = task.label_shape(first)
+        mask = inputs.get(task.mask_key) if isinstance(inputs, dict) else None
+        positions = (torch.nonzero(mask != 0).flatten().tolist() if isinstance(mask, Tensor)
+                     else list(range(min(len(words), length))))
+        bad = [w for w in words if not w or any(c.isspace() for c in w)]
+        if len(words) != len(positions) or bad:
+            problem = f"word {bad[0]!r} is empty or holds whitespace" if bad else \
+                f"{len(words)} words for {len(positions)} real positions of {length}"
+            raise ConfigError(f"LabelStudioOracle cannot show pool index {index} as words: {problem}; give one "
+                              "word (no whitespace) per real token")
+        sentences[int(index)] = Sentence(tuple(words), tuple(positions), length)
+    return sentences
+
+
+def span_types(tags: Sequence[str]) -> list[str]:
+    """The entity types of IOB2 ``tags`` in order of first appearance (``O, B-PER, I-PER, B-LOC, I-LOC`` ->
+    ``PER, LOC``): the labels of a span project."""
+    return list(dict.fromkeys(t[2:] for t in tags if t != "O"))
+
+
+def tags_to_spans(tags: Sequence[str]) -> list[Span]:
+    """The entities of a sentence's IOB2 tags (one per word), read as :class:`~lightning_dynamical.tasks.EntityF1`
+    and seqeval's default mode read them: ``B-X`` begins an entity, ``I-X`` continues one of type ``X`` ending on
+    the word before, else begins one."""
+    spans: list[Span] = []
+    for k, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        label = tag[2:]
+        if tag.startswith("I-") and spans and spans[-1].end == k and spans[-1].label == label:
+            spans[-1] = spans[-1]._replace(end=k + 1)
+        else:
+            spans.append(Span(k, k + 1, label))
+    return spans
+
+
+def spans_to_tags(spans: Sequence[Span], n_words: int) -> list[str]:
+    """The IOB2 tags of ``n_words`` words: ``B-X`` on a span's first word, ``I-X`` on its others, ``O`` elsewhere
+    (spans must not overlap: :func:`region_spans` refuses that)."""
+    tags = ["O"] * n_words
+    for span in spans:
+        tags[span.start:span.end] = [f"B-{span.label}"] + [f"I-{span.label}"] * (span.end - span.start - 1)
+    return tags
+
+
+def word_offsets(words: Sequence[str]) -> list[tuple[int, int]]:
+    """Each word's character range ``[start, end)`` in the text shown, the words joined by single spaces."""
+    offsets: list[tuple[int, int]] = []
+    start = 0
+    for word in words:
+        offsets.append((start, start + len(word)))
+        start += len(word) + 1
+    return offsets
+
+
+def span_regions(spans: Sequence[Span], words: Sequence[str]) -> list[dict[str, Any]]:
+    """Label Studio result items (type ``labels``, character offsets into the shown text) of word spans."""
+    offsets, text = word_offsets(words), " ".join(words)
+    regions = []
+    for span in spans:
+        start, end = offsets[span.start][0], offsets[span.end - 1][1]
+        regions.append({"from_name": FROM_NAME, "to_name": TO_NAME, "type": "labels",
+                        "value": {"start": start, "end": end, "text": text[start:end], "labels": [span.label]}})
+    return regions
+
+
+def region_spans(result: Sequence[dict[str, Any]], words: Sequence[str], types: Sequence[str]) -> list[Span]:
+    """The word spans of an annotation's regions (result items of the ``label`` control), sorted; none is a valid
+    answer (no entity).
+
+    A region's characters ``[start, end)`` of the shown text (:func:`word_offsets`) cover every word they touch: a
+    region that cuts a word, or takes in a space, is snapped to whole words (Label Studio selects whole words
+    anyway). Refused (:class:`SpanError`, naming every problem): a region without integer ``start < end`` inside
+    the text or touching no word, without exactly one label, with a label that is not an entity type of ``types``,
+    and regions that share a word (a repeated identical region counts once).
+    """
+    offsets, text = word_offsets(words), " ".join(words)
+    problems: list[str] = []
+    spans: set[Span] = set()
+    for n, item in enumerate(result):
+        if item.get("from_name") != FROM_NAME:
+            continue
+        value = item.get("value")
+        value = value if isinstance(value, dict) else {}
+        start, end, labels = _offset(value.get("start")), _offset(value.get("end")), value.get("labels")
+        where = f"region {n}"
+        if start is None or end is None or not 0 <= start < end <= len(text):
+            problems.append(f"{where}: characters {value.get('start')!r}..{value.get('end')!r} are not a stretch of "
+                            f"the {len(text)}-character text")
+            continue
+        covered = [k for k, (a, b) in enumerate(offsets) if a < end and start < b]
+        if not covered:
+            problems.append(f"{where}: characters {start}..{end} ({text[start:end]!r}) touch no word")
+            continue
+        where = f"region {n} {' '.join(words[covered[0]:covered[-1] + 1])!r}"
+        if not isinstance(labels, list) or len(labels) != 1:
+            problems.append(f"{where}: {len(labels) if isinstance(labels, list) else 'no'} labels, expected one")
+        elif labels[0] not in types:
+            problems.append(f"{where}: {labels[0]!r} is not an entity type ({', '.join(types)})")
+        else:
+            spans.add(Span(covered[0], covered[-1] + 1, str(labels[0])))
+    ordered = sorted(spans)
+    for i, a in enumerate(ordered):
+        for b in ordered[i + 1:]:
+            if b.start < a.end:
+                problems.append(f"overlapping regions {describe_spans([a], words)} and {describe_spans([b], words)}")
+    if problems:
+        raise SpanError("; ".join(problems))
+    return ordered
+
+
+def describe_spans(spans: Sequence[Span], words: Sequence[str]) -> str:
+    """``'Anders Lindström' (PER), 'Paris' (LOC)`` (``no entity`` for none): spans as people read them."""
+    return ", ".join(f"{' '.join(words[s.start:s.end])!r} ({s.label})" for s in spans) or "no entity"
+
+
+def _offset(x: Any) -> int | None:
+    """A character offset as an int (Label Studio may send ``3.0``); ``None`` when it is not a whole number."""
+    if isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) and x == int(x):
+        return int(x)
+    return None
+
+
+@dataclass(frozen=True)
+class _Question:
+    """What a project asks: its control (``Choices`` or ``Labels``) with its names, whether several choices may be
+    made, and for spans the queried samples' :class:`Sentence` by pool index."""
+
+    control: str
+    names: list[str]
+    multiple: bool = False
+    sentences: dict[int, Sentence] | None = None
 
 
 def _guessed(guess: Any, names: Sequence[str]) -> list[str] | None:

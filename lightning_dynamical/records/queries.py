@@ -11,6 +11,7 @@ rows of rounds it redoes.
 from __future__ import annotations
 
 import csv
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ def read_queries(dirpath: str) -> list[dict[str, str]]:
     fs, path = url_to_fs(records.join(dirpath, QUERIES_FILE))
     if not fs.exists(path):
         return []
+    csv.field_size_limit(sys.maxsize)  # an encoded mask can exceed the default 131,072 characters
     with fs.open(path, "r") as f:
         return list(csv.DictReader(f))
 

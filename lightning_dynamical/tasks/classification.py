@@ -48,7 +48,7 @@ class Classification(Task):
         if not (indices or probabilities) or targets.shape[0] != logits.shape[0]:
             raise self.targets_error(targets, logits, "shape (batch,) (class indices) or (batch, classes) "
                                                       "(class probabilities)")
-        return targets.to(logits.device)
+        return targets.to(logits.device, torch.long if indices else targets.dtype)
 
     def metric_targets(self, targets: Tensor) -> Tensor:
         """Class probabilities count as their most likely class."""

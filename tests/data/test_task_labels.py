@@ -75,3 +75,49 @@ def test_classification_labels_and_states_are_as_before():
 def test_balanced_draws_need_classes():
     with pytest.raises(ConfigError, match="balanced=True .* segmentation task has none"):
         _masks_dm(balanced=True)
+
+
+class _Flipping(torch.utils.data.Dataset):
+    """Images equal to their masks, flipped (image and own mask together) on every read: a joint training transform."""
+
+    def __init__(self, masks: torch.Tensor) -> None:
+        self.masks = masks
+
+    def __len__(self) -> int:
+        return len(self.masks)
+
+    def __getitem__(self, i: int):
+        mask = self.masks[i].flip(-1)
+        return mask.unsqueeze(0).float(), mask
+
+
+def test_given_masks_train_aligned_with_their_images_when_the_pool_augments():
+    masks = torch.randint(0, 2, (12, 4, 5), generator=torch.Generator().manual_seed(3))
+    plain = TensorDataset(masks.unsqueeze(1).float(), masks)
+    dm = ActiveLearningDataModule(_Flipping(masks), pool_eval=plain, initial_size=4, task="segmentation",
+                                  num_classes=2)
+    index = dm.unlabeled_indices[0]
+    dm.label([index], [masks[index]])
+    image, mask = dm.labeled_dataset()[dm.labeled_indices.index(index)]
+    assert torch.equal(image[0].long(), mask)  # read from the evaluation view: the given mask fits the image
+    own = dm.labeled_indices[0]
+    image, mask = dm.labeled_dataset()[0]
+    assert torch.equal(image[0].long(), mask) and not torch.equal(mask, masks[own])  # own labels keep augmenting
+
+
+def test_given_labels_take_the_data_sets_target_dtype():
+    import numpy as np
+
+    dm = _masks_dm()
+    index = dm.unlabeled_indices[0]
+    dm.label([index], [np.zeros((4, 5), dtype=np.uint8)])
+    assert dm.labeled_dataset()[dm.labeled_indices.index(index)][1].dtype == torch.int64
+    x = torch.randn(10, 3)
+    multi = ActiveLearningDataModule(TensorDataset(x, (x > 0).float()), initial_size=2, task="multilabel")
+    multi.label([multi.unlabeled_indices[0]], [[1, 0, 1]])
+    assert multi.labeled_dataset()[2][1].dtype == torch.float32
+    classes = ActiveLearningDataModule(TensorDataset(x, torch.arange(10) % 3), initial_size=2, num_classes=3)
+    classes.label(classes.unlabeled_indices[:2], np.array([1, 2], dtype=np.int32))
+    assert classes.labeled_dataset()[2][1].dtype == torch.int64
+    with pytest.raises(LabelError, match=r"shape \(1,\), expected \(\)"):
+        classes.label([classes.unlabeled_indices[0]], [[1]])

@@ -184,3 +184,12 @@ def test_datamodules_refuse_balanced_and_the_base_refuses_to_build(tmp_path: Pat
     ner = WikiANNNERDataModule(root=str(tmp_path))
     assert ner.task.name == "token classification" and ner.task.tags == TAGS and ner.task.metric_name == "entity_f1"
     assert WikiANNMultiLabelDataModule(root=str(tmp_path)).task.name == "multi-label"
+
+
+def test_items_keep_their_truncated_words(tmp_path: Path) -> None:
+    for view in ("ner", "multilabel"):
+        splits = build_wikiann(write_wikiann(tmp_path), view, max_length=4)
+        assert splits.pool.words == [["R.H.", "Saunders", "(", "968"], ["'", "Anders", "Lindström"],
+                                     ["Paris", "and", "Anders"], ["the", "the", "river"]]
+        assert splits.test.words == [["Paris", "Zürich"], ["poolless"]]
+        assert [len(w) for w in splits.pool.words] == splits.pool.attention_mask.sum(1).tolist()

@@ -65,3 +65,16 @@ def test_margin_is_refused_for_multilabel_at_setup(tmp_path):
     loop = ActiveLearningLoop(Margin(), query_size=5, rounds=1, dirpath=str(tmp_path), verbose=False)
     with pytest.raises(ConfigError, match="Margin does not apply to the multi-label task"):
         fit_loop(Classifier(nn.Linear(5, 3)), _dm(), loop, tmp_path)
+
+
+def test_a_reloaded_classifier_keeps_the_data_modules_task_and_a_different_task_is_refused(tmp_path):
+    dm = _dm()
+    model = Classifier(nn.Linear(5, 3), lr=0.05)
+    loop = ActiveLearningLoop(DynamicAL(), query_size=5, rounds=1, max_epochs_per_round=1, train_acc_threshold=None,
+                              dirpath=str(tmp_path), verbose=False)
+    fit_loop(model, dm, loop, tmp_path)
+    reloaded = Classifier.load_from_checkpoint(loop.final_checkpoint, net=nn.Linear(5, 3), weights_only=False)
+    assert isinstance(reloaded.task, MultiLabel)
+    loop = ActiveLearningLoop(DynamicAL(), query_size=5, rounds=1, dirpath=str(tmp_path / "again"), verbose=False)
+    with pytest.raises(ConfigError, match=r"Classifier\(task=Classification\(\)\) differs from the data module's"):
+        fit_loop(Classifier(nn.Linear(5, 3), task="classification"), _dm(), loop, tmp_path / "again")

@@ -115,3 +115,14 @@ def test_a_training_step_loss_matches_the_mean_of_per_sample_losses():
     y = torch.randint(0, 2, (4, 3, 3))
     per_sample = torch.stack([task.loss(net(x[i:i + 1]), y[i:i + 1]) for i in range(4)])
     torch.testing.assert_close(task.loss(net(x), y) / 4, per_sample.mean())
+
+
+def test_queries_with_masks_larger_than_the_csv_field_limit_read_back(tmp_path):
+    from lightning_dynamical.records.queries import read_queries, write_round
+
+    big = Segmentation().encode_label(torch.randint(0, 21, (512, 512), generator=torch.Generator().manual_seed(0)))
+    assert len(big) > 131_072
+    write_round(str(tmp_path), 0, [{"round": 0, "index": 1, "score": 1.0, "pseudo_label": big, "label": big,
+                                    "labeled_by": "dataset"}])
+    write_round(str(tmp_path), 1, [])
+    assert read_queries(str(tmp_path))[0]["label"] == big
