@@ -40,6 +40,15 @@ def test_dict_batches_and_a_hugging_face_model_shard_like_one_process(tmp_path):
     assert len(one[0]["labeled"]) == 17
 
 
+def test_segmentation_shards_like_one_process_and_every_rank_measures_the_same_miou(tmp_path):
+    one = _run("seg", 1, tmp_path / "one")
+    two = _run("seg", 2, tmp_path / "two")
+    assert two[0]["sharded"] and two[0]["world"] == 2 and two[0]["metric"] == ["miou", "miou"]
+    assert one[0]["labeled"] == two[0]["labeled"] == two[1]["labeled"] and len(one[0]["labeled"]) == 19
+    assert two[0]["test_metric"] == two[1]["test_metric"]
+    assert abs(one[0]["test_metric"][0] - two[0]["test_metric"][0]) < 1e-6
+
+
 def test_two_process_scoring_selects_like_one_process(tmp_path):
     one = _run("score", 1, tmp_path / "one")
     two = _run("score", 2, tmp_path / "two")
