@@ -21,7 +21,8 @@ GROUPS: dict[str, tuple[str, tuple[str, ...]]] = {
                                         "BADGE", "Coreset", "ALBL")),
     "oracles": (f"{LOOP}.oracle", ("DatasetOracle", "FileOracle")),
     "data sets": ("data", ("DigitsDataModule", "MNISTDataModule", "CIFAR10DataModule", "SVHNDataModule",
-                           "Caltech101DataModule", "ImageFolderDataModule")),
+                           "Caltech101DataModule", "ImageFolderDataModule", "AGNewsDataModule", "MembraneDataModule",
+                           "WikiANNNERDataModule", "WikiANNMultiLabelDataModule")),
     "models": ("model", ("Classifier",)),
 }
 _MODULES = {"data sets": "lightning_dynamical.data", "oracles": "lightning_dynamical.oracles.base"}
