@@ -289,22 +289,28 @@ class ActiveLearningDataModule(LightningDataModule):
         self._check_labels(self._given_labels.items(), width, "labels given so far")
         self._model_classes = width
 
-    def _check_labels(self, pairs: Iterable[tuple[int, torch.Tensor]], num_classes: int | None, what: str) -> None:
+    def _check_labels(self, pairs: Iterable[tuple[int, torch.Tensor]], num_classes: int | None,
+                      what: str) -> list[torch.Tensor]:
         """Refuse labels the task does not accept: classes outside ``[0, num_classes)`` (unchecked while the classes
-        are unknown), or a shape unlike the sample's (a mask of another size, a label set of another width)."""
-        bad = []
+        are unknown), or a shape unlike the sample's (a mask of another size, a label set of another width). Returns
+        them in the dtype the data set's own targets have (else int64 classes, float label sets), so a batch mixing
+        given and own labels collates to one dtype and the loss gets what it takes."""
+        bad, typed = [], []
         for i, y in pairs:
-            shape = () if isinstance(self.task, Classification) else self._target_like(i)[0]
+            shape, dtype = ((), torch.long) if isinstance(self.task, Classification) else self._target_like(i)
             problem = self.task.label_problem(y, num_classes, shape)
             if problem is not None:
                 scalar = y.ndim == 0 and not (y.is_floating_point() or y.is_complex())
                 bad.append(f"index {i}: {int(y) if scalar and shape == () else problem}")
+            default = torch.float32 if isinstance(self.task, MultiLabel) else torch.long
+            typed.append(y.to(dtype if dtype is not None else default))
         if bad:
             scalar = isinstance(self.task, Classification)
             what_wrong = f"are not classes 0..{num_classes - 1}" if scalar and num_classes is not None \
                 else f"do not fit the {self.task.name} task"
             raise LabelError(f"{what}: {len(bad)} labels {what_wrong} ({', '.join(bad[:10])}"
                              f"{', ...' if len(bad) > 10 else ''}); nothing was changed")
+        return typed
 
     @property
     def labeled_indices(self) -> list[int]:
@@ -341,8 +347,7 @@ class ActiveLearningDataModule(LightningDataModule):
         if given is not None and len(given) != len(idx):
             raise LabelError(f"got {len(given)} labels for {len(idx)} indices")
         if given is not None:
-            self._check_labels(zip(idx, given), self.num_classes, "label() refused")
-            given = [self._typed(i, y) for i, y in zip(idx, given)]
+            given = self._check_labels(zip(idx, given), self.num_classes, "label() refused")
         self._labeled.extend(idx)
         if given is not None:
             self._given_labels.update(zip(idx, given))
@@ -439,6 +444,10 @@ class ActiveLearningDataModule(LightningDataModule):
 
     def check_state(self, state_dict: dict[str, Any]) -> None:
         """Refuse (:class:`LabelError`, naming the offending indices) a split that does not fit this pool."""
+        self._checked_state(state_dict)
+
+    def _checked_state(self, state_dict: dict[str, Any]) -> list[tuple[int, torch.Tensor]]:
+        """:meth:`check_state`; returns the state's given labels, checked and in the targets' dtype."""
         self._ready()
         size = int(state_dict["dataset_size"])
         if size != dataset_size(self.splits.pool):
@@ -464,7 +473,8 @@ class ActiveLearningDataModule(LightningDataModule):
         if strays or repeated:
             raise LabelError(f"state's given_labels name unlabeled or repeated indices (unlabeled {_few(strays)}, "
                              f"repeated {_few(repeated)}); nothing was changed")
-        self._check_labels(given, self.num_classes, "state's given_labels")
+        typed = self._check_labels(given, self.num_classes, "state's given_labels")
+        return [(i, y) for (i, _), y in zip(given, typed)]
 
     def _target_like(self, index: int) -> tuple[tuple[int, ...] | None, torch.dtype | None]:
         """The shape pool sample ``index``'s label must have (the task's from its input for masks, else that of the
@@ -475,14 +485,6 @@ class ActiveLearningDataModule(LightningDataModule):
             return self.task.label_shape(_first_tensor(inputs)), None if own is None else own.dtype
         return (None, None) if own is None else (tuple(own.shape), own.dtype)
 
-    def _typed(self, index: int, label: torch.Tensor) -> torch.Tensor:
-        """A checked label in the dtype the data set's own targets have (else int64 classes, float label sets), so a
-        batch mixing given and own labels collates to one dtype and the loss gets what it takes."""
-        dtype = torch.long if isinstance(self.task, Classification) else self._target_like(index)[1]
-        if dtype is None:
-            dtype = torch.float32 if isinstance(self.task, MultiLabel) else torch.long
-        return label.to(dtype)
-
     def _decoded(self, state_dict: dict[str, Any]) -> list[tuple[int, torch.Tensor]]:
         """A state's ``given_labels`` as ``(index, label tensor)`` pairs (ints in every older state)."""
         try:
@@ -492,10 +494,9 @@ class ActiveLearningDataModule(LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a split; the state is validated against this pool (:meth:`check_state`) before anything changes."""
-        self.check_state(state_dict)
+        given = self._checked_state(state_dict)
         self._candidates = sorted(int(i) for i in state_dict.get("candidates", self._candidates))
         self._labeled = [int(i) for i in state_dict["labeled"]]
-        given = [(i, self._typed(i, y)) for i, y in self._decoded(state_dict)]
         self._val_indices = [int(i) for i in state_dict.get("val_indices", self._val_indices)]
         self._given_labels = dict(given)
 

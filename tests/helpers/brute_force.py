@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from lightning_dynamical.strategies import Entropy, LeastConfidence, Margin, Strategy
 
 
 def per_sample_grads(model: nn.Module, x: Tensor, names: list[str] | None = None) -> tuple[Tensor, Tensor]:
@@ -90,3 +93,29 @@ def any_per_sample_grads(model: nn.Module, inputs, targets: Tensor | None = None
         rows.append(torch.cat([(g if g is not None else torch.zeros_like(params[k])).reshape(-1)
                                for k, g in zip(names, grads)]))
     return torch.stack(rows)
+
+
+def assert_close_scores(scores: Tensor, ref: Tensor, rtol: float = 1e-9) -> None:
+    """Scores within ``rtol`` of the reference's largest magnitude (a relative test that zero scores cannot fail)."""
+    assert scores.shape == ref.shape
+    err = (scores - ref).abs().max()
+    assert err <= rtol * ref.abs().max(), f"max error {err:.3e} vs max |score| {ref.abs().max():.3e}"
+
+
+def scores_of(g: Tensor, g_s: Tensor, gamma: float) -> Tensor:
+    """dynamicAL's ``||g||^2 + gamma g . G_S`` from per-sample gradient rows ``g`` (gamma inf: the dot term alone)."""
+    sq, dots = g.pow(2).sum(1), g @ g_s
+    return sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
+
+
+def entropy_of(p: list[float]) -> float:
+    """Shannon entropy of one distribution, written out."""
+    return -sum(v * math.log(v) for v in p if v > 0)
+
+
+UNCERTAINTY_FORMULAS: list[tuple[Callable[[], Strategy], Callable[[list[float]], float]]] = [
+    (Entropy, entropy_of),
+    (LeastConfidence, lambda p: 1 - max(p)),
+    (Margin, lambda p: -(sorted(p)[-1] - sorted(p)[-2])),
+]
+"""Each uncertainty strategy with its formula for one position's probabilities, written out."""

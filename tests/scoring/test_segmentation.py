@@ -5,8 +5,6 @@ Dropout2d scored in eval mode: one with an Upsample + Conv2d decoder, one with a
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -17,6 +15,7 @@ from lightning_dynamical.scoring import NotLastLayerError, evaluation, select_pa
 from lightning_dynamical.scoring.exact import loop_gradients, vmap_gradients
 from lightning_dynamical.scoring.layers import OPS, RULES, conv
 from lightning_dynamical.tasks import Segmentation
+from tests.helpers.brute_force import assert_close_scores, scores_of
 from tests.helpers.models import trained_like
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -113,17 +112,6 @@ def _unet(decoder: str, seed: int = 0):
     return _problem(UNet(decoder), (H, W), seed)
 
 
-def _close(scores: Tensor, ref: Tensor, rtol: float = 1e-9) -> None:
-    assert scores.shape == ref.shape
-    err = (scores - ref).abs().max()
-    assert err <= rtol * ref.abs().max(), f"max error {err:.3e} vs max |score| {ref.abs().max():.3e}"
-
-
-def _scores(g: Tensor, g_s: Tensor, gamma: float) -> Tensor:
-    sq, dots = g.pow(2).sum(1), g @ g_s
-    return sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
-
-
 def test_reference_loss_is_the_tasks():
     """The hand-written loss of the reference is the task's per-sample loss (summed over a batch by the task)."""
     torch.manual_seed(0)
@@ -142,7 +130,7 @@ def test_summed_gradient_matches_brute_force(decoder):
         params = select_parameters(model, None)
         total = summed_gradient(model, labeled, params, task=TASK)
         ignored = summed_gradient(model, [(lab_x[1:2], lab_y[1:2])], params, task=TASK)
-    _close(torch.cat([total[n].reshape(-1) for n in params]), g_s, 1e-12)
+    assert_close_scores(torch.cat([total[n].reshape(-1) for n in params]), g_s, 1e-12)
     assert all(not g.any() for g in ignored.values())  # a fully ignored sample adds nothing
     assert all(p.grad is None for p in model.parameters())
 
@@ -156,7 +144,7 @@ def test_dynamical_segmentation_matches_brute_force_float64(decoder, engine, gam
     chosen = DynamicAL(gamma=gamma, engine=engine, chunk_size=2, task=TASK).select(model, pool, labeled, 3)
     g, g_s, pseudo = brute_force(model, pool_x, lab_x, lab_y)
     assert chosen.pool_scores is not None
-    _close(chosen.pool_scores, _scores(g, g_s, gamma))
+    assert_close_scores(chosen.pool_scores, scores_of(g, g_s, gamma))
     assert chosen.pseudo_labels is not None and torch.equal(chosen.pseudo_labels, pseudo[chosen.positions])
     assert all(m.training for m in model.modules())
     for k, v in model.state_dict().items():
@@ -170,7 +158,7 @@ def test_parameter_subsets(engine, params):
     model, pool, labeled, pool_x, lab_x, lab_y = _unet("transpose", seed=1)
     scores = DynamicAL(gamma=2.0, params=params, engine=engine, chunk_size=2, task=TASK).score(model, pool, labeled)
     g, g_s, _ = brute_force(model, pool_x, lab_x, lab_y, params)
-    _close(scores, _scores(g, g_s, 2.0))
+    assert_close_scores(scores, scores_of(g, g_s, 2.0))
 
 
 @pytest.mark.parametrize("decoder", ["upsample", "transpose"])
@@ -209,7 +197,7 @@ def test_conv_transpose_without_its_rule_falls_back_with_the_reason(monkeypatch)
         assert paths[name].reason == "used by torch.conv_transpose2d, which has no closed form"
     scores = DynamicAL(gamma=2.0, engine="fast", chunk_size=2, task=TASK).score(model, pool, labeled)
     g, g_s, _ = brute_force(model, pool_x, lab_x, lab_y)
-    _close(scores, _scores(g, g_s, 2.0))
+    assert_close_scores(scores, scores_of(g, g_s, 2.0))
 
 
 def test_last_layer_refuses_a_convolution_head():
@@ -258,4 +246,4 @@ def test_conv_transpose_rule(monkeypatch, config, algorithm):
     assert paths["up.weight"] == f"fast (conv_transpose{dims}d)", paths
     scores = DynamicAL(gamma=2.0, engine="fast", chunk_size=2, task=TASK).score(model, pool, labeled)
     g, g_s, _ = brute_force(model, pool_x, lab_x, lab_y)
-    _close(scores, _scores(g, g_s, 2.0))
+    assert_close_scores(scores, scores_of(g, g_s, 2.0))

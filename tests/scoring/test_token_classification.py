@@ -7,7 +7,6 @@ transformer encoder layer with a key-padding mask (its attention on the exact pa
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import pytest
@@ -21,6 +20,7 @@ from lightning_dynamical.scoring.diagnostics import query_regime
 from lightning_dynamical.scoring.exact import loop_gradients, vmap_gradients
 from lightning_dynamical.tasks import TokenClassification
 from lightning_dynamical.tasks.batches import forward_logits
+from tests.helpers.brute_force import assert_close_scores, scores_of
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:There is a performance drop.*scaled_dot_product:UserWarning")]
@@ -155,17 +155,6 @@ def padded(rows: list[Tensor]) -> Tensor:
     return torch.stack([nn.functional.pad(r, (0, MAX_T - r.shape[0]), value=IGNORE) for r in rows])
 
 
-def _close(scores: Tensor, ref: Tensor, rtol: float = 1e-9) -> None:
-    assert scores.shape == ref.shape
-    err = (scores - ref).abs().max()
-    assert err <= rtol * ref.abs().max(), f"max error {err:.3e} vs max |score| {ref.abs().max():.3e}"
-
-
-def _scores(g: Tensor, g_s: Tensor, gamma: float) -> Tensor:
-    sq, dots = g.pow(2).sum(1), g @ g_s
-    return sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
-
-
 def test_reference_loss_is_the_tasks():
     """The hand-written loss of the reference is the task's per-sample loss (summed over a batch by the task)."""
     torch.manual_seed(0)
@@ -188,8 +177,8 @@ def test_summed_gradient_matches_brute_force(tagger):
         params = select_parameters(model, None)
         total = summed_gradient(model, labeled, params, task=TASK)
         pseudo = summed_gradient(model, pool, params, pseudo_labels=True, task=TASK)
-    _close(torch.cat([total[n].reshape(-1) for n in params]), g_s, 1e-12)
-    _close(torch.cat([pseudo[n].reshape(-1) for n in params]), g.sum(0), 1e-12)
+    assert_close_scores(torch.cat([total[n].reshape(-1) for n in params]), g_s, 1e-12)
+    assert_close_scores(torch.cat([pseudo[n].reshape(-1) for n in params]), g.sum(0), 1e-12)
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -202,7 +191,7 @@ def test_dynamical_token_classification_matches_brute_force_float64(tagger, engi
     chosen = DynamicAL(gamma=gamma, engine=engine, chunk_size=2, task=TASK).select(model, pool, labeled, 3)
     g, g_s, pseudo = brute_force(model, pool_items, lab_items)
     assert chosen.pool_scores is not None
-    _close(chosen.pool_scores, _scores(g, g_s, gamma))
+    assert_close_scores(chosen.pool_scores, scores_of(g, g_s, gamma))
     assert chosen.pseudo_labels is not None  # the pool's batches (5, 7, 6 tokens) padded to 7 with IGNORE
     assert torch.equal(chosen.pseudo_labels, padded(pseudo)[chosen.positions])
     assert all(m.training for m in model.modules())
@@ -217,7 +206,7 @@ def test_last_layer_on_a_token_head(engine):
     model, pool, labeled, pool_items, lab_items = token_problem("attention", seed=1)
     scores = DynamicAL(gamma=2.0, params="last_layer", engine=engine, task=TASK).score(model, pool, labeled)
     g, g_s, _ = brute_force(model, pool_items, lab_items, ["head.weight", "head.bias"])
-    _close(scores, _scores(g, g_s, 2.0))
+    assert_close_scores(scores, scores_of(g, g_s, 2.0))
 
 
 @pytest.mark.parametrize("tagger", list(TAGGERS))
@@ -242,8 +231,8 @@ def test_padding_is_left_out_of_the_pseudo_targets():
     g, g_s, _ = brute_force(model, pool_items, lab_items)
     unmasked = DynamicAL(gamma=2.0, engine="fast", task=TokenClassification(mask_key="absent"))
     scores = unmasked.score(model, pool, labeled)
-    err = (scores - _scores(g, g_s, 2.0)).abs().max()
-    assert err > 1e-3 * _scores(g, g_s, 2.0).abs().max()
+    err = (scores - scores_of(g, g_s, 2.0)).abs().max()
+    assert err > 1e-3 * scores_of(g, g_s, 2.0).abs().max()
 
 
 def test_query_regime_of_a_token_query():

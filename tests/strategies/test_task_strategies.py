@@ -21,6 +21,7 @@ from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy, LeastConfidence, Margin
 from lightning_dynamical.tasks import CLASSIFICATION, Classification, MultiLabel, Segmentation, Task
+from tests.helpers.brute_force import UNCERTAINTY_FORMULAS, entropy_of
 from tests.helpers.models import trained_like
 from tests.strategies.test_strategies import brute_kmeans_pp, loader
 
@@ -145,18 +146,7 @@ def test_dynamical_takes_the_loop_task_unless_given_another() -> None:
 
 # --- uncertainty: per pixel, averaged over the sample; multi-label entropy summed over the labels ---------------
 
-def entropy_of(p: list[float]) -> float:
-    return -sum(v * math.log(v) for v in p if v > 0)
-
-
-FORMULAS: list[tuple[Callable[[], Strategy], Callable[[list[float]], float]]] = [
-    (Entropy, entropy_of),
-    (LeastConfidence, lambda p: 1 - max(p)),
-    (Margin, lambda p: -(sorted(p)[-1] - sorted(p)[-2])),
-]
-
-
-@pytest.mark.parametrize(("make", "formula"), FORMULAS, ids=["entropy", "least_confidence", "margin"])
+@pytest.mark.parametrize(("make", "formula"), UNCERTAINTY_FORMULAS, ids=["entropy", "least_confidence", "margin"])
 def test_segmentation_uncertainty_is_the_mean_over_pixels(make, formula, monkeypatch) -> None:
     model, x = seg_problem(torch.float32)
     model.eval()

@@ -4,7 +4,6 @@ loop's pseudo targets of padded pool batches, and every accepted strategy select
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import pytest
@@ -23,6 +22,7 @@ from lightning_dynamical.strategies.dynamical import DynamicAL
 from lightning_dynamical.strategies.random import Random
 from lightning_dynamical.strategies.uncertainty import Entropy, LeastConfidence, Margin
 from lightning_dynamical.tasks import TokenClassification
+from tests.helpers.brute_force import UNCERTAINTY_FORMULAS
 from tests.scoring.test_token_classification import IGNORE, _alone, collate, padded, token_problem
 from tests.strategies.test_strategies import brute_kmeans_pp
 
@@ -60,18 +60,7 @@ def test_accepted_strategies_take_the_task(cls: type[Strategy]) -> None:
     assert used(cls()).task == TOKENS
 
 
-def entropy_of(p: list[float]) -> float:
-    return -sum(v * math.log(v) for v in p if v > 0)
-
-
-FORMULAS: list[tuple[Callable[[], Strategy], Callable[[list[float]], float]]] = [
-    (Entropy, entropy_of),
-    (LeastConfidence, lambda p: 1 - max(p)),
-    (Margin, lambda p: -(sorted(p)[-1] - sorted(p)[-2])),
-]
-
-
-@pytest.mark.parametrize(("make", "formula"), FORMULAS, ids=["entropy", "least_confidence", "margin"])
+@pytest.mark.parametrize(("make", "formula"), UNCERTAINTY_FORMULAS, ids=["entropy", "least_confidence", "margin"])
 def test_uncertainty_is_the_mean_over_real_tokens(make, formula) -> None:
     """Each sample run alone on its real tokens, the formula per token, averaged: padding counts for nothing."""
     model, pool, _, pool_items, _ = token_problem("attention", seed=5)
