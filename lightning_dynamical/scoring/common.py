@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 from torch._dynamo.eval_frame import OptimizedModule
 
+from lightning_dynamical.scoring.engine import phase
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -140,14 +141,15 @@ def summed_gradient(
     tensors = [params[n] for n in names]
     total = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in tensors]
     for batch in loader:
-        inputs = to_model(batch_inputs(batch, label_key), model)
-        with torch.enable_grad():
-            logits = forward_logits(model, inputs, task)
-            y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
-                 else task.prepare_targets(batch_targets(batch, label_key), logits))
-            loss = task.loss(logits, y)
-            grads = torch.autograd.grad(loss, tensors, allow_unused=True)
-        for acc, g in zip(total, grads):
-            if g is not None:
-                acc.add_(g)
+        with phase("labeled_gradient"):
+            inputs = to_model(batch_inputs(batch, label_key), model)
+            with torch.enable_grad():
+                logits = forward_logits(model, inputs, task)
+                y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
+                     else task.prepare_targets(batch_targets(batch, label_key), logits))
+                loss = task.loss(logits, y)
+                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+            for acc, g in zip(total, grads):
+                if g is not None:
+                    acc.add_(g)
     return dict(zip(names, total))

@@ -16,6 +16,15 @@ from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
 
+#: Prefix of the ``torch.profiler`` ranges the engines open (``benchmarks/scoring.py --profile`` groups by them).
+PHASE_PREFIX = "lightning_dynamical/"
+
+
+def phase(name: str) -> torch.profiler.record_function:
+    """A profiler range ``lightning_dynamical/<name>`` (a no-op unless a profiler is running)."""
+    return torch.profiler.record_function(PHASE_PREFIX + name)
+
+
 #: Paths that cost about a training step; every other path is reported as slow.
 FAST_PATHS = ("fast", "unused", "last_layer")
 

@@ -82,14 +82,17 @@ def _requiring_grad(tensors: list[Tensor]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Undo buffer updates of the per-sample forwards (BatchNorm running statistics in train mode)."""
+    """Undo buffer updates of the per-sample forwards (BatchNorm running statistics in train mode); buffers that
+    left unchanged keep their version counter (part of the fast engine's proof key). Values are compared, not
+    version counters: ``torch.func`` transforms can write buffers without bumping them."""
     saved = [(b, b.clone()) for b in model.buffers()]
     try:
         yield
     finally:
         with torch.no_grad():
             for b, value in saved:
-                b.copy_(value)
+                if not torch.equal(b, value):
+                    b.copy_(value)
 
 
 def failure_reason(err: BaseException) -> str:

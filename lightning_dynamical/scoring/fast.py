@@ -18,16 +18,19 @@ losses, each reading its own row of the logits); a task that does not state it i
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lightning_dynamical.scoring.engine import Engine, ParameterPath, unproven_task
+from lightning_dynamical.scoring.engine import Engine, ParameterPath, phase, unproven_task
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
 from lightning_dynamical.scoring.layers import Directions, gradient_statistics
-from lightning_dynamical.scoring.trace import Site, Watch, prove, run_probe
+from lightning_dynamical.scoring.trace import ProbeEvidence, Site, Watch, probe_evidence, proof_key, prove, run_probe
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -47,7 +50,7 @@ class _Sums:
         if not site.active:
             return
         local = site.local(self.directions)
-        with torch.no_grad():
+        with torch.no_grad(), phase(f"statistics/{site.call.op}"):
             s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
@@ -74,6 +77,11 @@ def uses_batch_statistics(model: nn.Module) -> bool:
     return any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in model.modules())
 
 
+#: Probe evidences an engine remembers (one per model version and batch signature in use; the pool's last,
+#: smaller batch has its own).
+PROOFS_KEPT = 8
+
+
 class FastEngine(Engine):
     """Exact ``||g_i||^2`` and ``g_i . v`` at about the cost of a training step; see the module docstring.
 
@@ -89,6 +97,26 @@ class FastEngine(Engine):
         self.exact = ExactGradients(chunk_size)
         self.chunk_size = chunk_size
         self._no_expand: set[int] = set()
+        self._proofs: OrderedDict[tuple[Any, ...], tuple[weakref.ref[nn.Module], ProbeEvidence]] = OrderedDict()
+
+    def _evidence(self, model: nn.Module, inputs: Inputs, params: Mapping[str, nn.Parameter], task: Task,
+                  expand: bool, watch: Watch, logits: Tensor) -> ProbeEvidence:
+        """The probe's evidence for this batch: remembered from an earlier batch with the same
+        :func:`~lightning_dynamical.scoring.trace.proof_key` on the same model, else probed now."""
+        key = proof_key(model, inputs, task, expand, watch)
+        known = self._proofs.get(key)
+        if known is not None and known[0]() is model:
+            self._proofs.move_to_end(key)
+            return known[1]
+        with phase("probe"):
+            probe = run_probe(model, inputs, params, expand, task) if batch_size(inputs) > 1 else None
+            evidence = probe_evidence(watch, logits, probe)
+        if probe is not None:
+            probe[0].release()
+        self._proofs[key] = (weakref.ref(model), evidence)
+        if len(self._proofs) > PROOFS_KEPT:
+            self._proofs.popitem(last=False)
+        return evidence
 
     def batch_statistics(
         self,
@@ -110,7 +138,7 @@ class FastEngine(Engine):
         expand = id(model) not in self._no_expand
         watch = Watch(params, sums, b, expand)
         try:
-            with torch.enable_grad(), watch:
+            with torch.enable_grad(), watch, phase("forward"):
                 logits = forward_logits(model, inputs, task)
         except Exception:
             watch.release()
@@ -119,22 +147,22 @@ class FastEngine(Engine):
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
             return self.batch_statistics(model, inputs, params, directions, task)
         y = task.batch_pseudo_targets(logits, inputs)
-        probe = run_probe(model, inputs, params, expand, task) if b > 1 else None
-        covered, reasons = prove(watch, logits, params, probe)
+        evidence = self._evidence(model, inputs, params, task, expand, watch, logits)
+        with phase("prove"):
+            covered, reasons = prove(watch, logits, params, evidence)
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]
         loss = task.loss(logits, y)
         if edges and loss.requires_grad:
             try:
-                torch.autograd.backward(loss, inputs=edges)
+                with phase("backward"):
+                    torch.autograd.backward(loss, inputs=edges)
             except RuntimeError as err:  # e.g. reentrant checkpointing refuses inputs=
                 why = f"the restricted backward failed: {failure_reason(err)}"
                 reasons.update({n: why for n, p in covered.items() if p.startswith("fast")})
                 covered = {n: p for n, p in covered.items() if not p.startswith("fast")}
                 sums.sq = sums.dots = None
         watch.release()
-        if probe is not None:
-            probe[0].release()
-        del logits, loss, edges, watch, probe  # free the graph and saved activations before the fallback
+        del logits, loss, edges, watch  # free the graph and saved activations before the fallback
         return self._finish(model, inputs, y, params, directions, sums, covered, reasons, task)
 
     def _finish(self, model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, nn.Parameter],
@@ -150,7 +178,8 @@ class FastEngine(Engine):
         paths = {n: ParameterPath(n, p) for n, p in covered.items()}
         rest = {n: params[n] for n in params if n not in covered}
         if rest:
-            grads, path, why = self.exact.gradients(model, inputs, y, rest, task)
+            with phase("exact"):
+                grads, path, why = self.exact.gradients(model, inputs, y, rest, task)
             s, t = gradient_statistics(grads, directions)
             sq, dots = sq + s, dots + t
             for n in rest:

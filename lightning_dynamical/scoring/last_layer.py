@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, unproven_task
-from lightning_dynamical.scoring.trace import Watch, prove, run_probe
+from lightning_dynamical.scoring.trace import Watch, probe_evidence, prove, run_probe
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -64,7 +64,7 @@ class LastLayerEngine(Engine):
             logits = forward_logits(model, inputs, task)
         b = logits.shape[0]
         probe = run_probe(model, inputs, params, expand=False, task=task) if b > 1 else None
-        covered, reasons = prove(watch, logits, params, probe)
+        covered, reasons = prove(watch, logits, params, probe_evidence(watch, logits, probe))
         heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
         if others or reasons:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_leaves
+from torch.utils._pytree import tree_flatten, tree_leaves
 
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
@@ -85,6 +85,7 @@ class Watch(TorchFunctionMode):
         self.sites: list[Site] = []
         self.uses: dict[str, list[tuple[str, Site | None]]] = defaultdict(list)
         self.views: dict[int, tuple[View, Tensor]] = {}
+        self.trace: list[tuple[Any, tuple[Any, ...]]] = []
 
     def _name(self, t: Any) -> str | None:
         if id(t) in self.ids:
@@ -96,7 +97,9 @@ class Watch(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
-        found = [t for t in tree_leaves((args, kwargs)) if self._name(t) is not None]
+        leaves = _leaves(args, kwargs)
+        self.trace.append((func, tuple(map(_signature, leaves))))
+        found = [t for t in leaves if self._name(t) is not None]
         if not found:
             return out
         names_found = sorted(str(self._name(t)) for t in found)
@@ -140,6 +143,7 @@ class Watch(TorchFunctionMode):
         self.sites.clear()
         self.views.clear()
         self.uses.clear()
+        self.trace.clear()
 
     def _hook(self, site: Site, out: Any) -> Any:
         """Keep the output and hook its gradient (registered now: before any in-place change downstream)."""
@@ -160,6 +164,37 @@ class Watch(TorchFunctionMode):
         hook = self.hook
         replaced.register_hook(lambda d: hook(site, d))
         return replaced
+
+
+def _leaves(args: tuple, kwargs: Mapping[str, Any]) -> list[Any]:
+    """The leaves of a call's arguments (lists, tuples and dicts opened): ``tree_leaves`` without its per-node
+    dispatch, which costs more than the rest of the watch on small layers."""
+    out: list[Any] = []
+    stack: list[Any] = [*reversed(list(kwargs.values())), *reversed(args)]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, (list, tuple)):
+            stack.extend(reversed(x))
+        elif isinstance(x, dict):
+            stack.extend(reversed(list(x.values())))
+        else:
+            out.append(x)
+    return out
+
+
+_VALUES = (int, float, bool, str, type(None), torch.dtype, torch.device, torch.memory_format, torch.layout)
+
+
+def _signature(leaf: Any) -> Any:
+    """What a call's argument contributes to the forward's signature: a tensor's shape and dtype (not its
+    values), a plain value itself, a slice as a tuple, anything else its type."""
+    if isinstance(leaf, Tensor):
+        return tuple(leaf.shape), leaf.dtype
+    if isinstance(leaf, _VALUES):
+        return leaf
+    if isinstance(leaf, slice):
+        return "slice", leaf.start, leaf.stop, leaf.step
+    return type(leaf)
 
 
 def _differentiable(out: Any) -> bool:
@@ -229,17 +264,45 @@ def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: 
     return watch, logits
 
 
-def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tuple[Watch, Tensor] | None,
+def proof_key(model: Any, inputs: Inputs, task: Task, expand: bool, watch: Watch) -> tuple[Any, ...]:
+    """What the probe's evidence depends on: the model version (every parameter's and buffer's identity and
+    in-place version counter, every module's mode), the task, the inputs' structure, shapes and dtypes, and the
+    forward's signature (every torch function it called, with its arguments' shapes and plain values; a branch on
+    the data changes it). Two batches with equal keys run the same computation on different values."""
+    leaves, spec = tree_flatten(inputs)
+    return (id(task), expand, str(spec), tuple(map(_signature, leaves)),
+            tuple((id(p), p._version, p.requires_grad) for p in model.parameters()),
+            tuple((id(t), t._version) for t in model.buffers()),
+            tuple(m.training for m in model.modules()), tuple(watch.trace))
+
+
+@dataclass(frozen=True)
+class ProbeEvidence:
+    """What the probe forward showed on one batch: a problem of the whole forward (samples not independent), and
+    the problem of each covered call (``None``: its input rows are the samples'), by call index."""
+
+    forward: str | None
+    sites: tuple[str | None, ...]
+
+
+def probe_evidence(watch: Watch, logits: Tensor, probe: tuple[Watch, Tensor] | None) -> ProbeEvidence:
+    """Compare the probe forward of two samples (``None`` for a batch of one) with the batch's forward."""
+    if probe is None:
+        return ProbeEvidence(None, (None,) * len(watch.sites))
+    b = logits.shape[0]
+    forward = None
+    if not _close(probe[1], logits[probe_positions(b)]):
+        forward = "samples are not independent: the logits of two samples alone differ from the batch's"
+    return ProbeEvidence(forward, tuple(_probe_problem(site, b, probe[0].sites) for site in watch.sites))
+
+
+def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], evidence: ProbeEvidence,
           graph: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """``(covered, reasons)``: the path of each proven parameter (``"fast (op)"`` or ``"unused"``), and why
-    each other parameter is not proven. Sets ``site.wanted`` for the covered calls."""
+    each other parameter is not proven, from this batch's forward and the probe's ``evidence`` (taken on this
+    batch, or on an earlier one with the same :class:`ProofKey`). Sets ``site.wanted`` for the covered calls."""
     b = logits.shape[0]
     counts = consumers(logits, params) if graph else None
-    global_problem = None
-    if probe is not None:
-        rows = probe_positions(b)
-        if not _close(probe[1], logits[rows]):
-            global_problem = "samples are not independent: the logits of two samples alone differ from the batch's"
     covered: dict[str, str] = {}
     reasons: dict[str, str] = {}
     for name in params:
@@ -256,7 +319,7 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
         elif uses[0][1] is None:
             reasons[name] = f"used by {uses[0][0]}, which has no closed form"
     for site in watch.sites:
-        problem = site.problem or global_problem or _site_problem(site, b, probe)
+        problem = site.problem or evidence.forward or _site_problem(site, b) or evidence.sites[site.index]
         for role, name in site.names.items():
             if name in reasons or name in covered:
                 continue
@@ -270,7 +333,8 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], probe: tup
     return covered, reasons
 
 
-def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str | None:
+def _site_problem(site: Site, b: int) -> str | None:
+    """What this batch shows wrong with a covered call: its input's dim 0 is not the batch, or it changed in place."""
     a, op = site.call.a, site.call.op
     rows = a.shape[0] if a.ndim else 0
     grouped = site.call.rule.grouped_rows and rows % b == 0 and rows > 0
@@ -278,14 +342,21 @@ def _site_problem(site: Site, b: int, probe: tuple[Watch, Tensor] | None) -> str
         return f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the batch of {b}"
     if a._version != site.version:
         return f"{op} call {site.index}: its input was modified in place after the call"
-    if probe is not None:
-        twins = probe[0].sites
-        twin = twins[site.index] if site.index < len(twins) else None
-        if twin is None or twin.call.op != op or twin.names != site.names:
-            return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
-        per = rows // b
-        expected = a.reshape(b, per, *a.shape[1:])[probe_positions(b)].reshape(-1, *a.shape[1:])
-        if not _close(twin.call.a, expected):
-            return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
-                    "two samples does not reproduce its rows; e.g. a sequence-first layout)")
+    return None
+
+
+def _probe_problem(site: Site, b: int, twins: Sequence[Site]) -> str | None:
+    """Whether the probe's twin of a covered call took the same path and saw the two samples' input rows."""
+    a, op = site.call.a, site.call.op
+    twin = twins[site.index] if site.index < len(twins) else None
+    if twin is None or twin.call.op != op or twin.names != site.names:
+        return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
+    rows = a.shape[0] if a.ndim else 0
+    if rows == 0 or rows % b:
+        return None  # _site_problem reports it
+    per = rows // b
+    expected = a.reshape(b, per, *a.shape[1:])[probe_positions(b)].reshape(-1, *a.shape[1:])
+    if not _close(twin.call.a, expected):
+        return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
+                "two samples does not reproduce its rows; e.g. a sequence-first layout)")
     return None
