@@ -30,10 +30,15 @@ class _NormRule(LayerRule):
                              wanted: Collection[str]) -> dict[str, Tensor]:
         out = {}
         if "weight" in wanted:
-            out["weight"] = self.reduce(module, d * self.normalized(module, a))
+            out["weight"] = self.reduce_product(module, d, self.normalized(module, a))
         if "bias" in wanted:
             out["bias"] = self.reduce(module, d)
         return out
+
+    def reduce_product(self, module: Any, d: Tensor, xhat: Tensor) -> Tensor:
+        """``reduce(d * xhat)`` in one fused pass (no product tensor)."""
+        b, c = d.shape[:2]
+        return torch.linalg.vecdot(d.reshape(b, c, -1), xhat.reshape(b, c, -1))
 
 
 class BatchNormRule(_NormRule):
@@ -56,8 +61,7 @@ class BatchNormRule(_NormRule):
         out = {}
         if "weight" in wanted:
             centred = a.reshape(b, c, -1) - module.running_mean.unsqueeze(1)
-            scale = torch.rsqrt(module.running_var + module.eps)
-            out["weight"] = torch.einsum("bcs,bcs->bc", d, centred) * scale
+            out["weight"] = torch.linalg.vecdot(d, centred) * torch.rsqrt(module.running_var + module.eps)
         if "bias" in wanted:
             out["bias"] = d.sum(2)
         return out
@@ -78,3 +82,7 @@ class LayerNormRule(_NormRule):
 
     def reduce(self, module: Any, t: Tensor) -> Tensor:
         return t.reshape(t.shape[0], -1, *module.normalized_shape).sum(1)
+
+    def reduce_product(self, module: Any, d: Tensor, xhat: Tensor) -> Tensor:
+        shape = (d.shape[0], -1, *module.normalized_shape)
+        return torch.linalg.vecdot(d.reshape(shape), xhat.reshape(shape), dim=1)

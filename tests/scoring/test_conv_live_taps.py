@@ -1,0 +1,90 @@
+"""Convolutions on small feature maps drop the kernel taps that read only padding: every algorithm, on the cropped
+convolution, against per-sample ``torch.autograd.grad`` of the layer (float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lightning_dynamical.scoring.layers import bind, conv
+
+pytestmark = [pytest.mark.usefixtures("one_thread"),
+              pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")]
+
+#: (layer, input shape without the batch): each has taps that meet only padding.
+CASES = {
+    "3x3 on 1x1": (lambda: nn.Conv2d(6, 5, 3, padding=1), (6, 1, 1)),
+    "3x3 stride 2 on 2x2": (lambda: nn.Conv2d(4, 5, 3, stride=2, padding=1), (4, 2, 2)),
+    "7x7 depthwise on 2x2": (lambda: nn.Conv2d(6, 6, 7, padding=3, groups=6), (6, 2, 2)),
+    "5x5 grouped on 3x1": (lambda: nn.Conv2d(4, 6, 5, padding=2, groups=2), (4, 3, 1)),
+    "dilated 3x3 on 2x3": (lambda: nn.Conv2d(3, 4, 3, padding=2, dilation=2), (3, 2, 3)),
+    "same, even kernel on 1x2": (lambda: nn.Conv2d(3, 4, 4, padding="same"), (3, 1, 2)),
+    "conv1d k5 on 2": (lambda: nn.Conv1d(3, 4, 5, padding=2), (3, 2)),
+    "transposed 3x3 on 1x1": (lambda: nn.ConvTranspose2d(4, 3, 3, padding=1), (4, 1, 1)),
+}
+
+
+def _reference(layer: nn.Module, a: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``||g_i||^2`` and ``g_i . v`` of the weight, one autograd call per sample."""
+    sq, dots = [], []
+    for i in range(a.shape[0]):
+        (g,) = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight])
+        sq.append(g.pow(2).sum())
+        dots.append((g * v).sum())
+    return torch.stack(sq), torch.stack(dots)
+
+
+@pytest.mark.parametrize("algorithm", [None, *sorted(conv.ALGORITHMS)])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_cropped_convolution_statistics(case: str, algorithm: str | None) -> None:
+    torch.manual_seed(0)
+    make, shape = CASES[case]
+    layer = make().double()
+    a = torch.randn(5, *shape, dtype=torch.float64)
+    d = torch.randn_like(layer(a))
+    v = torch.randn_like(layer.weight)
+    spec, rule = layer, conv.ConvRule(algorithm)
+    if isinstance(layer, nn.ConvTranspose2d):
+        spec, rule = bind(F.conv_transpose2d, (a, layer.weight, layer.bias, layer.stride, layer.padding,
+                                               layer.output_padding, layer.groups, layer.dilation), {}).spec, \
+            conv.ConvTransposeRule(algorithm)
+    conv_spec, x, _ = rule.as_convolution(spec, a, d)
+    assert conv.ConvGeometry(conv_spec, x).live() is not None  # the case does exercise the crop
+    sq, dots = rule.statistics(spec, a, d, {"weight"}, [{"weight": v}])
+    ref_sq, ref_dots = _reference(layer, a, d, v)
+    torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
+
+
+def test_full_maps_keep_every_tap() -> None:
+    layer = nn.Conv2d(3, 4, 3, padding=1)
+    assert conv.ConvGeometry(layer, torch.zeros(2, 3, 4, 4)).live() is None
+
+
+DEPTHWISE = {
+    "7x7": (lambda: nn.Conv2d(4, 4, 7, padding=3, groups=4), (4, 9, 8)),
+    "3x3 stride 2, multiplier 2": (lambda: nn.Conv2d(3, 6, 3, stride=2, padding=1, groups=3), (3, 7, 6)),
+    "3x3 dilation 2, stride 2 by 1": (lambda: nn.Conv2d(3, 3, 3, stride=(2, 1), padding=2, dilation=2, groups=3),
+                                      (3, 8, 7)),
+    "same, even kernel": (lambda: nn.Conv2d(2, 2, 4, padding="same", groups=2), (2, 6, 5)),
+    "conv1d": (lambda: nn.Conv1d(3, 3, 5, padding=2, groups=3), (3, 11)),
+}
+
+
+@pytest.mark.parametrize("algorithm", [None, *sorted(conv.ALGORITHMS)])
+@pytest.mark.parametrize("case", sorted(DEPTHWISE))
+def test_depthwise_statistics(case: str, algorithm: str | None) -> None:
+    torch.manual_seed(0)
+    make, shape = DEPTHWISE[case]
+    layer = make().double()
+    a = torch.randn(5, *shape, dtype=torch.float64)
+    d = torch.randn_like(layer(a))
+    v = torch.randn_like(layer.weight)
+    geo = conv.ConvGeometry(layer, a)
+    assert geo.live() is None and min(conv.estimates(geo, 1), key=conv.estimates(geo, 1).get) == "direct_forward"
+    sq, dots = conv.ConvRule(algorithm).statistics(layer, a, d, {"weight"}, [{"weight": v}])
+    ref_sq, ref_dots = _reference(layer, a, d, v)
+    torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
