@@ -50,7 +50,7 @@ class _Sums:
         if not site.active:
             return
         local = site.local(self.directions)
-        with torch.no_grad(), phase(f"statistics/{site.call.op}"):
+        with torch.no_grad(), torch.autocast(d.device.type, enabled=False), phase(f"statistics/{site.call.op}"):
             s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
@@ -58,8 +58,11 @@ class _Sums:
 
 def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: int | None,
                      batch: int) -> tuple[Tensor, Tensor]:
-    """The rule's statistics, ``chunk_size`` samples at a time (bounds the rule's temporaries)."""
+    """The rule's statistics, ``chunk_size`` samples at a time (bounds the rule's temporaries). Under mixed precision
+    the input and output gradient are taken in the parameters' dtype (autocast runs the layer in a lower one)."""
     call, a = site.call, site.call.a.detach()
+    dtype = next(iter(site.call.roles.values())).dtype
+    a, d = (t if t.dtype == dtype or not t.is_floating_point() else t.to(dtype) for t in (a, d))
     if a.shape[0] != batch:  # several rows per sample, sample-major (proven by the trace)
         a = a.reshape(batch, -1, *a.shape[1:])
         d = d.reshape(batch, -1, *d.shape[1:])

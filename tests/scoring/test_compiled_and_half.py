@@ -167,3 +167,24 @@ def test_bf16_true_weights_are_scored_exactly_in_float32(tmp_path):
     assert len(seen) == 1
     error, same_top_b = seen[0]
     assert error < 1e-5 and same_top_b
+
+
+def test_scoring_under_bf16_autocast_stays_on_the_fast_path():
+    """Called inside ``torch.autocast`` (bf16-mixed), the layers run in bfloat16 but the closed forms take each
+    call's input and output gradient in the parameters' float32: every parameter stays on the fast path, and the
+    scores are the float32 ones up to bfloat16 rounding of the forward and backward."""
+    from lightning_dynamical.scoring import FastEngine, select_parameters
+
+    torch.manual_seed(0)
+    x = torch.randn(12, 1, 8, 8)
+    model = trained_like(TinyCNN(1, 4), x).eval()
+    params = select_parameters(model, None)
+    direction = [{n: torch.randn_like(p) for n, p in params.items()}]
+    engine = FastEngine()
+    sq32, dots32, _ = engine.batch_statistics(model, x, params, direction)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sq, dots, _ = engine.batch_statistics(model, x, params, direction)
+    assert all(p.path.startswith("fast") for p in engine.paths.values())
+    assert sq.dtype == torch.float32
+    assert float((sq - sq32).abs().max() / sq32.abs().max()) < 5e-2
+    assert float((dots - dots32).abs().max() / dots32.abs().max()) < 5e-2

@@ -93,6 +93,20 @@ def _reduce(t: Tensor, shape: tuple[int, ...]) -> Tensor:
     return t.reshape(b, *shape)
 
 
+def _reduce_product(d: Tensor, a: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """``_reduce(d * a, shape)``, in one fused pass (no product tensor) when the summed dimensions are adjacent
+    (a per-channel scale on ``(B, C, H, W)``, a per-feature scale on ``(B, T, D)``)."""
+    if d.shape != a.shape:
+        return _reduce(d * a, shape)
+    b, rest = d.shape[0], d.shape[1:]
+    padded = (1,) * (len(rest) + 1 - len(shape)) + tuple(shape)
+    dims = [j + 1 for j, (p, r) in enumerate(zip(padded[1:], rest)) if p == 1 and r != 1]
+    if not dims or dims != list(range(dims[0], dims[-1] + 1)):
+        return _reduce(d * a, shape)
+    merged = (*d.shape[: dims[0]], -1, *d.shape[dims[-1] + 1:])
+    return torch.linalg.vecdot(d.reshape(merged), a.reshape(merged), dim=dims[0]).reshape(b, *shape)
+
+
 class BroadcastRule(LayerRule):
     """``x + v``, ``x * v`` and ``cat([..., v, ...], dim)`` for a parameter view ``v``; ``a`` is ``x``."""
 
@@ -101,8 +115,10 @@ class BroadcastRule(LayerRule):
             return {}
         if spec.kind == "cat":
             g = d.narrow(spec.dim, spec.offset, spec.size)
+        elif spec.kind == "mul":
+            return {"weight": spec.view.to_parameter(_reduce_product(d, a, spec.one_shape))}
         else:
-            g = d if spec.kind == "add" else d * a
+            g = d
         return {"weight": spec.view.to_parameter(_reduce(g, spec.one_shape))}
 
 
