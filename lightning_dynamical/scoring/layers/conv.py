@@ -276,7 +276,8 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     weight = groups * fan_in * p
     passes = MEMORY_COST * (2 + directions) * weight  # write g_i, read it for the norm and each direction
     forward = directions * t * weight
-    unfold = MEMORY_COST * groups * t * fan_in
+    one_by_one = geo.kernel == (1, 1) and geo.stride == (1, 1) and not any(geo.pads)
+    unfold = 0.0 if one_by_one else MEMORY_COST * groups * t * fan_in  # a 1x1 layer's columns are a view
 
     def direct(inner: int) -> float:
         return inner * weight / min(1.0, inner / EFFICIENT_INNER) + passes

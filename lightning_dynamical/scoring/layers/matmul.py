@@ -68,6 +68,23 @@ def columns_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) ->
     return direct_statistics(cols, dpos, ws)
 
 
+def live_rows(cols: Tensor, dpos: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop the positions whose output gradient is exactly zero (they add nothing to ``g_i``), when that at least
+    halves the positions: each sample's nonzero rows first, padded with zero rows to the longest. A transformer
+    classifying from its first token has one such row per sample in its last block's dense layers, and padded
+    tokens have none anywhere."""
+    t = cols.shape[2]
+    if t < 4 or bool(dpos[:, :, -1].any()):  # a cheap look first: the last position is zero everywhere
+        return cols, dpos
+    live = (dpos != 0).any(-1)
+    keep = int(live.sum(-1).max())
+    if 2 * keep > t:
+        return cols, dpos
+    order = torch.argsort((~live).to(torch.uint8), dim=-1, stable=True)[..., :keep].unsqueeze(-1)
+    return (cols.gather(2, order.expand(-1, -1, -1, cols.shape[-1])),
+            dpos.gather(2, order.expand(-1, -1, -1, dpos.shape[-1])))
+
+
 class LinearRule(LayerRule):
     """``nn.Linear`` on ``(B, ..., F)`` inputs; all middle dimensions are positions."""
 
@@ -89,7 +106,7 @@ class LinearRule(LayerRule):
 
     def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
-        cols, dpos = self._columns(a, d)
+        cols, dpos = live_rows(*self._columns(a, d))
         parts = []
         if "weight" in wanted:
             parts.append(columns_statistics(cols, dpos, [v["weight"] for v in directions]))

@@ -1,0 +1,47 @@
+"""Linear layers skip the positions whose output gradient is exactly zero (a transformer's last block when it
+classifies from the first token; padded tokens): the statistics stay those of every position."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_dynamical.scoring.layers import matmul
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _reference(layer: nn.Linear, a: torch.Tensor, d: torch.Tensor,
+               v: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    sq, dots = [], []
+    for i in range(a.shape[0]):
+        gw, gb = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight, layer.bias])
+        sq.append(gw.pow(2).sum() + gb.pow(2).sum())
+        dots.append((gw * v["weight"]).sum() + (gb * v["bias"]).sum())
+    return torch.stack(sq), torch.stack(dots)
+
+
+@pytest.mark.parametrize("rows", ["first only", "ragged lengths", "all live", "none live"])
+@pytest.mark.parametrize("ghost", [True, False])
+def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: str, ghost: bool) -> None:
+    monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: ghost)
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 5).double()
+    a = torch.randn(4, 12, 6, dtype=torch.float64)
+    d = torch.randn(4, 12, 5, dtype=torch.float64)
+    if rows == "first only":
+        d[:, 1:] = 0
+    elif rows == "ragged lengths":
+        for i, n in enumerate((2, 5, 0, 3)):
+            d[i, n:] = 0
+    elif rows == "none live":
+        d.zero_()
+    v = {"weight": torch.randn_like(layer.weight), "bias": torch.randn_like(layer.bias)}
+    cols, dpos = matmul.live_rows(a.unsqueeze(1), d.unsqueeze(1))
+    expected_rows = {"first only": 1, "ragged lengths": 5, "all live": 12, "none live": 0}[rows]
+    assert cols.shape[2] == dpos.shape[2] == expected_rows
+    sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, [v])
+    ref_sq, ref_dots = _reference(layer, a, d, v)
+    torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
