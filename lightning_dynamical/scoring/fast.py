@@ -7,10 +7,12 @@ its output. One backward of the task's pseudo-label loss summed over the batch, 
 hook turns ``(input, d)`` into ``||g_i||^2`` and ``g_i . G_S`` with :mod:`~lightning_dynamical.scoring.layers`
 and drops ``d``, so peak memory stays close to a training step's.
 
-Before the backward, :func:`~lightning_dynamical.scoring.trace.prove` checks on this batch every assumption
-the closed forms make (single use by a covered call, batch rows on dim 0, independent samples, no in-place
-change). Parameters it cannot prove, and all parameters of a model normalising with batch statistics, get
-their per-sample gradients from :class:`~lightning_dynamical.scoring.exact.ExactGradients` instead. The proof
+Before the backward, :func:`~lightning_dynamical.scoring.trace.prove` checks every assumption the closed forms
+make (single use by a covered call, batch rows on dim 0, independent samples, no in-place change): on this batch,
+except the two-sample probe, whose evidence is remembered per :func:`~lightning_dynamical.scoring.trace.proof_key`
+(model version, input shapes, the forward's signature). Parameters it cannot prove, and all parameters of a model
+normalising with batch statistics, get their per-sample gradients from
+:class:`~lightning_dynamical.scoring.exact.ExactGradients` instead. The proof
 covers the model; the loss is covered by the task's own statement
 (:attr:`~lightning_dynamical.tasks.base.Task.sums_over_samples`: the batch loss is the sum of per-sample
 losses, each reading its own row of the logits); a task that does not state it is scored on the exact path.

@@ -1,4 +1,4 @@
-"""Run-time proof of what the fast engine assumes, on every batch.
+"""Run-time proof of what the fast engine assumes, for every batch.
 
 The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a parameter only if
 
@@ -14,8 +14,10 @@ The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a p
 A :class:`Watch` (a ``TorchFunctionMode``) sees every torch function that receives a selected parameter
 during the forward and records the covered calls (1). The autograd graph is walked to count the nodes that
 consume each parameter, which catches uses the mode cannot see (1). A probe forward of two samples of the
-batch, in reverse order, must reproduce each covered call's input rows and the logits (2, 3). Anything not
-proven goes to an exact path, with the reason.
+batch, in reverse order, must reproduce each covered call's input rows and the logits (2, 3); its
+:class:`ProbeEvidence` holds for every later batch with the same :func:`proof_key` (same model version, inputs'
+shapes and forward signature), the rest is checked on every batch. Anything not proven goes to an exact path, with
+the reason.
 """
 
 from __future__ import annotations

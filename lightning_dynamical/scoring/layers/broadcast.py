@@ -94,8 +94,8 @@ def _reduce(t: Tensor, shape: tuple[int, ...]) -> Tensor:
 
 
 def _reduce_product(d: Tensor, a: Tensor, shape: tuple[int, ...]) -> Tensor:
-    """``_reduce(d * a, shape)``, in one fused pass (no product tensor) when the summed dimensions are adjacent
-    (a per-channel scale on ``(B, C, H, W)``, a per-feature scale on ``(B, T, D)``)."""
+    """``_reduce(d * a, shape)``, as one ``vecdot`` over the summed dimensions when they are adjacent (a per-channel
+    scale on ``(B, C, H, W)``, a per-feature scale on ``(B, T, D)``): no reshuffled copy of the product."""
     if d.shape != a.shape:
         return _reduce(d * a, shape)
     b, rest = d.shape[0], d.shape[1:]

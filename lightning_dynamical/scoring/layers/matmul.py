@@ -74,8 +74,9 @@ def live_rows(cols: Tensor, dpos: Tensor) -> tuple[Tensor, Tensor]:
     classifying from its first token has one such row per sample in its last block's dense layers, and padded
     tokens have none anywhere."""
     t = cols.shape[2]
-    if t < 4 or bool(dpos[:, :, -1].any()):  # a cheap look first: the last position is zero everywhere
-        return cols, dpos
+    if t < 4 or bool(dpos[:, :, -1].any()) or bool(dpos[:, :, t // 2].any()):
+        return cols, dpos  # a cheap look first (skipping is always exact): padding-style layouts with a live last
+        # or middle row keep more than half the rows
     live = (dpos != 0).any(-1)
     keep = int(live.sum(-1).max())
     if 2 * keep > t:

@@ -36,7 +36,7 @@ class _NormRule(LayerRule):
         return out
 
     def reduce_product(self, module: Any, d: Tensor, xhat: Tensor) -> Tensor:
-        """``reduce(d * xhat)`` in one fused pass (no product tensor)."""
+        """``reduce(d * xhat)`` as one ``vecdot`` over the reduced dimensions."""
         b, c = d.shape[:2]
         return torch.linalg.vecdot(d.reshape(b, c, -1), xhat.reshape(b, c, -1))
 
