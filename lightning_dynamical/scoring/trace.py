@@ -272,10 +272,12 @@ def proof_key(model: Any, inputs: Inputs, task: Task, expand: bool, watch: Watch
     forward's signature (every torch function it called, with its arguments' shapes and plain values; a branch on
     the data changes it). Two batches with equal keys run the same computation on different values."""
     leaves, spec = tree_flatten(inputs)
-    return (id(task), expand, str(spec), tuple(map(_signature, leaves)),
-            tuple((id(p), p._version, p.requires_grad) for p in model.parameters()),
-            tuple((id(t), t._version) for t in model.buffers()),
-            tuple(m.training for m in model.modules()), tuple(watch.trace))
+    version: list[Any] = []
+    for m in model.modules():  # one walk: modes, parameters and buffers
+        version.append(m.training)
+        version.extend((id(p), p._version, p.requires_grad) for p in m._parameters.values() if p is not None)
+        version.extend((id(t), t._version) for t in m._buffers.values() if t is not None)
+    return id(task), expand, str(spec), tuple(map(_signature, leaves)), tuple(version), tuple(watch.trace)
 
 
 @dataclass(frozen=True)

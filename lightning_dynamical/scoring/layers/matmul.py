@@ -55,6 +55,9 @@ def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> t
     sq = ghost_norm(cols, dpos)
     if not weights:
         return sq, sq.new_zeros(cols.shape[0], 0)
+    if len(weights) == 1:  # the usual case (G_S alone): the layer's forward with W, then one dot per sample
+        out = torch.matmul(cols, weights[0].transpose(-1, -2))
+        return sq, torch.linalg.vecdot(out.reshape(cols.shape[0], -1), dpos.reshape(cols.shape[0], -1)).unsqueeze(1)
     out = torch.einsum("bgtd,gkpd->bgtkp", cols, torch.stack(list(weights), 1))
     return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)
 

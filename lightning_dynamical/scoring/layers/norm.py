@@ -45,7 +45,7 @@ class BatchNormRule(_NormRule):
     """``nn.BatchNorm1d/2d/3d`` normalising with its running statistics (eval mode).
 
     ``xhat = (a - mean) / sqrt(var + eps)`` with per-channel constants, so the weight gradient is
-    ``sum_s d (a - mean)`` scaled per channel: one centring pass and one reduction.
+    ``sum_s d (a - mean)`` scaled per channel.
     """
 
     def supports(self, module: Any) -> bool:
@@ -56,14 +56,19 @@ class BatchNormRule(_NormRule):
 
     def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
+        """The framework's own BatchNorm backward with the batch folded into the channels (each sample a channel
+        with the layer's running statistics): ``sum_s d (a - mean) / sqrt(var + eps)`` and ``sum_s d`` per sample
+        and channel in one pass, without temporaries."""
         b, c = a.shape[:2]
-        d = d.reshape(b, c, -1)
+        mean, var = module.running_mean.repeat(b), module.running_var.repeat(b)
+        _, weight, bias = torch.ops.aten.native_batch_norm_backward(
+            d.reshape(1, b * c, -1), a.reshape(1, b * c, -1), a.new_ones(b * c), mean, var, None, None, False,
+            module.eps, [False, "weight" in wanted, "bias" in wanted])
         out = {}
         if "weight" in wanted:
-            centred = a.reshape(b, c, -1) - module.running_mean.unsqueeze(1)
-            out["weight"] = torch.linalg.vecdot(d, centred) * torch.rsqrt(module.running_var + module.eps)
+            out["weight"] = weight.reshape(b, c)
         if "bias" in wanted:
-            out["bias"] = d.sum(2)
+            out["bias"] = bias.reshape(b, c)
         return out
 
 
