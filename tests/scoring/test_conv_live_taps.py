@@ -87,3 +87,16 @@ def test_depthwise_statistics(case: str, algorithm: str | None) -> None:
     costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
     assert min(costs, key=costs.__getitem__) == "direct_forward"
     _check(layer, a, algorithm, cropped=False)
+
+
+@pytest.mark.parametrize("case", ["3x3", "strided grouped", "conv1d"])
+def test_grouped_kernel_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
+    """Large layers run the grouped weight-gradient kernel a few samples at a time (here every layer, 2 at a time,
+    on 5 samples: the last chunk is short)."""
+    monkeypatch.setattr(conv, "GROUPED_LIMIT", 0)
+    monkeypatch.setattr(conv, "GROUPED_CHUNK", 2)
+    torch.manual_seed(0)
+    layer, shape = {"3x3": (nn.Conv2d(3, 4, 3, padding=1), (3, 6, 5)),
+                    "strided grouped": (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 7, 6)),
+                    "conv1d": (nn.Conv1d(3, 4, 3, padding=1), (3, 9))}[case]
+    _check(layer.double(), torch.randn(5, *shape, dtype=torch.float64), "direct_grouped", cropped=False)
