@@ -95,17 +95,16 @@ class ConvGeometry:
         return [i * dh * self.wp + j * dw for i, j in itertools.product(range(kh), range(kw))]
 
     def columns(self) -> Tensor:
-        """The unfolded input ``(B, G, T, C_g * kh * kw)`` (one strided copy)."""
-        x, b, groups = self.padded, self.batch, self.groups
+        """The unfolded input ``(B, G, T, C_g * kh * kw)`` (a view for 1x1 kernels, else the framework's im2col)."""
+        b, groups = self.batch, self.groups
         cg = self.channels // groups
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
-        if (kh, kw) == (1, 1):
-            x = x[:, :, ::sh, ::sw][:, :, : self.out_h, : self.out_w]
+        if self.kernel == (1, 1):
+            (sh, sw) = self.stride
+            x = self.padded[:, :, ::sh, ::sw][:, :, : self.out_h, : self.out_w]
             return x.reshape(b, groups, cg, -1).transpose(-1, -2)
-        s_b, s_c, s_h, s_w = x.stride()
-        view = x.as_strided((b, groups, self.out_h, self.out_w, cg, kh, kw),
-                            (s_b, cg * s_c, sh * s_h, sw * s_w, s_c, dh * s_h, dw * s_w))
-        return view.reshape(b, groups, self.positions, cg * kh * kw)
+        x, padding = self.framework_input()
+        cols = F.unfold(x, self.kernel, self.dilation, padding, self.stride)
+        return cols.reshape(b, groups, -1, self.positions).transpose(-1, -2)
 
     def output_positions(self, d: Tensor) -> Tensor:
         """The output gradient as ``(B, G, T, C_out / G)``."""
