@@ -108,7 +108,7 @@ class FastEngine(Engine):
                   expand: bool, watch: Watch, logits: Tensor) -> ProbeEvidence:
         """The probe's evidence for this batch: remembered from an earlier batch with the same
         :func:`~lightning_dynamical.scoring.trace.proof_key` on the same model, else probed now."""
-        key = proof_key(model, inputs, task, expand, watch)
+        key = proof_key(model, inputs, params, task, expand, watch)
         known = self._proofs.get(key)
         if known is not None and known[0]() is model:
             self._proofs.move_to_end(key)

@@ -266,9 +266,11 @@ def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: 
     return watch, logits
 
 
-def proof_key(model: Any, inputs: Inputs, task: Task, expand: bool, watch: Watch) -> tuple[Any, ...]:
+def proof_key(model: Any, inputs: Inputs, params: Mapping[str, Tensor], task: Task, expand: bool,
+              watch: Watch) -> tuple[Any, ...]:
     """What the probe's evidence depends on: the model version (every parameter's and buffer's identity and
-    in-place version counter, every module's mode), the task, the inputs' structure, shapes and dtypes, and the
+    in-place version counter, every module's mode), the selected parameters (they decide which calls are watched,
+    and the evidence is kept per watched call), the task, the inputs' structure, shapes and dtypes, and the
     forward's signature (every torch function it called, with its arguments' shapes and plain values; a branch on
     the data changes it). Two batches with equal keys run the same computation on different values."""
     leaves, spec = tree_flatten(inputs)
@@ -277,7 +279,9 @@ def proof_key(model: Any, inputs: Inputs, task: Task, expand: bool, watch: Watch
         version.append(m.training)
         version.extend((id(p), p._version, p.requires_grad) for p in m._parameters.values() if p is not None)
         version.extend((id(t), t._version) for t in m._buffers.values() if t is not None)
-    return id(task), expand, str(spec), tuple(map(_signature, leaves)), tuple(version), tuple(watch.trace)
+    selected = tuple((n, id(p)) for n, p in params.items())
+    return (id(task), expand, str(spec), tuple(map(_signature, leaves)), tuple(version), selected,
+            tuple(watch.trace))
 
 
 @dataclass(frozen=True)
@@ -304,7 +308,7 @@ def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], evidence: 
           graph: bool = True) -> tuple[dict[str, str], dict[str, str]]:
     """``(covered, reasons)``: the path of each proven parameter (``"fast (op)"`` or ``"unused"``), and why
     each other parameter is not proven, from this batch's forward and the probe's ``evidence`` (taken on this
-    batch, or on an earlier one with the same :class:`ProofKey`). Sets ``site.wanted`` for the covered calls."""
+    batch, or on an earlier one with the same :func:`proof_key`). Sets ``site.wanted`` for the covered calls."""
     b = logits.shape[0]
     counts = consumers(logits, params) if graph else None
     covered: dict[str, str] = {}

@@ -119,3 +119,16 @@ def test_a_branch_on_the_data_is_probed_on_the_batch_that_takes_it(probes: list[
     torch.testing.assert_close(sq, _exact(model, x), rtol=1e-10, atol=0)
     _, paths = _scores(engine, model, _batch(-1.0, seed=3))  # back on the proven signature: no new probe
     assert len(probes) == 2 and all(p.startswith("fast") for p in paths.values())
+
+
+def test_another_parameter_selection_probes_again(probes: list[int]) -> None:
+    """The evidence is kept per watched call, and the selection decides which calls are watched: the head alone,
+    then every parameter, on the same batch shape, probes twice and is exact both times."""
+    model, engine = _model(), FastEngine()
+    x = _batch(-1.0)
+    head = {n: p for n, p in model.named_parameters() if n.startswith("head")}
+    sq_head, _, _ = engine.batch_statistics(model, x, head, [])
+    torch.testing.assert_close(sq_head, per_sample_grads(model, x, list(head))[0].pow(2).sum(1), rtol=1e-10, atol=0)
+    sq, paths = _scores(engine, model, x)
+    assert len(probes) == 2 and all(p.startswith("fast") for p in paths.values())
+    torch.testing.assert_close(sq, _exact(model, x), rtol=1e-10, atol=0)
