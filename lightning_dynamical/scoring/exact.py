@@ -82,7 +82,7 @@ def _requiring_grad(tensors: list[Tensor]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Undo buffer updates of the per-sample forwards (BatchNorm running statistics in train mode); buffers that
+    """Undo buffer updates of the per-sample forwards (BatchNorm running statistics in train mode); buffers
     left unchanged keep their version counter (part of the fast engine's proof key). Values are compared, not
     version counters: ``torch.func`` transforms can write buffers without bumping them."""
     saved = [(b, b.clone()) for b in model.buffers()]

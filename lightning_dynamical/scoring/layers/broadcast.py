@@ -83,28 +83,29 @@ class BroadcastSpec:
     size: int = 0
 
 
+def _broadcast_dims(full: tuple[int, ...], shape: tuple[int, ...]) -> list[int]:
+    """The dimensions of ``full = (B, *R)`` along which a tensor of one-sample ``shape`` was broadcast."""
+    rest = full[1:]
+    padded = (1,) * (len(rest) + 1 - len(shape)) + tuple(shape)
+    return [j + 1 for j, (p, r) in enumerate(zip(padded[1:], rest)) if p == 1 and r != 1]
+
+
 def _reduce(t: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Sum ``t: (B, *R)`` per sample over the dimensions a tensor of one-sample ``shape`` was broadcast along."""
-    b, rest = t.shape[0], t.shape[1:]
-    padded = (1,) * (len(rest) + 1 - len(shape)) + tuple(shape)
-    dims = [j + 1 for j, (p, r) in enumerate(zip(padded[1:], rest)) if p == 1 and r != 1]
+    dims = _broadcast_dims(tuple(t.shape), shape)
     if dims:
         t = t.sum(dims, keepdim=True)
-    return t.reshape(b, *shape)
+    return t.reshape(t.shape[0], *shape)
 
 
 def _reduce_product(d: Tensor, a: Tensor, shape: tuple[int, ...]) -> Tensor:
     """``_reduce(d * a, shape)``, as one ``vecdot`` over the summed dimensions when they are adjacent (a per-channel
     scale on ``(B, C, H, W)``, a per-feature scale on ``(B, T, D)``): no reshuffled copy of the product."""
-    if d.shape != a.shape:
-        return _reduce(d * a, shape)
-    b, rest = d.shape[0], d.shape[1:]
-    padded = (1,) * (len(rest) + 1 - len(shape)) + tuple(shape)
-    dims = [j + 1 for j, (p, r) in enumerate(zip(padded[1:], rest)) if p == 1 and r != 1]
+    dims = _broadcast_dims(tuple(d.shape), shape) if d.shape == a.shape else []
     if not dims or dims != list(range(dims[0], dims[-1] + 1)):
         return _reduce(d * a, shape)
     merged = (*d.shape[: dims[0]], -1, *d.shape[dims[-1] + 1:])
-    return torch.linalg.vecdot(d.reshape(merged), a.reshape(merged), dim=dims[0]).reshape(b, *shape)
+    return torch.linalg.vecdot(d.reshape(merged), a.reshape(merged), dim=dims[0]).reshape(d.shape[0], *shape)
 
 
 class BroadcastRule(LayerRule):

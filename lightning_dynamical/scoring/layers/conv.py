@@ -55,15 +55,31 @@ class ConvGeometry:
         self.pads = _padding(module, one_d)
         self.groups = module.groups
         self.out_channels = module.out_channels
-        top, bottom, left, right = self.pads
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
-        self.batch, self.channels, h, w = self.x.shape
-        self.hp, self.wp = h + top + bottom, w + left + right
+        self.batch, self.channels = self.x.shape[:2]
         self.out_h = (self.hp - dh * (kh - 1) - 1) // sh + 1
         self.out_w = (self.wp - dw * (kw - 1) - 1) // sw + 1
         self.positions = self.out_h * self.out_w
-        self.grid = self.out_h * self.wp  # output positions on the padded width (shifted forms)
-        self.shiftable = self.stride == (1, 1) and self.kernel != (1, 1)
+
+    @property
+    def hp(self) -> int:
+        """Padded input height."""
+        return self.x.shape[2] + self.pads[0] + self.pads[1]
+
+    @property
+    def wp(self) -> int:
+        """Padded input width."""
+        return self.x.shape[3] + self.pads[2] + self.pads[3]
+
+    @property
+    def grid(self) -> int:
+        """Output positions on the padded width (the shifted forms' layout)."""
+        return self.out_h * self.wp
+
+    @property
+    def shiftable(self) -> bool:
+        """Whether the shifted forms apply (unit stride, a kernel larger than 1x1)."""
+        return self.stride == (1, 1) and self.kernel != (1, 1)
 
     @functools.cached_property
     def flat(self) -> Tensor:
@@ -141,10 +157,9 @@ class ConvGeometry:
         if min(new_top, new_left, new_bottom, new_right) < 0:
             return None
         crop = copy.copy(self)
+        for cached in ("flat", "padded"):  # padded with the old pads
+            crop.__dict__.pop(cached, None)
         crop.kernel, crop.pads = (r1 - r0, c1 - c0), (new_top, new_bottom, new_left, new_right)
-        crop.hp, crop.wp = self.x.shape[2] + new_top + new_bottom, self.x.shape[3] + new_left + new_right
-        crop.grid = crop.out_h * crop.wp
-        crop.shiftable = crop.stride == (1, 1) and crop.kernel != (1, 1)
         return crop, (slice(r0, r1), slice(c0, c1))
 
 

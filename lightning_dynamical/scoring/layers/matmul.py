@@ -77,9 +77,10 @@ def live_rows(cols: Tensor, dpos: Tensor) -> tuple[Tensor, Tensor]:
     classifying from its first token has one such row per sample in its last block's dense layers, and padded
     tokens have none anywhere."""
     t = cols.shape[2]
+    # A cheap look first (not dropping is always exact): padding-style layouts with a live last or middle row keep
+    # more than half the rows.
     if t < 4 or bool(dpos[:, :, -1].any()) or bool(dpos[:, :, t // 2].any()):
-        return cols, dpos  # a cheap look first (skipping is always exact): padding-style layouts with a live last
-        # or middle row keep more than half the rows
+        return cols, dpos
     live = (dpos != 0).any(-1)
     keep = int(live.sum(-1).max())
     if 2 * keep > t:

@@ -1,7 +1,8 @@
 """Normalisation layers ``y = xhat * weight + bias``: per-sample gradients ``d * xhat`` and ``d``, reduced.
 
 Their per-sample gradients are as small as the layer's channels, so they are always formed explicitly.
-``xhat`` comes from the layer's own functional forward without the affine part.
+``xhat`` comes from the layer's own functional forward without the affine part; BatchNorm's sums come from the
+framework's BatchNorm backward instead.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class _NormRule(LayerRule):
         return torch.linalg.vecdot(d.reshape(b, c, -1), xhat.reshape(b, c, -1))
 
 
-class BatchNormRule(_NormRule):
+class BatchNormRule(LayerRule):
     """``nn.BatchNorm1d/2d/3d`` normalising with its running statistics (eval mode).
 
     ``xhat = (a - mean) / sqrt(var + eps)`` with per-channel constants, so the weight gradient is
@@ -51,14 +52,11 @@ class BatchNormRule(_NormRule):
     def supports(self, module: Any) -> bool:
         return not module.training and module.running_mean is not None and module.running_var is not None
 
-    def normalized(self, module: Any, a: Tensor) -> Tensor:
-        return F.batch_norm(a, module.running_mean, module.running_var, None, None, False, 0.0, module.eps)
-
     def per_sample_gradients(self, module: Any, a: Tensor, d: Tensor,
                              wanted: Collection[str]) -> dict[str, Tensor]:
         """The framework's own BatchNorm backward with the batch folded into the channels (each sample a channel
         with the layer's running statistics): ``sum_s d (a - mean) / sqrt(var + eps)`` and ``sum_s d`` per sample
-        and channel in one pass, without temporaries."""
+        and channel in one pass, without a product tensor."""
         b, c = a.shape[:2]
         mean, var = module.running_mean.repeat(b), module.running_var.repeat(b)
         _, weight, bias = torch.ops.aten.native_batch_norm_backward(
