@@ -98,10 +98,15 @@ def _images(b: int, device: torch.device) -> Inputs:
     return torch.randn(b, 3, 32, 32, device=device)
 
 
+def _padded_ids(b: int, device: torch.device, length: int, shortest: int, first_id: int) -> Inputs:
+    """``b`` random-length sequences of ids in ``[first_id, 5000)``, zero-padded to ``length``, with their mask."""
+    lengths = torch.randint(shortest, length + 1, (b, 1), device=device)
+    mask = (torch.arange(length, device=device) < lengths).long()
+    return {"input_ids": torch.randint(first_id, 5000, (b, length), device=device) * mask, "attention_mask": mask}
+
+
 def _tokens(b: int, device: torch.device) -> Inputs:
-    lengths = torch.randint(8, 65, (b, 1), device=device)
-    mask = (torch.arange(64, device=device) < lengths).long()
-    return {"input_ids": torch.randint(1, 5000, (b, 64), device=device) * mask, "attention_mask": mask}
+    return _padded_ids(b, device, 64, 8, 1)
 
 
 def _tiles(b: int, device: torch.device) -> Inputs:
@@ -109,9 +114,7 @@ def _tiles(b: int, device: torch.device) -> Inputs:
 
 
 def _sentences(b: int, device: torch.device) -> Inputs:
-    lengths = torch.randint(3, 33, (b, 1), device=device)
-    mask = (torch.arange(32, device=device) < lengths).long()
-    return {"input_ids": torch.randint(2, 5000, (b, 32), device=device) * mask, "attention_mask": mask}
+    return _padded_ids(b, device, 32, 3, 2)
 
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], Callable[[int, torch.device], Inputs]]] = {
@@ -307,12 +310,17 @@ def _peak_bytes(device: torch.device) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _model(model_name: str, device: torch.device) -> tuple[nn.Module, Callable[[int, torch.device], Inputs]]:
+    """The model in eval mode after seeding (the same weights in every process) and its input maker."""
+    torch.manual_seed(0)
+    factory, make_inputs = MODELS[model_name]
+    return factory().to(device).eval(), make_inputs
+
+
 def _setup(model_name: str, batch_size: int, batches: int,
            device: torch.device) -> tuple[nn.Module, list[Inputs], dict[str, Tensor]]:
     """The same model, input batches and direction in every process (fixed seed)."""
-    torch.manual_seed(0)
-    factory, make_inputs = MODELS[model_name]
-    model = factory().to(device).eval()
+    model, make_inputs = _model(model_name, device)
     inputs = [make_inputs(batch_size, device) for _ in range(batches)]
     direction = {n: 1e-2 * torch.randn_like(p) for n, p in model.named_parameters()}
     return model, inputs, direction
@@ -335,9 +343,7 @@ def _score_setup(model_name: str, batch_size: int, pool: int,
                  device: torch.device) -> tuple[nn.Module, list[Inputs], Any]:
     """The model, the pool's batches (inputs only, as a pool loader yields them) and one labeled batch of
     ``batch_size`` (fixed seed)."""
-    torch.manual_seed(0)
-    factory, make_inputs = MODELS[model_name]
-    model = factory().to(device).eval()
+    model, make_inputs = _model(model_name, device)
     batches = [make_inputs(min(batch_size, pool - i), device) for i in range(0, pool, batch_size)]
     return model, batches, _labeled_batch(model, make_inputs(batch_size, device), _task(model_name))
 
