@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_dynamical.scoring.layers import bind, conv
+from lightning_dynamical.scoring.layers import bind, conv, matmul
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")]
@@ -89,14 +89,37 @@ def test_depthwise_statistics(case: str, algorithm: str | None) -> None:
     _check(layer, a, algorithm, cropped=False)
 
 
+@pytest.mark.parametrize("algorithm", ["direct_grouped", "direct_columns"])
 @pytest.mark.parametrize("case", ["3x3", "strided grouped", "conv1d"])
-def test_grouped_kernel_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, case: str) -> None:
-    """Large layers run the grouped weight-gradient kernel a few samples at a time (here every layer, 2 at a time,
-    on 5 samples: the last chunk is short)."""
+def test_direct_forms_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, case: str, algorithm: str) -> None:
+    """Large layers run the grouped weight-gradient kernel, and form ``g_i`` from columns, a few samples at a time
+    (here every layer, 2 at a time, on 5 samples: the last chunk is short)."""
     monkeypatch.setattr(conv, "GROUPED_LIMIT", 0)
     monkeypatch.setattr(conv, "GROUPED_CHUNK", 2)
+    monkeypatch.setattr(matmul, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(matmul, "DIRECT_CHUNK", 2 * 4 * 3 * 9)
     torch.manual_seed(0)
     layer, shape = {"3x3": (nn.Conv2d(3, 4, 3, padding=1), (3, 6, 5)),
                     "strided grouped": (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 7, 6)),
                     "conv1d": (nn.Conv1d(3, 4, 3, padding=1), (3, 9))}[case]
-    _check(layer.double(), torch.randn(5, *shape, dtype=torch.float64), "direct_grouped", cropped=False)
+    _check(layer.double(), torch.randn(5, *shape, dtype=torch.float64), algorithm, cropped=False)
+
+
+STEMS = {
+    "3x3 stem": (lambda: nn.Conv2d(3, 8, 3, padding=1), (3, 16, 16)),
+    "3x3 stem, stride 2": (lambda: nn.Conv2d(3, 8, 3, stride=2, padding=1), (3, 17, 16)),
+    "2 channels per group, dilated": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (4, 12, 11)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(STEMS))
+def test_few_input_channels_use_the_forward_kernel(case: str) -> None:
+    """Few input channels per group (an image stem): ``g_i`` from the forward convolution with the output gradient
+    as kernel, each sample's channels as a batch."""
+    torch.manual_seed(0)
+    make, shape = STEMS[case]
+    layer = make().double()
+    a = torch.randn(5, *shape, dtype=torch.float64)
+    costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
+    assert min(costs, key=costs.__getitem__) == "direct_forward"
+    _check(layer, a, None, cropped=False)

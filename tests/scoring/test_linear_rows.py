@@ -45,3 +45,24 @@ def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: st
     ref_sq, ref_dots = _reference(layer, a, d, v)
     torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("directions", [0, 1, 3])
+def test_direct_form_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, directions: int) -> None:
+    """Large layers form ``g_i`` a few samples at a time into one buffer (here 2 per chunk on 5 samples: the last
+    chunk is short); the statistics are the brute force's."""
+    monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: False)
+    monkeypatch.setattr(matmul, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(matmul, "DIRECT_CHUNK", 2 * 6 * 5)
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 5).double()
+    a = torch.randn(5, 7, 6, dtype=torch.float64)
+    d = torch.randn(5, 7, 5, dtype=torch.float64)
+    vs = [{"weight": torch.randn_like(layer.weight), "bias": torch.randn_like(layer.bias)} for _ in range(directions)]
+    sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, vs)
+    assert dots.shape == (5, directions)
+    for k in range(max(directions, 1)):
+        ref_sq, ref_dots = _reference(layer, a, d, vs[k] if vs else {"weight": layer.weight, "bias": layer.bias})
+        torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+        if vs:
+            torch.testing.assert_close(dots[:, k], ref_dots, rtol=1e-10, atol=1e-12)

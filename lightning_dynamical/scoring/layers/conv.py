@@ -40,7 +40,7 @@ from lightning_dynamical.scoring.layers.base import (
     matvecs,
     sqnorm,
 )
-from lightning_dynamical.scoring.layers.matmul import EFFICIENT_INNER, direct_statistics, ghost_norm
+from lightning_dynamical.scoring.layers.matmul import direct_statistics, ghost_norm, slowdown
 
 
 class ConvGeometry:
@@ -274,14 +274,15 @@ def direct_grouped(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> t
 
 
 def direct_forward(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """One input channel per group (depthwise): ``g_i`` is the framework's forward convolution of the input with the
-    output gradient as its kernel (stride and dilation swapped), the batch folded into the groups."""
-    b = geo.batch
+    """``g_i`` as the framework's forward convolution of the input with the output gradient as its kernel (stride and
+    dilation swapped): each sample's and group's input channels are the batch of one group (a view for depthwise
+    layers), its output channels' gradients that group's kernels."""
+    b, groups, cg = geo.batch, geo.groups, geo.channels // geo.groups
     x, padding = geo.framework_input()
-    x = x.reshape(1, b * geo.channels, *x.shape[2:])
+    x = x.reshape(b * groups, cg, *x.shape[2:]).transpose(0, 1)
     kernel = d.reshape(b * geo.out_channels, 1, geo.out_h, geo.out_w)
-    g = F.conv2d(x, kernel, None, geo.dilation, padding, geo.stride, b * geo.groups)
-    g = g[..., : geo.kernel[0], : geo.kernel[1]].reshape(b, -1)
+    g = F.conv2d(x, kernel, None, geo.dilation, padding, geo.stride, b * groups)
+    g = g[..., : geo.kernel[0], : geo.kernel[1]].transpose(0, 1).reshape(b, -1)
     return sqnorm(g), matvecs(g, weights)
 
 
@@ -297,6 +298,11 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
+#: Slowdown of :func:`direct_forward` against peak where groups have several input channels (then a convolution with
+#: one input channel per group and large kernels: 2-4x, measured on a CPU, which wins for 3-channel image stems).
+FORWARD_SLOWDOWN = 2.0
+
+
 def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     """Rough per-sample cost (multiply-adds plus weighted memory traffic) of each applicable algorithm."""
     groups, taps = geo.groups, geo.kernel[0] * geo.kernel[1]
@@ -308,20 +314,21 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     one_by_one = geo.kernel == (1, 1) and geo.stride == (1, 1) and not any(geo.pads)
     unfold = 0.0 if one_by_one else MEMORY_COST * groups * t * fan_in  # a 1x1 layer's columns are a view
 
-    def direct(inner: int) -> float:
-        return inner * weight / min(1.0, inner / EFFICIENT_INNER) + passes
+    def direct(inner: int, outputs: int) -> float:
+        return inner * weight * slowdown(inner, outputs) + passes
 
     costs = {
-        "direct_columns": unfold + direct(t),
+        "direct_columns": unfold + direct(t, p * fan_in),
         "ghost_columns": unfold + groups * t * t * (fan_in + p + 2 * MEMORY_COST) + forward,
-        "direct_grouped": direct(t),
+        "direct_grouped": direct(t, p * fan_in),
     }
+    if t > 1:
+        costs["direct_forward"] = t * weight * (1.0 if cg == 1 else FORWARD_SLOWDOWN) + passes
     if cg == 1 and t > 1:  # depthwise: the forward kernel computes what direct_grouped does, several times faster
         del costs["direct_grouped"]
-        costs["direct_forward"] = t * weight + passes
     if geo.shiftable:
         layout = MEMORY_COST * (geo.channels * pixels + geo.out_channels * grid)
-        costs["direct_shifted"] = layout + direct(grid)
+        costs["direct_shifted"] = layout + direct(grid, p * cg)
         costs["ghost_shifted"] = (layout + groups * (pixels**2 * cg + grid**2 * (p + taps + MEMORY_COST))
                                   + forward)
     return costs
