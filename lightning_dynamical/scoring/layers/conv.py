@@ -229,10 +229,13 @@ def ghost_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tu
     b, groups, length = geo.batch, geo.groups, geo.grid
     flat = geo.flat.reshape(b * groups, geo.channels // groups, -1)
     pixels = flat.transpose(1, 2) @ flat
-    gram_a = sum(pixels[:, off: off + length, off: off + length] for off in geo.offsets())
+    first, *rest = geo.offsets()
+    gram_a = pixels[:, first: first + length, first: first + length].clone()
+    for off in rest:
+        gram_a += pixels[:, off: off + length, off: off + length]
     grid = geo.output_grid(d)
     gram_d = grid.transpose(1, 2) @ grid
-    sq = (gram_a * gram_d).reshape(b, -1).sum(1)
+    sq = torch.linalg.vecdot(gram_a.reshape(b, -1), gram_d.reshape(b, -1))
     return sq, forward_dots(geo, d, weights)
 
 
