@@ -101,7 +101,8 @@ class Watch(TorchFunctionMode):
         out = func(*args, **kwargs)
         leaves = _leaves(args, kwargs)
         self.trace.append((func, tuple(map(_signature, leaves))))
-        found = [t for t in leaves if self._name(t) is not None]
+        ids, views = self.ids, self.views
+        found = [t for t in leaves if id(t) in ids or id(t) in views]
         if not found:
             return out
         names_found = sorted(str(self._name(t)) for t in found)
@@ -168,9 +169,14 @@ class Watch(TorchFunctionMode):
         return replaced
 
 
+_NESTED = (list, tuple, dict)
+
+
 def _leaves(args: tuple, kwargs: Mapping[str, Any]) -> list[Any]:
     """The leaves of a call's arguments (lists, tuples and dicts opened): ``tree_leaves`` without its per-node
     dispatch, which costs more than the rest of the watch on small layers."""
+    if not kwargs and not any(isinstance(x, _NESTED) for x in args):
+        return list(args)
     out: list[Any] = []
     stack: list[Any] = [*reversed(list(kwargs.values())), *reversed(args)]
     while stack:
@@ -191,7 +197,7 @@ def _signature(leaf: Any) -> Any:
     """What a call's argument contributes to the forward's signature: a tensor's shape and dtype (not its
     values), a plain value itself, a slice as a tuple, anything else its type."""
     if isinstance(leaf, Tensor):
-        return tuple(leaf.shape), leaf.dtype
+        return leaf.shape, leaf.dtype
     if isinstance(leaf, _VALUES):
         return leaf
     if isinstance(leaf, slice):
