@@ -81,7 +81,9 @@ class LayerNormRule(_NormRule):
     """``nn.LayerNorm`` over the trailing ``normalized_shape`` dimensions."""
 
     def normalized(self, module: Any, a: Tensor) -> Tensor:
-        return F.layer_norm(a, module.normalized_shape, None, None, module.eps)
+        """With a weight of ones: the same values (times one is exact), from the framework's vectorised affine
+        kernel, about twice as fast on a CPU as its kernel without weight."""
+        return F.layer_norm(a, module.normalized_shape, a.new_ones(module.normalized_shape), None, module.eps)
 
     def reduce(self, module: Any, t: Tensor) -> Tensor:
         return t.reshape(t.shape[0], -1, *module.normalized_shape).sum(1)
