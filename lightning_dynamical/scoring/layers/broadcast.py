@@ -26,6 +26,11 @@ VIEW_OPS: frozenset[Callable[..., Any]] = frozenset({
     Tensor.permute, Tensor.transpose, Tensor.contiguous, torch.reshape, torch.unsqueeze, torch.squeeze,
     torch.flatten, torch.permute, torch.transpose,
 })
+#: View ops that keep the elements' row-major order: a chain of them maps a gradient back by a reshape.
+RESHAPE_OPS: frozenset[Callable[..., Any]] = frozenset({
+    Tensor.reshape, Tensor.view, Tensor.unsqueeze, Tensor.squeeze, Tensor.flatten, Tensor.contiguous, torch.reshape,
+    torch.unsqueeze, torch.squeeze, torch.flatten,
+})
 ADD_OPS: frozenset[Callable[..., Any]] = frozenset({torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__})
 MUL_OPS: frozenset[Callable[..., Any]] = frozenset({torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__})
 CAT_OPS: frozenset[Callable[..., Any]] = frozenset({torch.cat, torch.concat, torch.concatenate})
@@ -57,7 +62,8 @@ class View:
 
     def to_parameter(self, g: Tensor) -> Tensor:
         """Per-sample gradients of the view ``(B, *one_shape)`` mapped to the parameter ``(B, *param.shape)``."""
-        if not self.steps:
+        if all(func in RESHAPE_OPS and not any(isinstance(r, torch.dtype) for r in (*rest, *kwargs.values()))
+               for func, rest, kwargs in self.steps):
             return g.reshape(g.shape[0], *self.param.shape)
         steps = self.steps
 
