@@ -20,6 +20,7 @@ losses, each reading its own row of the logits); a task that does not state it i
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -52,7 +53,9 @@ class _Sums:
         if not site.active:
             return
         local = site.local(self.directions)
-        with torch.no_grad(), torch.autocast(d.device.type, enabled=False), phase(f"statistics/{site.call.op}"):
+        mixed = torch.is_autocast_enabled(d.device.type)
+        with torch.no_grad(), torch.autocast(d.device.type, enabled=False) if mixed else contextlib.nullcontext(), \
+                phase(f"statistics/{site.call.op}"):
             s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
