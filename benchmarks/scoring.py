@@ -16,11 +16,11 @@ G_S mode, the ``score`` row (default): ``DynamicAL(engine="auto").score(model, p
 pool of ``--pool`` samples in batches of ``--batch-size``, with ``G_S`` from one labeled batch of ``--batch-size``
 samples with random targets of the model's task. Its ``x fwd+bwd`` is the time of a training step over the same
 pool batches (the sum of the per-batch times) over the time of that ``score()`` call; the two are timed
-interleaved in their own child, best of ``--rounds`` after a warm-up pass over the first 2 batches.
+interleaved in their own child, best of ``--rounds`` (default per model, :data:`DEFAULT_ROUNDS`) after a warm-up
+pass over the first 2 batches.
 
 Peak memory: each (model, method) runs once on the first batch (``score``: the first pool batch and ``G_S``) in a
-fresh child process (forked on CPU, spawned on GPU); it is the growth of the maximum resident set size (CPU; for
-the fast engine it includes the one-off measurement of its convolution algorithms) or of
+fresh child process (forked on CPU, spawned on GPU); it is the growth of the maximum resident set size (CPU) or of
 ``torch.cuda.max_memory_allocated`` (GPU). The per-batch rows' first-batch scores are also checked against the
 exact ``func`` engine.
 
@@ -134,6 +134,9 @@ TASKS: dict[str, Task] = {"unet": Segmentation(), "tagger": TokenClassification(
 #: Timed batches of the per-batch rows per model unless ``--batches`` is given (1 otherwise; ResNet18's slow peers
 #: take ~20 s a batch on CPU). The ``score`` row times ``--rounds`` passes over ``--pool`` instead.
 DEFAULT_BATCHES = {"cifar_cnn": 10, "resnet18": 2}
+#: Timed passes of the ``score`` row per model unless ``--rounds`` is given (3 otherwise): the models whose pass takes
+#: a few seconds get more, since this VM's speed drifts by 10% and more between seconds-long passes.
+DEFAULT_ROUNDS = {"cifar_cnn": 9, "timm_resnet18": 5, "convnext_atto": 5, "bert": 5, "tagger": 5}
 SCORE = "score"
 METHODS = ["inference", "fwd+bwd", SCORE, "func", "auto", "last_layer", "loop", "backpack_batchgrad", "backpack_l2"]
 DEFAULT_METHODS = ["fwd+bwd", SCORE, "auto"]
@@ -557,8 +560,8 @@ def run_model(args: argparse.Namespace, model: str, methods: list[str], precisio
     groups = ([light] if light else []) + [[m] for m in methods if m not in LIGHT]
     for group in groups:
         if group == [SCORE]:
-            timing = in_child(args.device, score_worker, model, args.batch_size, args.pool, args.rounds, device,
-                              args.chunk_size, precision)
+            timing = in_child(args.device, score_worker, model, args.batch_size, args.pool,
+                              args.rounds or DEFAULT_ROUNDS.get(model, 3), device, args.chunk_size, precision)
         else:
             timing = in_child(args.device, timing_worker, model, list(dict.fromkeys([REFERENCE, *group])),
                               args.batch_size, rounds, device, args.chunk_size, precision)
@@ -617,7 +620,9 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"per-batch rows' timed rounds after one warm-up batch (default per model: "
                              f"{DEFAULT_BATCHES}, else 1)")
     parser.add_argument("--pool", type=int, default=1024, help="pool samples the score row scores")
-    parser.add_argument("--rounds", type=int, default=2, help="timed passes over the pool of the score row")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help=f"timed passes over the pool of the score row (default per model: {DEFAULT_ROUNDS}, "
+                             f"else 3)")
     parser.add_argument("--precision", default="32", help=f"comma-separated, from {list(PRECISIONS)}")
     parser.add_argument("--profile", action="store_true",
                         help="per model, a torch.profiler breakdown of fwd+bwd and score() by profiler range")
@@ -654,15 +659,15 @@ def main(argv: list[str] | None = None) -> None:
     machine = {"device": args.device, "cpu": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                "batch_size": args.batch_size, "timed_batches": args.batches or DEFAULT_BATCHES,
-               "pool": args.pool, "score_rounds": args.rounds}
+               "pool": args.pool, "score_rounds": args.rounds or DEFAULT_ROUNDS}
     if args.device == "cuda":
         machine["gpu"] = torch.cuda.get_device_name()
     print(f"Scoring benchmark: {machine}\n")
     if SCORE in methods:
         print(f"score row: DynamicAL(engine='auto').score over a pool of {args.pool} samples in batches of "
               f"{args.batch_size}, G_S included (one labeled batch of {args.batch_size}); its x fwd+bwd is a "
-              f"training step over the same pool batches / score(), best of {args.rounds}. Other rows: one batch "
-              f"of {args.batch_size}.\n")
+              f"training step over the same pool batches / score(), best of the score_rounds above. Other rows: "
+              f"one batch of {args.batch_size}.\n")
     print(table(results, args.batch_size))
     for profile in profiles:
         print("\n" + (f"Profile of {profile['model']}: failed: {profile['error']}" if "error" in profile
