@@ -301,9 +301,14 @@ ALGORITHMS: dict[str, Algorithm] = {
 }
 
 
-#: Slowdown of :func:`direct_forward` against peak where groups have several input channels (then a convolution with
-#: one input channel per group and large kernels: 2-4x, measured on a CPU, which wins for 3-channel image stems).
+#: Input channels per group below which the forms of ``g_i`` by matmul run proportionally below peak (on a CPU the
+#: grouped weight-gradient kernel's time hardly changed from 3 to 16 input channels).
+EFFICIENT_CHANNELS = 16
+#: Slowdown of :func:`direct_forward` where groups have several input channels (a convolution with one input channel
+#: per group and a large kernel), for kernels of at least :data:`EFFICIENT_TAPS` taps, proportionally more below
+#: (measured on a CPU: about 4x for 3x3, 2x for 4x4 and 7x7 kernels; it wins for 3-channel image stems).
 FORWARD_SLOWDOWN = 2.0
+EFFICIENT_TAPS = 16
 
 
 def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
@@ -317,8 +322,8 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     one_by_one = geo.kernel == (1, 1) and geo.stride == (1, 1) and not any(geo.pads)
     unfold = 0.0 if one_by_one else MEMORY_COST * groups * t * fan_in  # a 1x1 layer's columns are a view
 
-    def direct(inner: int, outputs: int) -> float:
-        return inner * weight * slowdown(inner, outputs) + passes
+    def direct(inner: int, outputs: int) -> float:  # matmuls forming g_i from few input channels run slowly too
+        return inner * weight * max(slowdown(inner, outputs), EFFICIENT_CHANNELS / cg) + passes
 
     costs = {
         "direct_columns": unfold + direct(t, p * fan_in),
@@ -326,7 +331,8 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
         "direct_grouped": direct(t, p * fan_in),
     }
     if t > 1:
-        costs["direct_forward"] = t * weight * (1.0 if cg == 1 else FORWARD_SLOWDOWN) + passes
+        forward_slowdown = 1.0 if cg == 1 else FORWARD_SLOWDOWN * max(1.0, EFFICIENT_TAPS / taps)
+        costs["direct_forward"] = t * weight * forward_slowdown + passes
     if cg == 1 and t > 1:  # depthwise: the forward kernel computes what direct_grouped does, several times faster
         del costs["direct_grouped"]
     if geo.shiftable:
