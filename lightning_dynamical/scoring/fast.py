@@ -146,7 +146,7 @@ class FastEngine(Engine):
         expand = id(model) not in self._no_expand
         watch = Watch(params, sums, b, expand)
         try:
-            with torch.enable_grad(), watch, phase("forward"):
+            with torch.enable_grad(), phase("forward"), watch:  # the range outside: its ops stay out of the trace
                 logits = forward_logits(model, inputs, task)
         except Exception:
             watch.release()

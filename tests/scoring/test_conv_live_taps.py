@@ -77,11 +77,20 @@ DEPTHWISE = {
 }
 
 
+#: Few input channels per group (image stems): ``g_i`` from the forward convolution too, each sample's channels a batch.
+STEMS = {
+    "3x3 stem": (lambda: nn.Conv2d(3, 8, 3, padding=1), (3, 16, 16)),
+    "3x3 stem, stride 2": (lambda: nn.Conv2d(3, 8, 3, stride=2, padding=1), (3, 17, 16)),
+    "2 channels per group, dilated": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (4, 12, 11)),
+}
+FORWARD_KERNEL = {**DEPTHWISE, **STEMS}
+
+
 @pytest.mark.parametrize("algorithm", [None, *sorted(conv.ALGORITHMS)])
-@pytest.mark.parametrize("case", sorted(DEPTHWISE))
-def test_depthwise_statistics(case: str, algorithm: str | None) -> None:
+@pytest.mark.parametrize("case", sorted(FORWARD_KERNEL))
+def test_forward_kernel_statistics(case: str, algorithm: str | None) -> None:
     torch.manual_seed(0)
-    make, shape = DEPTHWISE[case]
+    make, shape = FORWARD_KERNEL[case]
     layer = make().double()
     a = torch.randn(5, *shape, dtype=torch.float64)
     costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
@@ -103,23 +112,3 @@ def test_direct_forms_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, case: st
                     "strided grouped": (nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 7, 6)),
                     "conv1d": (nn.Conv1d(3, 4, 3, padding=1), (3, 9))}[case]
     _check(layer.double(), torch.randn(5, *shape, dtype=torch.float64), algorithm, cropped=False)
-
-
-STEMS = {
-    "3x3 stem": (lambda: nn.Conv2d(3, 8, 3, padding=1), (3, 16, 16)),
-    "3x3 stem, stride 2": (lambda: nn.Conv2d(3, 8, 3, stride=2, padding=1), (3, 17, 16)),
-    "2 channels per group, dilated": (lambda: nn.Conv2d(4, 6, 3, padding=2, dilation=2, groups=2), (4, 12, 11)),
-}
-
-
-@pytest.mark.parametrize("case", sorted(STEMS))
-def test_few_input_channels_use_the_forward_kernel(case: str) -> None:
-    """Few input channels per group (an image stem): ``g_i`` from the forward convolution with the output gradient
-    as kernel, each sample's channels as a batch."""
-    torch.manual_seed(0)
-    make, shape = STEMS[case]
-    layer = make().double()
-    a = torch.randn(5, *shape, dtype=torch.float64)
-    costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
-    assert min(costs, key=costs.__getitem__) == "direct_forward"
-    _check(layer, a, None, cropped=False)

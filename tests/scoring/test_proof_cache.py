@@ -83,6 +83,17 @@ def test_same_signature_probes_once_and_stays_exact(probes: list[int]) -> None:
     assert len(probes) == 1
 
 
+def test_a_running_profiler_keeps_the_proof(probes: list[int]) -> None:
+    """The engine's profiler ranges open outside the watched forward: profiling changes nothing the proof keys."""
+    model, engine = _model(), FastEngine()
+    _scores(engine, model, _batch(-1.0))
+    x = _batch(-1.0, seed=2)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]):
+        sq, _ = _scores(engine, model, x)
+    assert len(probes) == 1
+    torch.testing.assert_close(sq, _exact(model, x), rtol=1e-10, atol=0)
+
+
 @pytest.mark.parametrize("change", ["batch size", "parameter in place", "module mode", "other model",
                                     "input dtype"])
 def test_a_changed_model_or_signature_probes_again(probes: list[int], change: str) -> None:
