@@ -10,8 +10,9 @@ A convolution is a matmul layer over output positions (:mod:`.matmul`), but unfo
 * shifted ghost (unit stride): the position Gram matrix of the columns is a sum of shifted blocks of the
   pixel Gram matrix ``X^T X`` of the padded input;
 * grouped direct: the framework's own weight-gradient kernel with the batch folded into the groups;
-* forward direct (depthwise): the framework's forward convolution of the input with the output gradient as kernel,
-  the batch folded into the groups (several times faster than the weight-gradient kernels on a CPU).
+* forward direct: the framework's forward convolution of the input with the output gradient as kernel, the batch
+  folded into the groups and each group's input channels into the batch (on a CPU several times faster than the
+  weight-gradient kernels for depthwise layers, and faster for 3-channel image stems).
 
 Dot products of the ghost forms run the layer's forward with the directions' weights. Which algorithm
 runs is decided by a cost estimate alone (:func:`estimates`), never by timing, so that every run and every
