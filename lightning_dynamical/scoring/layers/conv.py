@@ -197,11 +197,12 @@ def forward_dots(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> Ten
     b, groups, k = geo.batch, geo.groups, len(weights)
     if not k:
         return d.new_zeros(b, 0)
-    w = torch.stack([geo.weight(v).reshape(groups, -1, *geo.weight(v).shape[1:]) for v in weights], 1)
     x, padding = geo.framework_input()
-    out = F.conv2d(x, w.flatten(0, 2), None, geo.stride, padding, geo.dilation, groups)
-    if k == 1:  # the usual case (G_S alone): one dot product per sample
+    if k == 1:  # the usual case (G_S alone): its weights as they are, one dot product per sample
+        out = F.conv2d(x, geo.weight(weights[0]), None, geo.stride, padding, geo.dilation, groups)
         return torch.linalg.vecdot(out.reshape(b, -1), d.reshape(b, -1)).unsqueeze(1)
+    w = torch.stack([geo.weight(v).reshape(groups, -1, *geo.weight(v).shape[1:]) for v in weights], 1)
+    out = F.conv2d(x, w.flatten(0, 2), None, geo.stride, padding, geo.dilation, groups)
     return torch.einsum("bgkpt,bgpt->bk", out.reshape(b, groups, k, -1, geo.positions),
                         d.reshape(b, groups, -1, geo.positions))
 
