@@ -20,17 +20,15 @@ from torch import Tensor
 
 from lightning_dynamical.scoring.layers.base import LayerRule
 
-#: Torch functions that only re-view a tensor (linear, value-preserving), followed through by the tracer.
-VIEW_OPS: frozenset[Callable[..., Any]] = frozenset({
-    Tensor.reshape, Tensor.view, Tensor.unsqueeze, Tensor.squeeze, Tensor.expand, Tensor.flatten,
-    Tensor.permute, Tensor.transpose, Tensor.contiguous, torch.reshape, torch.unsqueeze, torch.squeeze,
-    torch.flatten, torch.permute, torch.transpose,
-})
 #: View ops that keep the elements' row-major order: a chain of them maps a gradient back by a reshape.
 RESHAPE_OPS: frozenset[Callable[..., Any]] = frozenset({
     Tensor.reshape, Tensor.view, Tensor.unsqueeze, Tensor.squeeze, Tensor.flatten, Tensor.contiguous, torch.reshape,
     torch.unsqueeze, torch.squeeze, torch.flatten,
 })
+#: Torch functions that only re-view a tensor (linear, value-preserving), followed through by the tracer.
+VIEW_OPS: frozenset[Callable[..., Any]] = RESHAPE_OPS | {
+    Tensor.expand, Tensor.permute, Tensor.transpose, torch.permute, torch.transpose,
+}
 ADD_OPS: frozenset[Callable[..., Any]] = frozenset({torch.add, Tensor.add, Tensor.__add__, Tensor.__radd__})
 MUL_OPS: frozenset[Callable[..., Any]] = frozenset({torch.mul, Tensor.mul, Tensor.__mul__, Tensor.__rmul__})
 CAT_OPS: frozenset[Callable[..., Any]] = frozenset({torch.cat, torch.concat, torch.concatenate})

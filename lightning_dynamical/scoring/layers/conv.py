@@ -335,8 +335,8 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     if t > 1:
         forward_slowdown = 1.0 if cg == 1 else FORWARD_SLOWDOWN * max(1.0, EFFICIENT_TAPS / taps)
         costs["direct_forward"] = t * weight * forward_slowdown + passes
-    if cg == 1 and t > 1:  # depthwise: the forward kernel computes what direct_grouped does, several times faster
-        del costs["direct_grouped"]
+        if cg == 1:  # depthwise: the forward kernel computes what direct_grouped does, several times faster
+            del costs["direct_grouped"]
     if geo.shiftable:
         layout = MEMORY_COST * (geo.channels * pixels + geo.out_channels * grid)
         costs["direct_shifted"] = layout + direct(grid, p * cg)
