@@ -14,6 +14,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from lightning_dynamical.scoring.layers.scratch import reusing
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -103,15 +104,18 @@ class Engine(ABC):
         label_key: str = LABEL_KEY,
         task: Task = CLASSIFICATION,
     ) -> PoolStatistics:
-        """Run :meth:`batch_statistics` over a loader for ``task``; results are gathered on the CPU."""
+        """Run :meth:`batch_statistics` over a loader for ``task``; results are gathered on the CPU. The closed forms'
+        temporaries are reused from batch to batch (:mod:`~lightning_dynamical.scoring.layers.scratch`) and freed
+        at the end."""
         sq, dots, labels = [], [], []
         bar = tqdm(loader, desc=f"Scoring pool ({self.name})", leave=False, disable=not progress, unit="batch")
-        for batch in bar:
-            s, d, y = self.batch_statistics(model, to_model(batch_inputs(batch, label_key), model), params,
-                                            directions, task)
-            sq.append(s.detach().cpu())
-            dots.append(d.detach().cpu())
-            labels.append(y.detach().cpu())
+        with reusing():
+            for batch in bar:
+                s, d, y = self.batch_statistics(model, to_model(batch_inputs(batch, label_key), model), params,
+                                                directions, task)
+                sq.append(s.detach().cpu())
+                dots.append(d.detach().cpu())
+                labels.append(y.detach().cpu())
         if not sq:
             dtype = next(iter(params.values())).dtype
             return PoolStatistics(torch.zeros(0, dtype=dtype), torch.zeros(0, len(directions), dtype=dtype),

@@ -24,6 +24,7 @@ from lightning_dynamical.scoring.layers.base import (
     matvecs,
     sqnorm,
 )
+from lightning_dynamical.scoring.layers.scratch import scratch
 
 #: Matmul inner size below which a matmul runs proportionally below peak throughput.
 EFFICIENT_INNER = 64
@@ -56,12 +57,10 @@ def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> 
     """Form ``g_i = D_i^T A_i``, then its norm and one matvec per direction (weights shaped ``(G, p, D)``), a chunk
     of samples at a time into one reused buffer when the batch's ``g`` is large."""
     b, groups, _, fan_in = cols.shape
-    per = groups * dpos.shape[-1] * fan_in
-    if b * per <= DIRECT_LIMIT or per > DIRECT_CHUNK:
-        g = (dpos.transpose(-1, -2) @ cols).reshape(b, -1)
-        return sqnorm(g), matvecs(g, weights)
-    step = DIRECT_CHUNK // per
-    buf = cols.new_empty(step * groups, dpos.shape[-1], fan_in)
+    p = dpos.shape[-1]
+    per = groups * p * fan_in
+    step = b if b * per <= DIRECT_LIMIT or per > DIRECT_CHUNK else DIRECT_CHUNK // per
+    buf = scratch("matmul.g", (min(step, b) * groups, p, fan_in), cols)
     sq = cols.new_empty(b)
     dots = cols.new_empty(b, len(weights))
     for i in range(0, b, step):
@@ -76,9 +75,11 @@ def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> 
 
 def ghost_norm(cols: Tensor, dpos: Tensor) -> Tensor:
     """``sum_{t,t'} (a_t . a_t')(d_t . d_t')`` per sample, without forming ``g_i``."""
-    gram_a = cols @ cols.transpose(-1, -2)
-    gram_d = dpos @ dpos.transpose(-1, -2)
-    return (gram_a * gram_d).reshape(cols.shape[0], -1).sum(1)
+    b, groups, t, _ = cols.shape
+    a, d = cols.flatten(0, 1), dpos.flatten(0, 1)
+    gram_a = torch.bmm(a, a.transpose(-1, -2), out=scratch("matmul.gram_a", (b * groups, t, t), cols))
+    gram_d = torch.bmm(d, d.transpose(-1, -2), out=scratch("matmul.gram_d", (b * groups, t, t), cols))
+    return torch.linalg.vecdot(gram_a.view(b, -1), gram_d.view(b, -1))
 
 
 def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -87,7 +88,8 @@ def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> t
     if not weights:
         return sq, sq.new_zeros(cols.shape[0], 0)
     if len(weights) == 1:  # the usual case (G_S alone): the layer's forward with W, then one dot per sample
-        out = torch.matmul(cols, weights[0].transpose(-1, -2))
+        out = scratch("matmul.forward", (*cols.shape[:3], weights[0].shape[1]), cols)
+        torch.matmul(cols, weights[0].transpose(-1, -2), out=out)
         return sq, torch.linalg.vecdot(out.reshape(cols.shape[0], -1), dpos.reshape(cols.shape[0], -1)).unsqueeze(1)
     out = torch.einsum("bgtd,gkpd->bgtkp", cols, torch.stack(list(weights), 1))
     return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)

@@ -1,0 +1,122 @@
+"""Scratch memory reused across calls: every closed form that takes it gives, inside ``reusing()`` and after buffers
+were left dirty by a larger call, what per-sample ``torch.autograd.grad`` gives (float64); the pool pass frees it."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_dynamical.scoring import make_engine, select_parameters
+from lightning_dynamical.scoring.layers import conv, matmul
+from lightning_dynamical.scoring.layers.scratch import Scratch, reusing, scratch
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_slot_is_reused_grown_and_kept_apart_by_dtype() -> None:
+    space = Scratch()
+    like = torch.zeros(1)
+    a = space.take("s", (2, 3), like)
+    b = space.take("s", (4,), like)
+    assert b.data_ptr() == a.data_ptr() and b.shape == (4,)
+    c = space.take("s", (5, 5), like)  # grows: a new buffer
+    assert c.shape == (5, 5) and space.nbytes() == 25 * 4
+    d = space.take("s", (5, 5), like.double())
+    assert d.dtype == torch.float64 and d.data_ptr() != c.data_ptr()
+    assert space.take("t", (5, 5), like).data_ptr() != c.data_ptr()
+
+
+def test_scratch_outside_reusing_or_on_another_thread_allocates() -> None:
+    like = torch.zeros(1)
+    assert scratch("s", (3,), like).data_ptr() != scratch("s", (3,), like).data_ptr()
+    seen: list[int] = []
+    with reusing() as space:
+        first = scratch("s", (3,), like)
+        assert first.data_ptr() == space.take("s", (3,), like).data_ptr()
+        thread = threading.Thread(target=lambda: seen.append(scratch("s", (3,), like).data_ptr()))
+        thread.start()
+        thread.join()
+        with reusing() as inner:
+            assert scratch("s", (3,), like).data_ptr() == inner.take("s", (3,), like).data_ptr()
+        assert scratch("s", (3,), like).data_ptr() == first.data_ptr()
+    assert seen and seen[0] != first.data_ptr()
+    assert scratch("s", (3,), like).data_ptr() != first.data_ptr()
+
+
+def _reference(layer: nn.Module, a: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    sq, dots = [], []
+    for i in range(a.shape[0]):
+        (g,) = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight])
+        sq.append(g.pow(2).sum())
+        dots.append((g * v).sum())
+    return torch.stack(sq), torch.stack(dots)
+
+
+def _conv_case(batch: int, size: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
+    layer = nn.Conv2d(3, 4, 3, padding=1).double()
+    a = torch.randn(batch, 3, size, size, dtype=torch.float64)
+    d = torch.randn_like(layer(a))
+    return layer, a, d, torch.randn_like(layer.weight)
+
+
+@pytest.mark.parametrize("algorithm", sorted(conv.ALGORITHMS))
+def test_conv_algorithms_with_dirty_scratch(algorithm: str) -> None:
+    """A larger call first fills every slot with nonzero data; the smaller call must not read any of it (the column
+    forms go through the matmul forms' slots)."""
+    torch.manual_seed(0)
+    rule = conv.ConvRule(algorithm)
+    with reusing() as space:
+        for batch, size in ((5, 9), (3, 6)):
+            layer, a, d, v = _conv_case(batch, size)
+            sq, dots = rule.statistics(layer, a, d, {"weight"}, [{"weight": v}])
+            ref_sq, ref_dots = _reference(layer, a, d, v)
+            torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
+    if algorithm.endswith("columns"):  # through the matmul forms
+        assert space.nbytes() > 0
+
+
+@pytest.mark.parametrize("form", ["direct", "ghost"])
+def test_matmul_forms_with_dirty_scratch(form: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: form == "ghost")
+    monkeypatch.setattr(matmul, "DIRECT_LIMIT", 0)  # chunks of samples into the scratch buffer
+    monkeypatch.setattr(matmul, "DIRECT_CHUNK", 2 * 6 * 5)
+    rule = matmul.LinearRule()
+    with reusing():
+        for batch, positions in ((6, 7), (5, 4)):
+            layer = nn.Linear(5, 6).double()
+            a = torch.randn(batch, positions, 5, dtype=torch.float64)
+            d = torch.randn(batch, positions, 6, dtype=torch.float64)
+            v = torch.randn_like(layer.weight)
+            sq, dots = rule.statistics(layer, a, d, {"weight"}, [{"weight": v}])
+            ref_sq, ref_dots = _reference(layer, a, d, v)
+            torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
+
+
+def test_pool_pass_reuses_scratch_and_frees_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``pool_statistics`` serves the rules from one space for all batches and drops it at the end."""
+    spaces: list[Scratch] = []
+    real = Scratch.take
+
+    def take(self: Scratch, slot: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        spaces.append(self)
+        return real(self, slot, shape, like)
+
+    monkeypatch.setattr(Scratch, "take", take)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Flatten(),
+                          nn.Linear(8 * 6 * 6, 4)).double().eval()
+    params = select_parameters(model, None)
+    x = torch.randn(12, 3, 6, 6, dtype=torch.float64)
+    loader = [x[:5], x[5:10], x[10:]]
+    engine = make_engine("auto", 32)
+    stats = engine.pool_statistics(model, loader, params)
+    assert len({id(s) for s in spaces}) == 1 and len(spaces) >= len(loader)
+    alone = torch.cat([engine.batch_statistics(model, b, params, [])[0] for b in loader])
+    torch.testing.assert_close(stats.sqnorm, alone, rtol=1e-12, atol=0)
+    assert scratch("s", (3,), x).data_ptr() != scratch("s", (3,), x).data_ptr()
