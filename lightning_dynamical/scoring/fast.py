@@ -50,13 +50,16 @@ class _Sums:
         self.dots: Tensor | None = None
 
     def __call__(self, site: Site, d: Tensor) -> None:
+        """Add the site's statistics, then drop its input (the backward frees it when no other node needs it)."""
         if not site.active:
+            site.call.a = site.call.a.new_empty(0)
             return
         local = site.local(self.directions)
         mixed = torch.is_autocast_enabled(d.device.type)
         with torch.no_grad(), torch.autocast(d.device.type, enabled=False) if mixed else contextlib.nullcontext(), \
                 phase(f"statistics/{site.call.op}"):
             s, t = _site_statistics(site, d, local, self.chunk_size, self.batch)
+        site.call.a = site.call.a.new_empty(0)
         self.sq = s if self.sq is None else self.sq + s
         self.dots = t if self.dots is None else self.dots + t
 
@@ -158,6 +161,7 @@ class FastEngine(Engine):
         evidence = self._evidence(model, inputs, params, task, expand, watch, logits)
         with phase("prove"):
             covered, reasons = prove(watch, logits, params, evidence)
+        watch.drop_outputs()
         edges = [s.edge for s in watch.sites if s.active and s.edge is not None]
         loss = task.loss(logits, y)
         if edges and loss.requires_grad:

@@ -137,6 +137,13 @@ class Watch(TorchFunctionMode):
             self.uses[name].append((f"{call.op} (call {site.index})", site))
         return self._hook(site, out)
 
+    def drop_outputs(self) -> None:
+        """Forget the covered calls' outputs once :func:`prove` has read them (their hooks and gradient edges stay):
+        held to the end of the backward, outputs no later op saves would outlive their use, as in no training
+        step."""
+        for site in self.sites:
+            site.out = None
+
     def release(self) -> None:
         """Drop every tensor this watch holds. A hooked output references its site through the hook, and the site
         references the output: a cycle through autograd's C++ storage that Python's collector cannot free."""
