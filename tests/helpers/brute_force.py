@@ -11,6 +11,18 @@ from torch import Tensor, nn
 from lightning_dynamical.strategies import Entropy, LeastConfidence, Margin, Strategy
 
 
+def layer_statistics(layer: nn.Module, a: Tensor, d: Tensor, v: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """``||g_i||^2`` and ``g_i . v`` over the parameters named in ``v`` of one layer with input ``a`` and output
+    gradient ``d``: one autograd call per sample."""
+    params = [getattr(layer, name) for name in v]
+    sq, dots = [], []
+    for i in range(a.shape[0]):
+        grads = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), params)
+        sq.append(sum(g.pow(2).sum() for g in grads))
+        dots.append(sum((g * t).sum() for g, t in zip(grads, v.values())))
+    return torch.stack(sq), torch.stack(dots)
+
+
 def per_sample_grads(model: nn.Module, x: Tensor, names: list[str] | None = None) -> tuple[Tensor, Tensor]:
     """``(grads (N, P), pseudo_labels (N,))``: flattened gradient of CE(f(x_i), argmax f(x_i)) per sample."""
     params = dict(model.named_parameters())

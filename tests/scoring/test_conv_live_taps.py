@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_dynamical.scoring.layers import bind, conv, matmul
+from tests.helpers.brute_force import layer_statistics
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
               pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")]
@@ -26,16 +27,6 @@ CASES = {
 }
 
 
-def _reference(layer: nn.Module, a: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """``||g_i||^2`` and ``g_i . v`` of the weight, one autograd call per sample."""
-    sq, dots = [], []
-    for i in range(a.shape[0]):
-        (g,) = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight])
-        sq.append(g.pow(2).sum())
-        dots.append((g * v).sum())
-    return torch.stack(sq), torch.stack(dots)
-
-
 def _check(layer: nn.Module, a: torch.Tensor, algorithm: str | None, cropped: bool) -> None:
     """The rule's statistics against autograd; ``cropped``: whether the taps meeting only padding are dropped."""
     d = torch.randn_like(layer(a))
@@ -48,7 +39,7 @@ def _check(layer: nn.Module, a: torch.Tensor, algorithm: str | None, cropped: bo
     conv_spec, x, _ = rule.as_convolution(spec, a, d)
     assert (conv.ConvGeometry(conv_spec, x).live() is not None) == cropped
     sq, dots = rule.statistics(spec, a, d, {"weight"}, [{"weight": v}])
-    ref_sq, ref_dots = _reference(layer, a, d, v)
+    ref_sq, ref_dots = layer_statistics(layer, a, d, {"weight": v})
     torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
 

@@ -8,18 +8,9 @@ import torch
 from torch import nn
 
 from lightning_dynamical.scoring.layers import matmul
+from tests.helpers.brute_force import layer_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _reference(layer: nn.Linear, a: torch.Tensor, d: torch.Tensor,
-               v: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    sq, dots = [], []
-    for i in range(a.shape[0]):
-        gw, gb = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight, layer.bias])
-        sq.append(gw.pow(2).sum() + gb.pow(2).sum())
-        dots.append((gw * v["weight"]).sum() + (gb * v["bias"]).sum())
-    return torch.stack(sq), torch.stack(dots)
 
 
 @pytest.mark.parametrize("rows", ["first only", "ragged lengths", "all live", "none live"])
@@ -42,7 +33,7 @@ def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: st
     expected_rows = {"first only": 1, "ragged lengths": 5, "all live": 12, "none live": 0}[rows]
     assert cols.shape[2] == dpos.shape[2] == expected_rows
     sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, [v])
-    ref_sq, ref_dots = _reference(layer, a, d, v)
+    ref_sq, ref_dots = layer_statistics(layer, a, d, v)
     torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
     torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
 
@@ -62,7 +53,7 @@ def test_direct_form_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, direction
     sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, vs)
     assert dots.shape == (5, directions)
     for k in range(max(directions, 1)):
-        ref_sq, ref_dots = _reference(layer, a, d, vs[k] if vs else {"weight": layer.weight, "bias": layer.bias})
+        ref_sq, ref_dots = layer_statistics(layer, a, d, vs[k] if vs else {"weight": layer.weight, "bias": layer.bias})
         torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
         if vs:
             torch.testing.assert_close(dots[:, k], ref_dots, rtol=1e-10, atol=1e-12)

@@ -12,6 +12,7 @@ from torch import nn
 from lightning_dynamical.scoring import make_engine, select_parameters
 from lightning_dynamical.scoring.layers import conv, matmul
 from lightning_dynamical.scoring.layers.scratch import Scratch, reusing, scratch
+from tests.helpers.brute_force import layer_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,15 +47,6 @@ def test_scratch_outside_reusing_or_on_another_thread_allocates() -> None:
     assert scratch("s", (3,), like).data_ptr() != first.data_ptr()
 
 
-def _reference(layer: nn.Module, a: torch.Tensor, d: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    sq, dots = [], []
-    for i in range(a.shape[0]):
-        (g,) = torch.autograd.grad((layer(a[i: i + 1]) * d[i: i + 1]).sum(), [layer.weight])
-        sq.append(g.pow(2).sum())
-        dots.append((g * v).sum())
-    return torch.stack(sq), torch.stack(dots)
-
-
 def _conv_case(batch: int, size: int) -> tuple[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor]:
     layer = nn.Conv2d(3, 4, 3, padding=1).double()
     a = torch.randn(batch, 3, size, size, dtype=torch.float64)
@@ -72,7 +64,7 @@ def test_conv_algorithms_with_dirty_scratch(algorithm: str) -> None:
         for batch, size in ((5, 9), (3, 6)):
             layer, a, d, v = _conv_case(batch, size)
             sq, dots = rule.statistics(layer, a, d, {"weight"}, [{"weight": v}])
-            ref_sq, ref_dots = _reference(layer, a, d, v)
+            ref_sq, ref_dots = layer_statistics(layer, a, d, {"weight": v})
             torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
     if algorithm.endswith("columns"):  # through the matmul forms
@@ -93,7 +85,7 @@ def test_matmul_forms_with_dirty_scratch(form: str, monkeypatch: pytest.MonkeyPa
             d = torch.randn(batch, positions, 6, dtype=torch.float64)
             v = torch.randn_like(layer.weight)
             sq, dots = rule.statistics(layer, a, d, {"weight"}, [{"weight": v}])
-            ref_sq, ref_dots = _reference(layer, a, d, v)
+            ref_sq, ref_dots = layer_statistics(layer, a, d, {"weight": v})
             torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
             torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
 
