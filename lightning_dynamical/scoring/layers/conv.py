@@ -115,6 +115,8 @@ class ConvGeometry:
         """The unfolded input ``(B, G, T, C_g * kh * kw)`` (a view for 1x1 kernels, else the framework's im2col)."""
         b, groups = self.batch, self.groups
         cg = self.channels // groups
+        if self.kernel == (1, 1) and self.stride == (1, 1) and not any(self.pads):
+            return positions(self.x, groups)
         if self.kernel == (1, 1):
             (sh, sw) = self.stride
             x = self.padded[:, :, ::sh, ::sw][:, :, : self.out_h, : self.out_w]
@@ -125,7 +127,7 @@ class ConvGeometry:
 
     def output_positions(self, d: Tensor) -> Tensor:
         """The output gradient as ``(B, G, T, C_out / G)``."""
-        return d.reshape(self.batch, self.groups, -1, self.positions).transpose(-1, -2)
+        return positions(d.reshape(self.batch, self.out_channels, self.out_h, self.out_w), self.groups)
 
     def output_grid(self, d: Tensor) -> Tensor:
         """The output gradient on the padded width, ``(B * G, C_out / G, out_h * wp)``, zero past ``out_w``."""
@@ -164,6 +166,27 @@ class ConvGeometry:
         return crop, (slice(r0, r1), slice(c0, c1))
 
 
+def channels_last(t: Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last (NHWC) and not also NCHW (as after a permute from NHWC)."""
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def positions(t: Tensor, groups: int) -> Tensor:
+    """``(B, C, H, W)`` as ``(B, G, H * W, C / G)``: a view when ``t`` is NCHW- or channels-last-contiguous."""
+    b, c = t.shape[:2]
+    if channels_last(t):
+        return t.permute(0, 2, 3, 1).reshape(b, -1, groups, c // groups).transpose(1, 2)
+    return t.reshape(b, groups, c // groups, -1).transpose(-1, -2)
+
+
+def flat_pair(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``u`` and ``v`` of the same shape as ``(B, N)`` rows in one element order, ``u``'s memory order where it is
+    channels-last (then both are views when both are), so that their row dot products need no copy."""
+    if channels_last(u):
+        u, v = u.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1)
+    return u.reshape(u.shape[0], -1), v.reshape(v.shape[0], -1)
+
+
 @functools.lru_cache(maxsize=1024)
 def _live_taps(size: int, pad: int, kernel: int, stride: int, dilation: int, out: int) -> tuple[int, int] | None:
     """``[first, end)`` of the taps along one dimension that read an input position (not padding) at some
@@ -200,7 +223,7 @@ def forward_dots(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> Ten
     x, padding = geo.framework_input()
     if k == 1:  # the usual case (G_S alone): its weights as they are, one dot product per sample
         out = F.conv2d(x, geo.weight(weights[0]), None, geo.stride, padding, geo.dilation, groups)
-        return torch.linalg.vecdot(out.reshape(b, -1), d.reshape(b, -1)).unsqueeze(1)
+        return torch.linalg.vecdot(*flat_pair(out, d.reshape(out.shape))).unsqueeze(1)
     w = torch.stack([geo.weight(v).reshape(groups, -1, *geo.weight(v).shape[1:]) for v in weights], 1)
     out = F.conv2d(x, w.flatten(0, 2), None, geo.stride, padding, geo.dilation, groups)
     return torch.einsum("bgkpt,bgpt->bk", out.reshape(b, groups, k, -1, geo.positions),
