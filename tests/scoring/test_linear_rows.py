@@ -32,6 +32,13 @@ def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: st
     cols, dpos = matmul.live_rows(a.unsqueeze(1), d.unsqueeze(1))
     expected_rows = {"first only": 1, "ragged lengths": 5, "all live": 12, "none live": 0}[rows]
     assert cols.shape[2] == dpos.shape[2] == expected_rows
+    if rows in ("first only", "ragged lengths"):  # a non-finite gradient keeps its row: caught, never dropped
+        bad = d.clone()
+        bad[0, 3, 2] = float("nan")
+        bad[3, 4, 0] = float("-inf")
+        assert matmul.live_rows(a.unsqueeze(1), bad.unsqueeze(1))[1].shape[2] < 12  # rows are still dropped
+        bad_sq, _ = matmul.LinearRule().statistics(layer, a, bad, {"weight", "bias"}, [v])
+        assert not bad_sq[0].isfinite() and not bad_sq[3].isfinite() and bad_sq[1:3].isfinite().all()
     sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, [v])
     ref_sq, ref_dots = layer_statistics(layer, a, d, v)
     torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
