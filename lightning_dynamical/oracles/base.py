@@ -115,7 +115,8 @@ class FileOracle(Oracle):
     def collect(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         path = query_csv_path(self.folder, query.round)
         try:
-            return read_labels(path, query.indices, self._classes(datamodule), _masks(datamodule))
+            return read_labels(path, query.indices, self._classes(datamodule), _masks(datamodule),
+                               mask_shapes(datamodule, query.indices))
         except FileNotFoundError as err:
             raise LabelsPending(f"{path} is missing; FileOracle({self.folder!r}) wrote it when the run paused") from err
 
@@ -125,7 +126,8 @@ class FileOracle(Oracle):
         if {_as_index(r.get("index")) for r in rows} - {None} != set(query.indices):
             raise LabelFileError(f"{path} exists and answers another query; move it away (it is kept as is)")
         try:
-            return parse_labels(rows, query.indices, self._classes(datamodule), path, _masks(datamodule))
+            return parse_labels(rows, query.indices, self._classes(datamodule), path, _masks(datamodule),
+                                mask_shapes(datamodule, query.indices))
         except LabelFileError as err:
             raise LabelsPending(f"{path} is not filled in yet ({err})") from err
 
@@ -153,7 +155,9 @@ class FileOracle(Oracle):
                          "pseudo_label": "" if pseudo_label is None else pseudo_label})
         manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
                     "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool),
-                    **({"masks": masks} if masks is not None else {})}
+                    **({"masks": masks, "mask_shapes": {str(i): list(shape) for i, shape in
+                                                         mask_shapes(datamodule, query.indices).items()}}
+                       if masks is not None else {})}
         write_query(path, rows, manifest)
 
     def _save_png(self, path: str, image: np.ndarray, scale_up: bool = True) -> None:
@@ -167,6 +171,19 @@ class FileOracle(Oracle):
         fs.makedirs(fs._parent(fs_path), exist_ok=True)
         with fs.open(fs_path, "wb") as f:
             picture.save(f, format="PNG")
+
+
+def mask_shapes(datamodule: ActiveLearningDataModule, indices: Sequence[int]) -> dict[int, tuple[int, int]]:
+    """``(H, W)`` of each pool sample's image, which its mask must match, for a segmentation task whose samples are
+    image tensors; empty otherwise."""
+    if _masks(datamodule) is None:
+        return {}
+    shapes = {}
+    for index in indices:
+        sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
+        if isinstance(sample, Tensor) and sample.ndim >= 2:
+            shapes[int(index)] = (int(sample.shape[-2]), int(sample.shape[-1]))
+    return shapes
 
 
 def _masks(datamodule: ActiveLearningDataModule) -> int | None:

@@ -13,7 +13,7 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import fsspec
@@ -63,21 +63,22 @@ def read_rows(path: str) -> list[dict[str, str]]:
     return list(reader)
 
 
-def read_labels(path: str, indices: Sequence[int], num_classes: int,
-                masks: int | None = None) -> list[int] | list[Tensor]:
+def read_labels(path: str, indices: Sequence[int], num_classes: int, masks: int | None = None,
+                shapes: Mapping[int, Sequence[int]] | None = None) -> list[int] | list[Tensor]:
     """The labels in ``path`` for ``indices``, in that order; any problem refuses the whole file."""
-    return parse_labels(read_rows(path), indices, num_classes, path, masks)
+    return parse_labels(read_rows(path), indices, num_classes, path, masks, shapes)
 
 
 def parse_labels(rows: Sequence[dict[str, str]], indices: Sequence[int], num_classes: int,
-                 source: str = "the label CSV", masks: int | None = None) -> list[Any]:
+                 source: str = "the label CSV", masks: int | None = None,
+                 shapes: Mapping[int, Sequence[int]] | None = None) -> list[Any]:
     """Check every row against the query, collecting all problems before refusing; labels in ``indices`` order.
 
     Refused: rows missing for queried indices, indices outside the query, repeated indices, empty labels,
     non-integer indices or labels, and classes outside ``[0, num_classes)``. With ``masks`` (the segmentation
     task's ``ignore_index``) a label is the path of a mask PNG relative to the CSV's folder
-    (:mod:`~lightning_dynamical.oracles.masks`), read as an ``(H, W)`` tensor; unreadable files and pixel
-    values outside the classes are refused the same way.
+    (:mod:`~lightning_dynamical.oracles.masks`), read as an ``(H, W)`` tensor; unreadable files, pixel values
+    outside the classes and masks whose ``(H, W)`` differs from the sample's in ``shapes`` are refused the same way.
     """
     wanted = {int(i) for i in indices}
     labels: dict[int, Any] = {}
@@ -105,8 +106,13 @@ def parse_labels(rows: Sequence[dict[str, str]], indices: Sequence[int], num_cla
             problem("empty labels for indices", index)
         elif masks is not None:
             mask = read_mask(records.join(_folder(source), raw_label), masks, num_classes)
+            expected = tuple(shapes[index]) if shapes and index in shapes else None
             if isinstance(mask, str):
                 problem("unusable mask files", f"index {index}: {raw_label} ({mask})")
+            elif expected is not None and tuple(mask.shape) != expected:
+                problem("masks of another size than their image (height x width)",
+                        f"index {index}: {raw_label} is {mask.shape[0]}x{mask.shape[1]}, the image "
+                        f"{expected[0]}x{expected[1]}")
             else:
                 labels[index] = mask
         elif label is None:
@@ -153,7 +159,8 @@ def import_labels(csv_path: str, state_path: str) -> dict[str, Any]:
     manifest = read_manifest(csv_path)
     indices = [int(i) for i in manifest["indices"]]
     masks = manifest.get("masks")
-    labels = parse_labels(rows, indices, int(manifest["num_classes"]), csv_path, masks)
+    shapes = {int(i): shape for i, shape in manifest.get("mask_shapes", {}).items()}
+    labels = parse_labels(rows, indices, int(manifest["num_classes"]), csv_path, masks, shapes)
     stored = [encode_tensor(y) for y in labels] if masks is not None else labels
     state = records.read_state(state_path)
     where = f"{csv_path} refused for {state_path}, nothing was changed"

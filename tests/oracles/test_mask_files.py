@@ -108,3 +108,32 @@ def test_oracles_refuse_tasks_whose_labels_they_cannot_give():
         FileOracle("x").check_task(MultiLabel())
     with pytest.raises(ConfigError, match="LabelStudioOracle cannot label the segmentation task: .*brush masks"):
         LabelStudioOracle().check_task(Segmentation())
+
+
+def test_masks_of_another_size_are_refused_in_process_and_by_label_import(tmp_path):
+    """A mask PNG that is readable and holds valid classes but not the image's height x width is refused before
+    anything changes: by ``collect`` (sizes from the pool) and by ``label import`` (sizes from the manifest)."""
+    dm, oracle = _dm(), FileOracle(str(tmp_path / "labels"))
+    query = _query(dm)
+    with pytest.raises(LabelsPending):
+        oracle.label(dm, query)
+    csv_path = tmp_path / "labels" / "queries_round_0.csv"
+    manifest = json.loads(csv_path.with_suffix(".json").read_text())
+    assert manifest["mask_shapes"] == {str(i): [6, 8] for i in query.indices}
+    rows = read_rows(str(csv_path))
+    _paint(tmp_path / "labels" / "transposed.png", np.full((8, 6), 1))
+    _fill(csv_path, {query.indices[0]: "transposed.png", query.indices[1]: rows[1]["pseudo_label"]})
+    refused = r"masks of another size than their image \(height x width\) \[index \d+: transposed.png is 8x6, " \
+              r"the image 6x8\]"
+    with pytest.raises(LabelFileError, match=refused):
+        oracle.collect(dm, query)
+    state_path = tmp_path / "run" / "al_state.json"
+    state = {**dm.state_dict(), "round": 0, "history": [], "strategy": "x", "seed": 0}
+    records.atomic_write_json(str(state_path), state)
+    before = state_path.read_text()
+    with pytest.raises(LabelFileError, match=refused):
+        import_labels(str(csv_path), str(state_path))
+    assert state_path.read_text() == before
+    _paint(tmp_path / "labels" / "transposed.png", np.full((6, 8), 1))  # fixed: now it imports
+    import_labels(str(csv_path), str(state_path))
+    assert query.indices[0] in json.loads(state_path.read_text())["labeled"]
