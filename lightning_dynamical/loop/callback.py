@@ -155,6 +155,7 @@ class ActiveLearningLoop(Callback):
         self._datamodule = dm
         self.labeling.oracle.check_task(dm.task)
         dm.setup("fit")
+        self.labeling.oracle.check_datamodule(dm)
         if self.resume_from_state:
             self.load_state_dict(self.records.resume_from(dm, self.resume_from_state))
         if self.query_size > dm.num_unlabeled and not self.finished and self.round == 0:

@@ -53,6 +53,10 @@ class Oracle:
         if self.tasks is not None and not isinstance(task, self.tasks):
             raise ConfigError(f"{type(self).__name__} cannot label the {task.name} task: {self.unsupported}")
 
+    def check_datamodule(self, datamodule: ActiveLearningDataModule) -> None:
+        """Refuse, at setup, a data module whose samples this oracle cannot show (after :meth:`check_task`; the
+        data module is set up). Nothing by default."""
+
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         raise NotImplementedError
 

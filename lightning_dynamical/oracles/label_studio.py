@@ -155,6 +155,12 @@ class LabelStudioOracle(Oracle):
         if problem:
             raise ConfigError(f"{type(self).__name__} cannot label the {task.name} task: {problem}")
 
+    def check_datamodule(self, datamodule: ActiveLearningDataModule) -> None:
+        """Token classification: the pool must give each sample's words (:func:`pool_sentences` of its first
+        sample), so that a run without them stops at setup, not after its first round's training."""
+        if isinstance(datamodule.task, TokenClassification) and datamodule.num_unlabeled:
+            pool_sentences(datamodule, datamodule.unlabeled_indices[:1])
+
     # ---- the oracle ------------------------------------------------------------------------------------
     def label(self, datamodule: ActiveLearningDataModule, query: Query) -> Sequence[Any] | None:
         try:

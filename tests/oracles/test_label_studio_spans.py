@@ -303,6 +303,27 @@ def test_words_are_found_through_views_and_refused_when_missing_or_unfit() -> No
         EncodedTexts(data.input_ids, data.attention_mask, data.targets, data.vocabulary, words=[["a"], ["b"], ["c"]])
 
 
+def test_a_pool_without_words_stops_the_run_at_setup(tmp_path) -> None:
+    """LabelStudioOracle on a token-classification pool without words is refused when the loop sets up, before any
+    training step (no Label Studio server is asked); the same pool with words passes the check."""
+    full = encoded([["Paris", "is"], ["Anders"], ["a", "b", "c"], ["x"], ["New", "York"]])
+    bare = EncodedTexts(full.input_ids, full.attention_mask, full.targets, full.vocabulary)
+    task = TokenClassification(tags=TAGS)
+    oracle = LabelStudioOracle()
+    with_words = ActiveLearningDataModule(full, initial_size=2, task=task, num_classes=len(TAGS))
+    with_words.setup("fit")
+    oracle.check_datamodule(with_words)
+    dm = ActiveLearningDataModule(bare, initial_size=2, task=task, num_classes=len(TAGS))
+    model = Classifier(TokenTagger(vocab_size=8, num_tags=len(TAGS), max_length=4, dim=8, depth=0, heads=2),
+                       num_classes=len(TAGS))
+    loop = ActiveLearningLoop(Random(), query_size=1, rounds=1, max_epochs_per_round=1, oracle=oracle,
+                              dirpath=str(tmp_path / "run"), save_round_checkpoints=False, verbose=False)
+    trainer = quiet_trainer(tmp_path, [loop])
+    with pytest.raises(ConfigError, match="the pool data set has no words: give it a `words` attribute"):
+        trainer.fit(model, datamodule=dm)
+    assert trainer.global_step == 0
+
+
 def test_span_config_and_tasks_refused() -> None:
     config = span_config(TYPES)
     assert '<Labels name="label" toName="sample"><Label value="PER"/><Label value="ORG"/><Label value="LOC"/>' \
