@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_dynamical.scoring.layers import conv
+from lightning_dynamical.scoring.layers import base, conv
+from lightning_dynamical.scoring.layers.base import row_dots
 from tests.helpers.brute_force import layer_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -55,6 +56,7 @@ def test_channels_last_positions_are_views() -> None:
     dpos = geo.output_positions(d)
     assert dpos.data_ptr() == d.data_ptr()
     torch.testing.assert_close(dpos, d.reshape(2, 2, 2, 12).transpose(-1, -2), rtol=0, atol=0)
-    u, w = conv.flat_pair(d, d.contiguous())
+    u, w = base.flat_pair(d, d.contiguous())
     assert u.data_ptr() == d.data_ptr()
     torch.testing.assert_close(torch.linalg.vecdot(u, w), d.pow(2).sum((1, 2, 3)), rtol=1e-12, atol=0)
+    torch.testing.assert_close(row_dots(d, d.contiguous()), d.pow(2).sum((1, 2, 3)), rtol=1e-12, atol=0)

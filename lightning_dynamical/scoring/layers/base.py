@@ -67,6 +67,25 @@ def sqnorm(g: Tensor) -> Tensor:
     return torch.linalg.vector_norm(g.reshape(g.shape[0], -1), dim=1).square()
 
 
+def channels_last(t: Tensor) -> bool:
+    """Whether a 4-D tensor is laid out channels-last (NHWC) and not also NCHW (as after a permute from NHWC)."""
+    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
+def flat_pair(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """``u`` and ``v`` of the same shape as ``(B, N)`` rows in one element order, ``u``'s memory order where it is
+    channels-last (then both are views when both are)."""
+    if channels_last(u):
+        u, v = u.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1)
+    return u.reshape(u.shape[0], -1), v.reshape(v.shape[0], -1)
+
+
+def row_dots(u: Tensor, v: Tensor) -> Tensor:
+    """``(B,)`` dot products of the rows of two same-shaped ``(B, ...)`` tensors (:func:`flat_pair`: no copy of
+    NHWC views)."""
+    return torch.linalg.vecdot(*flat_pair(u, v))
+
+
 def matvecs(g: Tensor, weights: Sequence[Tensor]) -> Tensor:
     """``(B, K)`` dot products of per-sample gradients ``g: (B, N)`` with flattened directions."""
     if not weights:

@@ -38,7 +38,9 @@ from lightning_dynamical.scoring.layers.base import (
     LayerRule,
     add_statistics,
     bias_statistics,
+    channels_last,
     matvecs,
+    row_dots,
     sqnorm,
 )
 from lightning_dynamical.scoring.layers.matmul import direct_statistics, ghost_norm, slowdown
@@ -166,25 +168,12 @@ class ConvGeometry:
         return crop, (slice(r0, r1), slice(c0, c1))
 
 
-def channels_last(t: Tensor) -> bool:
-    """Whether a 4-D tensor is laid out channels-last (NHWC) and not also NCHW (as after a permute from NHWC)."""
-    return t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
 def positions(t: Tensor, groups: int) -> Tensor:
     """``(B, C, H, W)`` as ``(B, G, H * W, C / G)``: a view when ``t`` is NCHW- or channels-last-contiguous."""
     b, c = t.shape[:2]
     if channels_last(t):
         return t.permute(0, 2, 3, 1).reshape(b, -1, groups, c // groups).transpose(1, 2)
     return t.reshape(b, groups, c // groups, -1).transpose(-1, -2)
-
-
-def flat_pair(u: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-    """``u`` and ``v`` of the same shape as ``(B, N)`` rows in one element order, ``u``'s memory order where it is
-    channels-last (then both are views when both are), so that their row dot products need no copy."""
-    if channels_last(u):
-        u, v = u.permute(0, 2, 3, 1), v.permute(0, 2, 3, 1)
-    return u.reshape(u.shape[0], -1), v.reshape(v.shape[0], -1)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -223,7 +212,7 @@ def forward_dots(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> Ten
     x, padding = geo.framework_input()
     if k == 1:  # the usual case (G_S alone): its weights as they are, one dot product per sample
         out = F.conv2d(x, geo.weight(weights[0]), None, geo.stride, padding, geo.dilation, groups)
-        return torch.linalg.vecdot(*flat_pair(out, d.reshape(out.shape))).unsqueeze(1)
+        return row_dots(out, d.reshape(out.shape)).unsqueeze(1)
     w = torch.stack([geo.weight(v).reshape(groups, -1, *geo.weight(v).shape[1:]) for v in weights], 1)
     out = F.conv2d(x, w.flatten(0, 2), None, geo.stride, padding, geo.dilation, groups)
     return torch.einsum("bgkpt,bgpt->bk", out.reshape(b, groups, k, -1, geo.positions),
@@ -260,7 +249,7 @@ def ghost_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tu
         gram_a += pixels[:, off: off + length, off: off + length]
     grid = geo.output_grid(d)
     gram_d = grid.transpose(1, 2) @ grid
-    sq = torch.linalg.vecdot(gram_a.reshape(b, -1), gram_d.reshape(b, -1))
+    sq = row_dots(gram_a.reshape(b, -1), gram_d.reshape(b, -1))
     return sq, forward_dots(geo, d, weights)
 
 

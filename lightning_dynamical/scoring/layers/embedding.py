@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_dynamical.scoring.layers.base import Directions, LayerRule
+from lightning_dynamical.scoring.layers.base import Directions, LayerRule, row_dots
 
 
 class EmbeddingRule(LayerRule):
@@ -54,7 +54,7 @@ class EmbeddingRule(LayerRule):
             return sq, d.new_zeros(b, 0)
         if k == 1:  # the usual case (G_S alone): look up in the direction itself, no copy of the table
             looked_up = F.embedding(idx, directions[0]["weight"])
-            return sq, torch.linalg.vecdot(looked_up.reshape(b, -1), d.reshape(b, -1)).unsqueeze(1)
+            return sq, row_dots(looked_up, d).unsqueeze(1)
         table = torch.stack([v["weight"] for v in directions], 1).reshape(n, -1)
         looked_up = F.embedding(idx, table).reshape(b, idx.shape[1], k, e)
         return sq, torch.einsum("btke,bte->bk", looked_up, d)

@@ -22,6 +22,7 @@ from lightning_dynamical.scoring.layers.base import (
     add_statistics,
     bias_statistics,
     matvecs,
+    row_dots,
     sqnorm,
 )
 from lightning_dynamical.scoring.layers.scratch import scratch
@@ -79,7 +80,7 @@ def ghost_norm(cols: Tensor, dpos: Tensor) -> Tensor:
     a, d = cols.flatten(0, 1), dpos.flatten(0, 1)
     gram_a = torch.bmm(a, a.transpose(-1, -2), out=scratch("matmul.gram_a", (b * groups, t, t), cols))
     gram_d = torch.bmm(d, d.transpose(-1, -2), out=scratch("matmul.gram_d", (b * groups, t, t), cols))
-    return torch.linalg.vecdot(gram_a.view(b, -1), gram_d.view(b, -1))
+    return row_dots(gram_a.view(b, -1), gram_d.view(b, -1))
 
 
 def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
@@ -90,7 +91,7 @@ def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> t
     if len(weights) == 1:  # the usual case (G_S alone): the layer's forward with W, then one dot per sample
         out = scratch("matmul.forward", (*cols.shape[:3], weights[0].shape[1]), cols)
         torch.matmul(cols, weights[0].transpose(-1, -2), out=out)
-        return sq, torch.linalg.vecdot(out.reshape(cols.shape[0], -1), dpos.reshape(cols.shape[0], -1)).unsqueeze(1)
+        return sq, row_dots(out, dpos).unsqueeze(1)
     out = torch.einsum("bgtd,gkpd->bgtkp", cols, torch.stack(list(weights), 1))
     return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)
 
