@@ -143,8 +143,12 @@ class FileOracle(Oracle):
         pseudo = list(query.pseudo_labels) if query.pseudo_labels is not None else [None] * len(query.indices)
         masks = _masks(datamodule)
         rows = []
+        shapes: dict[str, list[int]] = {}  # each image's (H, W), which its mask must match
         for index, score, pseudo_label in zip(query.indices, scores, pseudo):
             sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
+            size = _image_size(sample)
+            if masks is not None and size is not None:
+                shapes[str(index)] = list(size)
             image = image_array(sample) if isinstance(sample, Tensor) else None
             name = f"queries_round_{query.round}/{index}.png" if image is not None else ""
             if image is not None:
@@ -159,9 +163,7 @@ class FileOracle(Oracle):
                          "pseudo_label": "" if pseudo_label is None else pseudo_label})
         manifest = {"round": query.round, "indices": [int(i) for i in query.indices],
                     "num_classes": self._classes(datamodule), "dataset_size": dataset_size(datamodule.splits.pool),
-                    **({"masks": masks, "mask_shapes": {str(i): list(shape) for i, shape in
-                                                         mask_shapes(datamodule, query.indices).items()}}
-                       if masks is not None else {})}
+                    **({"masks": masks, "mask_shapes": shapes} if masks is not None else {})}
         write_query(path, rows, manifest)
 
     def _save_png(self, path: str, image: np.ndarray, scale_up: bool = True) -> None:
@@ -184,10 +186,17 @@ def mask_shapes(datamodule: ActiveLearningDataModule, indices: Sequence[int]) ->
         return {}
     shapes = {}
     for index in indices:
-        sample = batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key)
-        if isinstance(sample, Tensor) and sample.ndim >= 2:
-            shapes[int(index)] = (int(sample.shape[-2]), int(sample.shape[-1]))
+        size = _image_size(batch_inputs(datamodule.splits.pool_eval[index], datamodule.label_key))
+        if size is not None:
+            shapes[int(index)] = size
     return shapes
+
+
+def _image_size(sample: Any) -> tuple[int, int] | None:
+    """``(H, W)`` of an image tensor sample, else ``None``."""
+    if isinstance(sample, Tensor) and sample.ndim >= 2:
+        return int(sample.shape[-2]), int(sample.shape[-1])
+    return None
 
 
 def _masks(datamodule: ActiveLearningDataModule) -> int | None:
