@@ -55,19 +55,24 @@ DIRECT_LIMIT = 2**21
 
 
 def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Form ``g_i = D_i^T A_i``, then its norm and one matvec per direction (weights shaped ``(G, p, D)``), a chunk
-    of samples at a time into one reused buffer when the batch's ``g`` is large."""
+    """Form ``g_i = D_i^T A_i`` (or its transpose), then its norm and one matvec per direction (weights shaped
+    ``(G, p, D)``), a chunk of samples at a time into one reused buffer when the batch's ``g`` is large."""
     b, groups, _, fan_in = cols.shape
     p = dpos.shape[-1]
     per = groups * p * fan_in
     step = b if b * per <= DIRECT_LIMIT or per > DIRECT_CHUNK else DIRECT_CHUNK // per
-    buf = scratch("matmul.g", (min(step, b) * groups, p, fan_in), cols)
+    left, right = dpos, cols
+    if p > fan_in or cols.stride(-2) == 1:  # g_i transposed (measured on a CPU: up to 1.6x faster for
+        # position-contiguous convolution columns, 5% for dense layers whose outputs outnumber their inputs)
+        left, right = cols, dpos
+        weights = [w.transpose(-1, -2).contiguous() for w in weights]
+    buf = scratch("matmul.g", (min(step, b) * groups, left.shape[-1], right.shape[-1]), cols)
     sq = cols.new_empty(b)
     dots = cols.new_empty(b, len(weights))
     for i in range(0, b, step):
         n = min(step, b - i)
         g = buf[: n * groups]
-        torch.bmm(dpos[i: i + n].flatten(0, 1).transpose(-1, -2), cols[i: i + n].flatten(0, 1), out=g)
+        torch.bmm(left[i: i + n].flatten(0, 1).transpose(-1, -2), right[i: i + n].flatten(0, 1), out=g)
         g = g.view(n, -1)
         sq[i: i + n] = sqnorm(g)
         dots[i: i + n] = matvecs(g, weights)
