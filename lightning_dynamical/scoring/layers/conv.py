@@ -243,16 +243,26 @@ def direct_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> t
 
 
 def ghost_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Unit stride: ghost norm with the column Gram matrix taken from shifted blocks of ``X^T X``."""
+    """Unit stride: ghost norm with the column Gram matrix taken from shifted blocks of ``X^T X``.
+
+    ``X^T X`` is formed over the input's pixels and placed in the padded input's layout (padding pixels meet only
+    zeros), the column Gram matrix summed from its shifted blocks on the padded width, and its rows and columns
+    past the output width dropped before the product with the output gradient's Gram matrix."""
     b, groups, length = geo.batch, geo.groups, geo.grid
-    flat = geo.flat.reshape(b * groups, geo.channels // groups, -1)
-    pixels = flat.transpose(1, 2) @ flat
+    (h, w), (top, _, left, _) = geo.x.shape[2:], geo.pads
+    n, side = b * groups, geo.hp * geo.wp + (geo.kernel[1] - 1) * geo.dilation[1]
+    x = positions(geo.x, groups).flatten(0, 1)
+    pixels = x.new_zeros(n, side, side)
+    inner = pixels[:, : geo.hp * geo.wp, : geo.hp * geo.wp].view(n, geo.hp, geo.wp, geo.hp, geo.wp)
+    inner[:, top: top + h, left: left + w, top: top + h, left: left + w] = (x @ x.transpose(1, 2)).view(n, h, w, h, w)
     first, *rest = geo.offsets()
     gram_a = pixels[:, first: first + length, first: first + length].clone()
     for off in rest:
         gram_a += pixels[:, off: off + length, off: off + length]
-    grid = geo.output_grid(d)
-    gram_d = grid.transpose(1, 2) @ grid
+    oh, ow = geo.out_h, geo.out_w
+    gram_a = gram_a.view(n, oh, geo.wp, oh, geo.wp)[:, :, :ow, :, :ow]
+    dpos = geo.output_positions(d).flatten(0, 1)
+    gram_d = dpos @ dpos.transpose(1, 2)
     sq = row_dots(gram_a.reshape(b, -1), gram_d.reshape(b, -1))
     return sq, forward_dots(geo, d, weights)
 
@@ -366,8 +376,9 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
     if geo.shiftable:
         layout = MEMORY_COST * (geo.channels * pixels + geo.out_channels * grid)
         costs["direct_shifted"] = layout + direct(grid, p * cg)
-        costs["ghost_shifted"] = (layout + groups * (pixels**2 * cg + grid**2 * (p + taps + MEMORY_COST))
-                                  + forward)
+        inputs = geo.x.shape[2] * geo.x.shape[3]
+        costs["ghost_shifted"] = (groups * (inputs**2 * cg + MEMORY_COST * pixels**2 + grid**2 * (taps + MEMORY_COST)
+                                            + t * t * p) + forward)
     return costs
 
 
