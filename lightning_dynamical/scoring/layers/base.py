@@ -86,13 +86,18 @@ def row_dots(u: Tensor, v: Tensor) -> Tensor:
     return torch.linalg.vecdot(*flat_pair(u, v))
 
 
+def direction_matrix(weights: Sequence[Tensor]) -> Tensor:
+    """The flattened directions as the columns of an ``(N, K)`` matrix (``K >= 1``)."""
+    if len(weights) == 1:  # the usual case (G_S alone): a view, no copy of the direction
+        return weights[0].reshape(-1, 1)
+    return torch.stack([w.reshape(-1) for w in weights], 1)
+
+
 def matvecs(g: Tensor, weights: Sequence[Tensor]) -> Tensor:
     """``(B, K)`` dot products of per-sample gradients ``g: (B, N)`` with flattened directions."""
     if not weights:
         return g.new_zeros(g.shape[0], 0)
-    if len(weights) == 1:  # the usual case (G_S alone): a view, no copy of the direction
-        return g @ weights[0].reshape(-1, 1)
-    return g @ torch.stack([w.reshape(-1) for w in weights], 1)
+    return g @ direction_matrix(weights)
 
 
 def bias_statistics(d_sum: Tensor, directions: Directions) -> tuple[Tensor, Tensor]:

@@ -21,9 +21,8 @@ from lightning_dynamical.scoring.layers.base import (
     LayerRule,
     add_statistics,
     bias_statistics,
-    matvecs,
+    direction_matrix,
     row_dots,
-    sqnorm,
 )
 from lightning_dynamical.scoring.layers.scratch import scratch
 
@@ -67,16 +66,18 @@ def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> 
         left, right = cols, dpos
         weights = [w.transpose(-1, -2).contiguous() for w in weights]
     buf = scratch("matmul.g", (min(step, b) * groups, left.shape[-1], right.shape[-1]), cols)
-    sq = cols.new_empty(b)
+    norms = cols.new_empty(b)
     dots = cols.new_empty(b, len(weights))
-    for i in range(0, b, step):
+    matrix = direction_matrix(weights) if weights else None
+    for i in range(0, b, step):  # results written in place: no temporaries per chunk
         n = min(step, b - i)
         g = buf[: n * groups]
         torch.bmm(left[i: i + n].flatten(0, 1).transpose(-1, -2), right[i: i + n].flatten(0, 1), out=g)
         g = g.view(n, -1)
-        sq[i: i + n] = sqnorm(g)
-        dots[i: i + n] = matvecs(g, weights)
-    return sq, dots
+        torch.linalg.vector_norm(g, dim=1, out=norms[i: i + n])
+        if matrix is not None:
+            torch.mm(g, matrix, out=dots[i: i + n])
+    return norms.square_(), dots
 
 
 def ghost_norm(cols: Tensor, dpos: Tensor) -> Tensor:
