@@ -1,18 +1,19 @@
-"""``nn.Conv1d`` / ``nn.Conv2d`` (zero padding; any stride, padding, dilation, groups): five exact algorithms; and
+"""``nn.Conv1d`` / ``nn.Conv2d`` (zero padding; any stride, padding, dilation, groups): six exact algorithms; and
 ``nn.ConvTranspose1d`` / ``nn.ConvTranspose2d`` through their adjoint convolution (:class:`ConvTransposeRule`).
 
-A convolution is a matmul layer over output positions (:mod:`.matmul`), but unfolding the input copies it
-``kh * kw`` times, which costs more than the matmuls on a CPU. Besides the unfolded forms:
+A convolution is a matmul layer over output positions (:mod:`.matmul`): the unfolded forms copy the input
+``kh * kw`` times into columns (direct: the fastest form for 3x3 image stems and one-channel inputs; ghost: for
+maps of a few positions). Besides them:
 
 * shifted direct (unit stride): with the output gradient laid out on the padded input's width, the inputs
   read at kernel offset ``(i, j)`` are a contiguous range of the flattened padded input, so ``g_i`` is
   ``kh * kw`` matmuls against shifted views, without any copy of the input;
 * shifted ghost (unit stride): the position Gram matrix of the columns is a sum of shifted blocks of the
-  pixel Gram matrix ``X^T X`` of the padded input;
+  pixel Gram matrix ``X^T X`` of the input, placed in the padded input's layout;
 * grouped direct: the framework's own weight-gradient kernel with the batch folded into the groups;
 * forward direct: the framework's forward convolution of the input with the output gradient as kernel, the batch
   folded into the groups and each group's input channels into the batch (on a CPU several times faster than the
-  weight-gradient kernels for depthwise layers, and faster for 3-channel image stems).
+  weight-gradient kernels for depthwise layers, and the fastest form for 7x7 image stems).
 
 Dot products of the ghost forms run the layer's forward with the directions' weights. Which algorithm
 runs is decided by a cost estimate alone (:func:`estimates`), never by timing, so that every run and every
