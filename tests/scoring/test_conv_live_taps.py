@@ -80,31 +80,21 @@ FORWARD_KERNEL = {**DEPTHWISE, **STEMS}
 #: forward and the grouped kernel there).
 COLUMN_STEMS = {
     "3x3 stem": (lambda: nn.Conv2d(3, 8, 3, padding=1), (3, 16, 16)),
-    "one-channel input": (lambda: nn.Conv2d(1, 16, 3, padding=1), (1, 64, 64)),
+    "one-channel input": (lambda: nn.Conv2d(1, 16, 3, padding=1), (1, 16, 16)),
 }
+PICKED = {**dict.fromkeys(FORWARD_KERNEL, "direct_forward"), **dict.fromkeys(COLUMN_STEMS, "direct_columns")}
 
 
 @pytest.mark.parametrize("algorithm", [None, *sorted(conv.ALGORITHMS)])
-@pytest.mark.parametrize("case", sorted(FORWARD_KERNEL))
-def test_forward_kernel_statistics(case: str, algorithm: str | None) -> None:
+@pytest.mark.parametrize("case", sorted(PICKED))
+def test_few_channel_statistics(case: str, algorithm: str | None) -> None:
+    """Depthwise layers, stems and one-channel inputs: the cost model's pick, and every algorithm exact."""
     torch.manual_seed(0)
-    make, shape = FORWARD_KERNEL[case]
+    make, shape = {**FORWARD_KERNEL, **COLUMN_STEMS}[case]
     layer = make().double()
     a = torch.randn(5, *shape, dtype=torch.float64)
     costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
-    assert min(costs, key=costs.__getitem__) == "direct_forward"
-    _check(layer, a, algorithm, cropped=False)
-
-
-@pytest.mark.parametrize("algorithm", [None, "direct_columns"])
-@pytest.mark.parametrize("case", sorted(COLUMN_STEMS))
-def test_column_stem_statistics(case: str, algorithm: str | None) -> None:
-    torch.manual_seed(0)
-    make, shape = COLUMN_STEMS[case]
-    layer = make().double()
-    a = torch.randn(5, *shape, dtype=torch.float64)
-    costs = conv.estimates(conv.ConvGeometry(layer, a), 1)
-    assert min(costs, key=costs.__getitem__) == "direct_columns"
+    assert min(costs, key=costs.__getitem__) == PICKED[case]
     _check(layer, a, algorithm, cropped=False)
 
 
