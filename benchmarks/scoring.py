@@ -535,11 +535,18 @@ def pin_malloc() -> bool:
     moved from near 0 to 4,000 per batch between identical runs. Pinned: blocks below 32 MiB come from the heap,
     which is never trimmed below 1 GiB of free top, so both sides run without those faults in every run.
     """
-    try:
-        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
-    except (OSError, AttributeError):
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    return all(mallopt(param, value) == 1 for param, value in PINNED_MALLOC.items())
+    return all([mallopt(param, value) == 1 for param, value in PINNED_MALLOC.items()])
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    """The C library's ``mallopt`` (glibc), or ``None``."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def _child(queue: Any, threads: int, pinned: bool, target: Callable[..., Any], *args: Any) -> None:
@@ -697,7 +704,8 @@ def main(argv: list[str] | None = None) -> None:
     machine = {"device": args.device, "cpu": platform.processor() or platform.machine(),
                "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
                "batch_size": args.batch_size, "timed_batches": args.batches or DEFAULT_BATCHES,
-               "pool": args.pool, "score_rounds": args.rounds or DEFAULT_ROUNDS, "malloc": args.malloc}
+               "pool": args.pool, "score_rounds": args.rounds or DEFAULT_ROUNDS,
+               "malloc": "default (no mallopt)" if args.malloc == "pinned" and _mallopt() is None else args.malloc}
     if args.device == "cuda":
         machine["gpu"] = torch.cuda.get_device_name()
     print(f"Scoring benchmark: {machine}\n")

@@ -60,3 +60,38 @@ def test_channels_last_positions_are_views() -> None:
     assert u.data_ptr() == d.data_ptr()
     torch.testing.assert_close(torch.linalg.vecdot(u, w), d.pow(2).sum((1, 2, 3)), rtol=1e-12, atol=0)
     torch.testing.assert_close(row_dots(d, d.contiguous()), d.pow(2).sum((1, 2, 3)), rtol=1e-12, atol=0)
+
+
+#: Columns read in place from inputs of every layout the engine meets: padded or not, dilated, strided, a slice at a
+#: nonzero storage offset, a batch expanded with stride 0, a transposed 1-D input.
+COLUMN_INPUTS = {
+    "padded, dilated, strided": (lambda: nn.Conv2d(4, 6, 3, stride=(2, 1), padding=(2, 1), dilation=2),
+                                 lambda: torch.randn(3, 4, 9, 8)),
+    "unpadded, dilated": (lambda: nn.Conv2d(4, 6, 3, dilation=2), lambda: torch.randn(3, 4, 9, 8)),
+    "unpadded, channels-last": (lambda: nn.Conv2d(4, 6, 2, stride=2),
+                                lambda: torch.randn(3, 4, 8, 8).to(memory_format=torch.channels_last)),
+    "slice at an offset": (lambda: nn.Conv2d(4, 6, 3), lambda: torch.randn(5, 4, 9, 8)[2:]),
+    "expanded batch": (lambda: nn.Conv2d(4, 6, 3, stride=2), lambda: torch.randn(1, 4, 9, 8).expand(3, -1, -1, -1)),
+    "grouped, same padding": (lambda: nn.Conv2d(4, 6, 4, padding="same", groups=2), lambda: torch.randn(3, 4, 7, 6)),
+    "conv1d, transposed input": (lambda: nn.Conv1d(4, 6, 3, dilation=2),
+                                 lambda: torch.randn(3, 11, 4).transpose(1, 2)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COLUMN_INPUTS))
+def test_columns_match_unfold(case: str) -> None:
+    """``ConvGeometry.columns`` (one copy of an overlapping view) equals ``F.unfold`` of the padded input."""
+    make, inputs = COLUMN_INPUTS[case]
+    torch.manual_seed(0)
+    layer, a = make().double(), inputs().double()
+    geo = conv.ConvGeometry(layer, a)
+    ref = torch.nn.functional.unfold(geo.padded.contiguous(), geo.kernel, geo.dilation, 0, geo.stride)
+    ref = ref.reshape(geo.batch, geo.groups, -1, geo.positions).transpose(-1, -2)
+    assert torch.equal(geo.columns(), ref)
+    d = torch.randn_like(layer(a))
+    v = {"weight": torch.randn_like(layer.weight)}
+    for algorithm in ("direct_columns", "ghost_columns"):
+        sq, dots = conv.ConvRule(algorithm).statistics(layer, a, d, {"weight"}, [v])
+        ref_sq, ref_dots = layer_statistics(layer, a, d, v)
+        torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)

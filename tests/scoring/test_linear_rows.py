@@ -64,3 +64,24 @@ def test_direct_form_in_sample_chunks(monkeypatch: pytest.MonkeyPatch, direction
         torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
         if vs:
             torch.testing.assert_close(dots[:, k], ref_dots, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("sizes", [(3, 7), (7, 3)], ids=["more outputs", "more inputs"])
+@pytest.mark.parametrize("layout", ["inputs contiguous", "positions contiguous"])
+def test_direct_statistics_in_both_orientations(monkeypatch: pytest.MonkeyPatch, sizes: tuple[int, int],
+                                                layout: str) -> None:
+    """``g_i`` formed as it is or transposed (by shape and layout), two samples per chunk, groups and three distinct
+    directions: norms and dot products as from the explicit per-sample gradients."""
+    torch.manual_seed(0)
+    (fan_in, p), b, groups, t = sizes, 5, 2, 4
+    monkeypatch.setattr(matmul, "DIRECT_LIMIT", 0)
+    monkeypatch.setattr(matmul, "DIRECT_CHUNK", 2 * groups * fan_in * p)
+    cols = torch.randn(b, groups, t, fan_in, dtype=torch.float64)
+    if layout == "positions contiguous":
+        cols = cols.transpose(-1, -2).contiguous().transpose(-1, -2)
+    dpos = torch.randn(b, groups, t, p, dtype=torch.float64)
+    weights = [torch.randn(groups, p, fan_in, dtype=torch.float64) for _ in range(3)]
+    sq, dots = matmul.direct_statistics(cols, dpos, weights)
+    g = torch.einsum("bgtp,bgtd->bgpd", dpos, cols).reshape(b, -1)
+    torch.testing.assert_close(sq, (g * g).sum(1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(dots, g @ torch.stack([w.reshape(-1) for w in weights], 1), rtol=1e-12, atol=1e-12)

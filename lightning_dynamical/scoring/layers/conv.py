@@ -340,7 +340,7 @@ FORWARD_SLOWDOWN = 2.0
 EFFICIENT_TAPS = 16
 #: Output width below which copying the columns slows down proportionally.
 EFFICIENT_WIDTH = 16
-#: Slowdown of :func:`direct_columns` below :data:`EFFICIENT_CHANNELS` input channels per group: one copy of the
+#: Slowdown of :func:`direct_columns` below :data:`EFFICIENT_CHANNELS` input channels, ungrouped: one copy of the
 #: columns, then per-sample matmuls at about 1/2.5 of the weight-gradient kernel's rate (measured on a CPU for
 #: 3-channel 3x3 and 7x7 stems, where it beat the grouped kernel 2x and, on 3x3 kernels, the forward 1.1-1.6x).
 FEW_CHANNELS_COLUMNS = 2.5
@@ -363,7 +363,7 @@ def estimates(geo: ConvGeometry, directions: int) -> dict[str, float]:
         return inner * weight * max(slowdown(inner, outputs), EFFICIENT_CHANNELS / cg) + passes
 
     costs = {
-        "direct_columns": unfold + (direct(t, p * fan_in) if cg >= EFFICIENT_CHANNELS
+        "direct_columns": unfold + (direct(t, p * fan_in) if cg >= EFFICIENT_CHANNELS or groups > 1
                                     else t * weight * FEW_CHANNELS_COLUMNS + passes),
         "ghost_columns": unfold + groups * t * t * (fan_in + p + 2 * MEMORY_COST) + forward,
         "direct_grouped": direct(t, p * fan_in),
