@@ -70,6 +70,7 @@ COLUMN_INPUTS = {
     "unpadded, dilated": (lambda: nn.Conv2d(4, 6, 3, dilation=2), lambda: torch.randn(3, 4, 9, 8)),
     "unpadded, channels-last": (lambda: nn.Conv2d(4, 6, 2, stride=2),
                                 lambda: torch.randn(3, 4, 8, 8).to(memory_format=torch.channels_last)),
+    "1x1, stride 2, padded": (lambda: nn.Conv2d(4, 6, 1, stride=2, padding=1), lambda: torch.randn(3, 4, 7, 8)),
     "slice at an offset": (lambda: nn.Conv2d(4, 6, 3), lambda: torch.randn(5, 4, 9, 8)[2:]),
     "expanded batch": (lambda: nn.Conv2d(4, 6, 3, stride=2), lambda: torch.randn(1, 4, 9, 8).expand(3, -1, -1, -1)),
     "grouped, same padding": (lambda: nn.Conv2d(4, 6, 4, padding="same", groups=2), lambda: torch.randn(3, 4, 7, 6)),

@@ -115,16 +115,11 @@ class ConvGeometry:
         return [i * dh * self.wp + j * dw for i, j in itertools.product(range(kh), range(kw))]
 
     def columns(self) -> Tensor:
-        """The unfolded input ``(B, G, T, C_g * kh * kw)``: a view for 1x1 kernels, else one copy of an overlapping
-        view of the padded input (im2col; on a CPU 2-10x faster than ``F.unfold``)."""
+        """The unfolded input ``(B, G, T, C_g * kh * kw)``: a view for unit-stride unpadded 1x1 kernels, else one copy
+        of an overlapping view of the padded input (im2col; on a CPU 2-10x faster than ``F.unfold``)."""
         b, groups = self.batch, self.groups
-        cg = self.channels // groups
         if self.kernel == (1, 1) and self.stride == (1, 1) and not any(self.pads):
             return positions(self.x, groups)
-        if self.kernel == (1, 1):
-            (sh, sw) = self.stride
-            x = self.padded[:, :, ::sh, ::sw][:, :, : self.out_h, : self.out_w]
-            return x.reshape(b, groups, cg, -1).transpose(-1, -2)
         x = self.padded if any(self.pads) else self.x  # any layout: the copy below reads it in place
         sb, sc, sh, sw = x.stride()
         (kh, kw), (dh, dw), (th, tw) = self.kernel, self.dilation, self.stride
