@@ -24,6 +24,8 @@ CASES = {
     "same, even kernel on 1x2": (lambda: nn.Conv2d(3, 4, 4, padding="same"), (3, 1, 2)),
     "conv1d k5 on 2": (lambda: nn.Conv1d(3, 4, 5, padding=2), (3, 2)),
     "transposed 3x3 on 1x1": (lambda: nn.ConvTranspose2d(4, 3, 3, padding=1), (4, 1, 1)),
+    "3x3 depthwise on 1x1": (lambda: nn.Conv2d(6, 6, 3, padding=1, groups=6), (6, 1, 1)),
+    "3x3 grouped stride 2 on 2x2": (lambda: nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2), (4, 2, 2)),
 }
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from lightning_dynamical.scoring import make_engine, select_parameters
 from lightning_dynamical.scoring.layers import conv, matmul
-from lightning_dynamical.scoring.layers.scratch import Scratch, reusing, scratch
+from lightning_dynamical.scoring.layers.scratch import Scratch, derived, reusing, scratch
 from tests.helpers.brute_force import layer_statistics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -112,3 +112,46 @@ def test_pool_pass_reuses_scratch_and_frees_it(monkeypatch: pytest.MonkeyPatch) 
     alone = torch.cat([engine.batch_statistics(model, b, params, [])[0] for b in loader])
     torch.testing.assert_close(stats.sqnorm, alone, rtol=1e-12, atol=0)
     assert scratch("s", (3,), x).data_ptr() != scratch("s", (3,), x).data_ptr()
+
+
+def test_derived_is_made_once_per_source_and_version() -> None:
+    """Inside ``reusing()`` a derived tensor is remade for another source (even with equal values, or another view of
+    the same storage), an in-place change of the source, or another slot; outside, every call makes it."""
+    made: list[int] = []
+
+    def double(t: torch.Tensor) -> torch.Tensor:
+        made.append(1)
+        return t * 2
+
+    v = torch.arange(6.0)
+    with reusing() as space:
+        first = derived("x2", (v,), double)
+        assert derived("x2", (v,), double) is first and len(made) == 1
+        assert space.nbytes() == first.numel() * 4
+        twin = v.clone()
+        assert derived("x2", (twin,), double) is not first and len(made) == 2
+        view = v[1:]
+        assert torch.equal(derived("x2", (view,), double), v[1:] * 2) and len(made) == 3
+        assert derived("x3", (v,), double) is not first and len(made) == 4
+        v.add_(1)
+        assert torch.equal(derived("x2", (v,), double), (torch.arange(6.0) + 1) * 2) and len(made) == 5
+    derived("x2", (v,), double)
+    derived("x2", (v,), double)
+    assert len(made) == 7
+
+
+def test_cropped_direction_changed_in_place_between_batches() -> None:
+    """A convolution on a 1x1 map crops the direction to its centre tap once per pool pass; a direction changed in
+    place between two batches is cropped again (statistics against per-sample autograd, float64)."""
+    torch.manual_seed(0)
+    layer = nn.Conv2d(4, 5, 3, padding=1).double()
+    v = torch.randn_like(layer.weight)
+    rule = conv.ConvRule()
+    with reusing():
+        for _ in range(2):
+            a = torch.randn(3, 4, 1, 1, dtype=torch.float64)
+            d = torch.randn(3, 5, 1, 1, dtype=torch.float64)
+            _, dots = rule.statistics(layer, a, d, {"weight"}, [{"weight": v}])
+            _, ref_dots = layer_statistics(layer, a, d, {"weight": v})
+            torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
+            v.mul_(-3)

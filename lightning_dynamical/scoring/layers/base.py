@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lightning_dynamical.scoring.layers.scratch import derived
+
 Directions = Sequence[Mapping[str, Tensor]]
 """Directions ``v_k``, each mapping a parameter attribute (``"weight"``, ``"bias"``) to a tensor shaped like it."""
 
@@ -51,7 +53,9 @@ def gradient_statistics(grads: Mapping[str, Tensor], directions: Directions) -> 
     names = list(grads)
     b = grads[names[0]].shape[0]
     g = torch.cat([grads[n].reshape(b, -1) for n in names], 1)
-    return sqnorm(g), matvecs(g, [torch.cat([v[n].reshape(-1) for n in names]) for v in directions])
+    flat = [derived("directions.flat", [v[n] for n in names], lambda *ts: torch.cat([t.reshape(-1) for t in ts]))
+            for v in directions]
+    return sqnorm(g), matvecs(g, flat)
 
 
 def add_statistics(parts: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:

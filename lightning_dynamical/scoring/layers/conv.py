@@ -44,7 +44,8 @@ from lightning_dynamical.scoring.layers.base import (
     row_dots,
     sqnorm,
 )
-from lightning_dynamical.scoring.layers.matmul import direct_statistics, ghost_norm, slowdown
+from lightning_dynamical.scoring.layers.matmul import direct_statistics, ghost_norm, ghost_statistics, slowdown
+from lightning_dynamical.scoring.layers.scratch import derived
 
 
 class ConvGeometry:
@@ -271,8 +272,14 @@ def direct_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> t
 
 
 def ghost_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Unfold, then the ghost norm; dot products through the layer's forward."""
-    return ghost_norm(geo.columns(), geo.output_positions(d)), forward_dots(geo, d, weights)
+    """Unfold, then the ghost norm; dot products through the layer's forward, which for one output position is a
+    matmul of the columns (on a CPU 1.4-1.8x faster than the framework's convolution for 3x3 layers of a ResNet's
+    last stage on 2x2 and 1x1 maps)."""
+    cols = geo.columns()
+    if geo.positions == 1:
+        return ghost_statistics(cols, geo.output_positions(d), [w.reshape(geo.groups, -1, cols.shape[-1])
+                                                                for w in weights])
+    return ghost_norm(cols, geo.output_positions(d)), forward_dots(geo, d, weights)
 
 
 #: Elements of per-sample gradients above which :func:`direct_grouped` runs :data:`GROUPED_CHUNK` samples at a time
@@ -428,7 +435,9 @@ class ConvRule(LayerRule):
         live = geo.live()
         if live is not None:
             crop, (rows, cols) = live
-            weights = [geo.weight(v)[:, :, rows, cols] for v in weights]
+            taps = (rows.start, rows.stop, cols.start, cols.stop)
+            weights = [derived(("conv.live", taps), (v,), lambda w: geo.weight(w)[:, :, rows, cols].contiguous())
+                       for v in weights]
             geo = crop
         costs = estimates(geo, len(weights))
         if self.algorithm is not None:

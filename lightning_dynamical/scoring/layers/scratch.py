@@ -15,6 +15,12 @@ the heap blocks the framework's own kernels then took were faulted in more often
 
 A slot's view is valid until the next :func:`scratch` of the same slot: each slot belongs to one step of one
 function, and no tensor a rule returns is a view of it.
+
+The directions do not change during a pool pass, so what a rule derives from them (cropped, transposed or
+concatenated weights) is made once per pass with :func:`derived` instead of once per batch: cropping a 3x3 kernel
+to its live taps copies in runs of one or two elements, 1.4 ms per batch for one 256->512 layer of a ResNet18 on a
+CPU. A derived tensor is reused only for the same source memory (data pointer, shape, strides, dtype, device; the
+cache holds the source, so no other tensor can take its memory) at the same in-place version.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -33,6 +39,7 @@ class Scratch:
 
     def __init__(self) -> None:
         self._buffers: dict[tuple[str, torch.dtype, torch.device], Tensor] = {}
+        self._derived: dict[tuple[Hashable, ...], tuple[tuple[Tensor, ...], tuple[int, ...], Tensor]] = {}
 
     def take(self, slot: str, shape: Sequence[int], like: Tensor) -> Tensor:
         """An uninitialised view of ``shape`` on the slot's buffer (grown first if too small)."""
@@ -43,9 +50,26 @@ class Scratch:
             buffer = self._buffers[key] = like.new_empty(size)
         return buffer[:size].view(tuple(shape))
 
+    def derive(self, slot: Hashable, sources: Sequence[Tensor], make: Callable[..., Tensor]) -> Tensor:
+        """``make(*sources)``, remembered for ``slot`` and the sources' memory and in-place versions."""
+        key = (slot, *(_memory(t) for t in sources))
+        versions = tuple(t._version for t in sources)
+        known = self._derived.get(key)
+        if known is not None and known[1] == versions:
+            return known[2]
+        value = make(*sources)
+        self._derived[key] = (tuple(sources), versions, value)
+        return value
+
     def nbytes(self) -> int:
-        """Bytes held by all buffers."""
-        return sum(b.numel() * b.element_size() for b in self._buffers.values())
+        """Bytes held by all buffers and derived tensors."""
+        held = [*self._buffers.values(), *(v for _, _, v in self._derived.values())]
+        return sum(b.numel() * b.element_size() for b in held)
+
+
+def _memory(t: Tensor) -> tuple[Hashable, ...]:
+    """Where and how a tensor's elements lie: equal for two live tensors only if they read the same elements."""
+    return t.data_ptr(), tuple(t.shape), t.stride(), t.dtype, t.device
 
 
 _LOCAL = threading.local()
@@ -70,3 +94,12 @@ def scratch(slot: str, shape: Sequence[int], like: Tensor) -> Tensor:
     if space is None:
         return like.new_empty(tuple(shape))
     return space.take(slot, shape, like)
+
+
+def derived(slot: Hashable, sources: Sequence[Tensor], make: Callable[..., Tensor]) -> Tensor:
+    """``make(*sources)`` (computed from the sources only, with ``slot`` naming the computation and any other value
+    it depends on), made once per :func:`reusing` block for the same sources, else every call."""
+    space = getattr(_LOCAL, "space", None)
+    if space is None:
+        return make(*sources)
+    return space.derive(slot, sources, make)
