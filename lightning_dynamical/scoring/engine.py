@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from lightning_dynamical.scoring.layers.scratch import reusing
 from lightning_dynamical.tasks.base import Task
-from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
+from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, batch_size, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 #: Prefix of the ``torch.profiler`` ranges the engines open (``benchmarks/scoring.py --profile`` groups by them).
@@ -106,13 +106,15 @@ class Engine(ABC):
     ) -> PoolStatistics:
         """Run :meth:`batch_statistics` over a loader for ``task``; results are gathered on the CPU. The closed forms'
         temporaries are reused from batch to batch (:mod:`~lightning_dynamical.scoring.layers.scratch`) and freed
-        at the end."""
+        at the end. Empty batches are skipped."""
         sq, dots, labels = [], [], []
         bar = tqdm(loader, desc=f"Scoring pool ({self.name})", leave=False, disable=not progress, unit="batch")
         with reusing():
             for batch in bar:
-                s, d, y = self.batch_statistics(model, to_model(batch_inputs(batch, label_key), model), params,
-                                                directions, task)
+                inputs = to_model(batch_inputs(batch, label_key), model)
+                if batch_size(inputs) == 0:  # nothing to score (a sampler may yield an empty batch)
+                    continue
+                s, d, y = self.batch_statistics(model, inputs, params, directions, task)
                 sq.append(s.detach().cpu())
                 dots.append(d.detach().cpu())
                 labels.append(y.detach().cpu())

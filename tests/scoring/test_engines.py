@@ -397,6 +397,21 @@ def test_chunking_does_not_change_results():
     torch.testing.assert_close(one.dots[:, 0], one.dots[:, 1])
 
 
+@pytest.mark.parametrize("name", ["fast", "func", "last_layer"])
+def test_empty_batches_are_skipped(name):
+    """A pool loader may yield an empty batch (a custom sampler); it adds nothing and breaks nothing."""
+    model, _, _, pool_x, *_ = _problem("cnn", seed=3)
+    with evaluation(model):
+        engine = make_engine(name, 32)
+        params = select_parameters(model, "last_layer" if name == "last_layer" else None)
+        direction = [{n: torch.randn_like(p) for n, p in params.items()}]
+        plain = engine.pool_statistics(model, [pool_x[:3], pool_x[3:]], params, direction)
+        gaps = engine.pool_statistics(model, [pool_x[:0], pool_x[:3], pool_x[:0], pool_x[3:]], params, direction)
+    torch.testing.assert_close(gaps.sqnorm, plain.sqnorm, rtol=0, atol=0)
+    torch.testing.assert_close(gaps.dots, plain.dots, rtol=0, atol=0)
+    assert torch.equal(gaps.pseudo_labels, plain.pseudo_labels)
+
+
 def test_make_engine_names():
     for name in ("auto", "fast", "func", "last_layer"):
         assert make_engine(name).name == name
