@@ -155,3 +155,42 @@ def test_cropped_direction_changed_in_place_between_batches() -> None:
             _, ref_dots = layer_statistics(layer, a, d, {"weight": v})
             torch.testing.assert_close(dots[:, 0], ref_dots, rtol=1e-10, atol=1e-12)
             v.mul_(-3)
+
+
+def test_derived_entries_do_not_grow_with_the_batches() -> None:
+    """Directions that are not contiguous (channels-last, transposed) are reshaped once per pass, not once per batch:
+    the derived entries after the tenth batch are those after the first (values checked against autograd)."""
+    torch.manual_seed(0)
+    stem = nn.Conv2d(3, 6, 3, padding=1).double()
+    v_stem = torch.randn_like(stem.weight).contiguous(memory_format=torch.channels_last)
+    dense = nn.Linear(5, 7).double()
+    v_dense = torch.randn(5, 7, dtype=torch.float64).T  # transposed view: not contiguous
+    sizes = []
+    with reusing() as space:
+        for _ in range(10):
+            a, d = torch.randn(2, 3, 5, 5, dtype=torch.float64), torch.randn(2, 6, 5, 5, dtype=torch.float64)
+            _, dots = conv.ConvRule("direct_columns").statistics(stem, a, d, {"weight"}, [{"weight": v_stem}])
+            torch.testing.assert_close(dots[:, 0], layer_statistics(stem, a, d, {"weight": v_stem})[1],
+                                       rtol=1e-10, atol=1e-12)
+            a, d = torch.randn(2, 9, 5, dtype=torch.float64), torch.randn(2, 9, 7, dtype=torch.float64)
+            _, dots = matmul.LinearRule().statistics(dense, a, d, {"weight"}, [{"weight": v_dense}])
+            torch.testing.assert_close(dots[:, 0], layer_statistics(dense, a, d, {"weight": v_dense})[1],
+                                       rtol=1e-10, atol=1e-12)
+            sizes.append((len(space._derived), space.nbytes()))
+    assert sizes[0][0] > 0 and sizes[-1] == sizes[0]
+
+
+def test_inference_mode_directions() -> None:
+    """Directions made under ``torch.inference_mode()`` (no version counter) are used as they are, every batch."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 2 * 2, 3)).double()
+    model.eval()
+    params = select_parameters(model, None)
+    with torch.inference_mode():
+        frozen = {n: torch.randn_like(p) for n, p in params.items()}
+    plain = {n: t.clone() for n, t in frozen.items()}
+    loader = [torch.randn(3, 3, 2, 2, dtype=torch.float64) for _ in range(3)]
+    engine = make_engine("auto", 32)
+    got = engine.pool_statistics(model, loader, params, [frozen])
+    want = engine.pool_statistics(model, loader, params, [plain])
+    torch.testing.assert_close(got.dots, want.dots, rtol=0, atol=0)

@@ -44,7 +44,13 @@ from lightning_dynamical.scoring.layers.base import (
     row_dots,
     sqnorm,
 )
-from lightning_dynamical.scoring.layers.matmul import direct_statistics, ghost_norm, ghost_statistics, slowdown
+from lightning_dynamical.scoring.layers.matmul import (
+    direct_statistics,
+    ghost_norm,
+    ghost_statistics,
+    grouped_weights,
+    slowdown,
+)
 from lightning_dynamical.scoring.layers.scratch import derived
 
 
@@ -267,7 +273,7 @@ def ghost_shifted(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tu
 def direct_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """Unfold, then form ``g_i`` with one matmul per sample and group."""
     cols = geo.columns()
-    ws = [w.reshape(geo.groups, -1, cols.shape[-1]) for w in weights]
+    ws = grouped_weights(weights, geo.groups, cols.shape[-1])
     return direct_statistics(cols, geo.output_positions(d), ws)
 
 
@@ -277,8 +283,7 @@ def ghost_columns(geo: ConvGeometry, d: Tensor, weights: Sequence[Tensor]) -> tu
     last stage on 2x2 and 1x1 maps)."""
     cols = geo.columns()
     if geo.positions == 1:
-        return ghost_statistics(cols, geo.output_positions(d), [w.reshape(geo.groups, -1, cols.shape[-1])
-                                                                for w in weights])
+        return ghost_statistics(cols, geo.output_positions(d), grouped_weights(weights, geo.groups, cols.shape[-1]))
     return ghost_norm(cols, geo.output_positions(d)), forward_dots(geo, d, weights)
 
 

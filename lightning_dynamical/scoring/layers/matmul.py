@@ -106,10 +106,16 @@ def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> t
     return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)
 
 
+def grouped_weights(weights: Sequence[Tensor], groups: int, fan_in: int) -> list[Tensor]:
+    """Direction weights shaped ``(G, p, D)`` like the columns, made once per pool pass (a copy where a direction is
+    not contiguous, as a channels-last one)."""
+    return [derived(("matmul.grouped", groups, fan_in), (w,), lambda t: t.reshape(groups, -1, fan_in)) for w in weights]
+
+
 def columns_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
     """Weight statistics from columns ``(B, G, T, D)``, by whichever form :func:`prefer_ghost` picks."""
     _, groups, t, fan_in = cols.shape
-    ws = [w.reshape(groups, -1, fan_in) for w in weights]
+    ws = grouped_weights(weights, groups, fan_in)
     if prefer_ghost(t, fan_in, dpos.shape[-1], len(ws)):
         return ghost_statistics(cols, dpos, ws)
     return direct_statistics(cols, dpos, ws)

@@ -51,7 +51,10 @@ class Scratch:
         return buffer[:size].view(tuple(shape))
 
     def derive(self, slot: Hashable, sources: Sequence[Tensor], make: Callable[..., Tensor]) -> Tensor:
-        """``make(*sources)``, remembered for ``slot`` and the sources' memory and in-place versions."""
+        """``make(*sources)``, remembered for ``slot`` and the sources' memory and in-place versions (not for
+        inference tensors, which have no version)."""
+        if any(t.is_inference() for t in sources):
+            return make(*sources)
         key = (slot, *(_memory(t) for t in sources))
         versions = tuple(t._version for t in sources)
         known = self._derived.get(key)
@@ -98,7 +101,9 @@ def scratch(slot: str, shape: Sequence[int], like: Tensor) -> Tensor:
 
 def derived(slot: Hashable, sources: Sequence[Tensor], make: Callable[..., Tensor]) -> Tensor:
     """``make(*sources)`` (computed from the sources only, with ``slot`` naming the computation and any other value
-    it depends on), made once per :func:`reusing` block for the same sources, else every call."""
+    it depends on), made once per :func:`reusing` block for the same sources, else every call. The sources must be
+    the directions or views of them (or what :func:`derived` made of them): a fresh copy per batch would be a new
+    entry per batch, kept to the end of the pass."""
     space = getattr(_LOCAL, "space", None)
     if space is None:
         return make(*sources)
