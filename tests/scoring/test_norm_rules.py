@@ -62,3 +62,24 @@ def test_both_forms_are_covered() -> None:
     """The cases above put maps on both sides of the threshold."""
     sizes = {torch.Size(shape[1:]).numel() for _, shape in CASES.values()}
     assert min(sizes) < norm.FOLDED_POSITIONS <= max(sizes)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_small_maps_accumulate_like_the_folded_kernel(dtype: torch.dtype,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A half-precision model (``precision="bf16-true"``) on small maps: both forms accumulate in float32, so they give
+    the same per-sample gradients (in half precision the centring alone rounds away digits the folded kernel keeps)."""
+    torch.manual_seed(0)
+    layer = _layer(lambda: nn.BatchNorm2d(8)).float()
+    with torch.no_grad():
+        layer.running_mean.fill_(30.0)
+    layer = layer.to(dtype)
+    a = (torch.randn(4, 8, 2, 2) * 2 + 30).to(dtype)
+    d = torch.randn(4, 8, 2, 2).to(dtype)
+    rule = norm.BatchNormRule()
+    small = rule.per_sample_gradients(layer, a, d, {"weight", "bias"})
+    monkeypatch.setattr(norm, "FOLDED_POSITIONS", 0)
+    folded = rule.per_sample_gradients(layer, a, d, {"weight", "bias"})
+    for name in ("weight", "bias"):
+        assert small[name].dtype == dtype
+        torch.testing.assert_close(small[name].float(), folded[name].float(), rtol=0, atol=0)

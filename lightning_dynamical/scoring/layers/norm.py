@@ -64,11 +64,12 @@ class BatchNormRule(LayerRule):
         a3, d3 = a.reshape(b, c, -1), d.reshape(b, c, -1)
         out = {}
         if a3.shape[2] < FOLDED_POSITIONS:
-            if "weight" in wanted:
-                centred = a3 - module.running_mean.view(1, c, 1)
-                invstd = derived(("batch_norm.invstd", module.eps), (module.running_var,),
-                                 lambda var: (var + module.eps).rsqrt())
-                out["weight"] = torch.linalg.vecdot(d3, centred).mul_(invstd)
+            if "weight" in wanted:  # in float32 at least, as the framework's kernel accumulates
+                wide = torch.promote_types(a.dtype, torch.float32)
+                centred = a3.to(wide) - module.running_mean.to(wide).view(1, c, 1)
+                invstd = derived(("batch_norm.invstd", module.eps, wide), (module.running_var,),
+                                 lambda var: (var.to(wide) + module.eps).rsqrt())
+                out["weight"] = torch.linalg.vecdot(d3.to(wide), centred).mul_(invstd).to(a.dtype)
             if "bias" in wanted:
                 out["bias"] = d3.sum(2)
             return out
