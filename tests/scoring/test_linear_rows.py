@@ -85,3 +85,39 @@ def test_direct_statistics_in_both_orientations(monkeypatch: pytest.MonkeyPatch,
     g = torch.einsum("bgtp,bgtd->bgpd", dpos, cols).reshape(b, -1)
     torch.testing.assert_close(sq, (g * g).sum(1), rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(dots, g @ torch.stack([w.reshape(-1) for w in weights], 1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("directions", [0, 1, 2])
+@pytest.mark.parametrize("rule", ["linear", "addmm"])
+@pytest.mark.parametrize("positions", [1, 5])
+def test_bias_folded_into_the_ghost_form(monkeypatch: pytest.MonkeyPatch, directions: int, rule: str,
+                                         positions: int) -> None:
+    """The ghost form with the bias folded in (columns extended by a one) gives the weight's and the bias's statistics
+    together, for any number of directions, with some rows dropped, and through ``addmm``'s transposed weight."""
+    calls: list[bool] = []
+    real = matmul.ghost_statistics
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("biases", args[3] if len(args) > 3 else None) is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: True)
+    monkeypatch.setattr(matmul, "ghost_statistics", spy)
+    torch.manual_seed(0)
+    layer = nn.Linear(6, 5).double()
+    a = torch.randn(4, positions, 6, dtype=torch.float64)
+    d = torch.randn(4, positions, 5, dtype=torch.float64)
+    d[1, 0] = 0
+    vs = [{"weight": torch.randn_like(layer.weight), "bias": torch.randn_like(layer.bias)} for _ in range(directions)]
+    if rule == "linear":
+        sq, dots = matmul.LinearRule().statistics(layer, a, d, {"weight", "bias"}, vs)
+    else:
+        spec = type("Conv1D", (), {"weight": layer.weight.T, "bias": layer.bias})()
+        local = [{"weight": v["weight"].T, "bias": v["bias"]} for v in vs]
+        sq, dots = matmul.AddmmRule().statistics(spec, a, d, {"weight", "bias"}, local)
+    assert calls == [True]
+    ref_sq, _ = layer_statistics(layer, a, d, {"weight": layer.weight, "bias": layer.bias})
+    torch.testing.assert_close(sq, ref_sq, rtol=1e-10, atol=1e-12)
+    assert dots.shape == (4, directions)
+    for k, v in enumerate(vs):
+        torch.testing.assert_close(dots[:, k], layer_statistics(layer, a, d, v)[1], rtol=1e-10, atol=1e-12)

@@ -80,29 +80,38 @@ def direct_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> 
     return norms.square_(), dots
 
 
-def ghost_norm(cols: Tensor, dpos: Tensor) -> Tensor:
-    """``sum_{t,t'} (a_t . a_t')(d_t . d_t')`` per sample, without forming ``g_i``."""
+def ghost_norm(cols: Tensor, dpos: Tensor, bias: bool = False) -> Tensor:
+    """``sum_{t,t'} (a_t . a_t')(d_t . d_t')`` per sample, without forming ``g_i``; with ``bias``, of the weight and
+    the bias together (the columns extended by a one: ``a_t . a_t' + 1``)."""
     b, groups, t, _ = cols.shape
     a, d = cols.flatten(0, 1), dpos.flatten(0, 1)
     gram_a = torch.bmm(a, a.transpose(-1, -2), out=scratch("matmul.gram_a", (b * groups, t, t), cols))
+    if bias:
+        gram_a.add_(1)
     gram_d = torch.bmm(d, d.transpose(-1, -2), out=scratch("matmul.gram_d", (b * groups, t, t), cols))
     return row_dots(gram_a.view(b, -1), gram_d.view(b, -1))
 
 
-def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Ghost norm, and ``g_i . W = sum_t d_t . (W a_t)`` through the columns (weights shaped ``(G, p, D)``)."""
-    sq = ghost_norm(cols, dpos)
+def ghost_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor],
+                     biases: Sequence[Tensor] | None = None) -> tuple[Tensor, Tensor]:
+    """Ghost norm, and ``g_i . W = sum_t d_t . (W a_t)`` through the columns (weights shaped ``(G, p, D)``); with
+    ``biases`` (one per direction, ``(G * p,)``), the statistics of the weight and the bias together (``W a_t + b``)."""
+    sq = ghost_norm(cols, dpos, biases is not None)
     if not weights:
         return sq, sq.new_zeros(cols.shape[0], 0)
+    b, groups, t, fan_in = cols.shape
     if len(weights) == 1:  # the usual case (G_S alone): the layer's forward with W, then one dot per sample
-        b, groups, t, fan_in = cols.shape
         out = scratch("matmul.forward", (groups, b * t, weights[0].shape[1]), cols)
         if groups == 1:  # one matmul over all samples' rows (a broadcast matmul runs one per sample)
             torch.mm(cols.reshape(b * t, fan_in), weights[0][0].t(), out=out[0])
         else:
             torch.bmm(cols.transpose(0, 1).reshape(groups, b * t, fan_in), weights[0].transpose(-1, -2), out=out)
+        if biases is not None:
+            out.add_(biases[0].reshape(groups, 1, -1))
         return sq, row_dots(out.view(groups, b, t, out.shape[-1]).transpose(0, 1), dpos).unsqueeze(1)
     out = torch.einsum("bgtd,gkpd->bgtkp", cols, torch.stack(list(weights), 1))
+    if biases is not None:
+        out = out + torch.stack([v.reshape(groups, -1) for v in biases], 1).unsqueeze(1)
     return sq, torch.einsum("bgtkp,bgtp->bk", out, dpos)
 
 
@@ -162,6 +171,11 @@ class LinearRule(LayerRule):
     def statistics(self, module: Any, a: Tensor, d: Tensor, wanted: Collection[str],
                    directions: Directions) -> tuple[Tensor, Tensor]:
         cols, dpos = live_rows(*self._columns(a, d))
+        _, groups, t, fan_in = cols.shape
+        if "weight" in wanted and "bias" in wanted and prefer_ghost(t, fan_in, dpos.shape[-1], len(directions)):
+            # the bias folded into the ghost form: fewer passes than its own statistics (small dense layers)
+            return ghost_statistics(cols, dpos, grouped_weights([v["weight"] for v in directions], groups, fan_in),
+                                    [v["bias"] for v in directions])
         parts = []
         if "weight" in wanted:
             parts.append(columns_statistics(cols, dpos, [v["weight"] for v in directions]))
