@@ -121,15 +121,6 @@ def grouped_weights(weights: Sequence[Tensor], groups: int, fan_in: int) -> list
     return [derived(("matmul.grouped", groups, fan_in), (w,), lambda t: t.reshape(groups, -1, fan_in)) for w in weights]
 
 
-def columns_statistics(cols: Tensor, dpos: Tensor, weights: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """Weight statistics from columns ``(B, G, T, D)``, by whichever form :func:`prefer_ghost` picks."""
-    _, groups, t, fan_in = cols.shape
-    ws = grouped_weights(weights, groups, fan_in)
-    if prefer_ghost(t, fan_in, dpos.shape[-1], len(ws)):
-        return ghost_statistics(cols, dpos, ws)
-    return direct_statistics(cols, dpos, ws)
-
-
 def live_rows(cols: Tensor, dpos: Tensor) -> tuple[Tensor, Tensor]:
     """Drop the positions whose output gradient is exactly zero (they add nothing to ``g_i``), when that at least
     halves the positions: each sample's nonzero rows first, padded with zero rows to the longest. A transformer
@@ -172,13 +163,13 @@ class LinearRule(LayerRule):
                    directions: Directions) -> tuple[Tensor, Tensor]:
         cols, dpos = live_rows(*self._columns(a, d))
         _, groups, t, fan_in = cols.shape
-        if "weight" in wanted and "bias" in wanted and prefer_ghost(t, fan_in, dpos.shape[-1], len(directions)):
-            # the bias folded into the ghost form: fewer passes than its own statistics (small dense layers)
-            return ghost_statistics(cols, dpos, grouped_weights([v["weight"] for v in directions], groups, fan_in),
-                                    [v["bias"] for v in directions])
-        parts = []
         if "weight" in wanted:
-            parts.append(columns_statistics(cols, dpos, [v["weight"] for v in directions]))
+            ws = grouped_weights([v["weight"] for v in directions], groups, fan_in)
+            if prefer_ghost(t, fan_in, dpos.shape[-1], len(ws)):  # the bias folded in: fewer passes than its own
+                return ghost_statistics(cols, dpos, ws, [v["bias"] for v in directions] if "bias" in wanted else None)
+            parts = [direct_statistics(cols, dpos, ws)]
+        else:
+            parts = []
         if "bias" in wanted:
             parts.append(bias_statistics(dpos.sum(2).reshape(a.shape[0], -1), directions))
         return add_statistics(parts)
