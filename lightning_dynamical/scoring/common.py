@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from torch._dynamo.eval_frame import OptimizedModule
 
 from lightning_dynamical.scoring.engine import phase
+from lightning_dynamical.scoring.exact import parameter_gradients
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -148,7 +149,7 @@ def summed_gradient(
                 y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
                      else task.prepare_targets(batch_targets(batch, label_key), logits))
                 loss = task.loss(logits, y)
-                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                grads = parameter_gradients(loss, tensors)
             for acc, g in zip(total, grads):
                 if g is not None:
                     acc.add_(g)

@@ -9,7 +9,7 @@ model and parameter set and remembers why it failed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,20 @@ def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
     return vmap(grad(loss), in_dims=(None, mask, 0), chunk_size=chunk_size)(selected, inputs, y)
 
 
+def parameter_gradients(loss: Tensor, tensors: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
+    """``torch.autograd.grad(loss, tensors, allow_unused=True)``, with what to change where the model refuses it."""
+    try:
+        return torch.autograd.grad(loss, tensors, allow_unused=True)
+    except RuntimeError as err:
+        if "use_reentrant=True" in str(err):
+            raise ScoringError(
+                "This model runs torch.utils.checkpoint with use_reentrant=True in the forward it is scored with, "
+                "which refuses torch.autograd.grad; the exact paths and G_S need it. Use use_reentrant=False "
+                "(PyTorch's recommendation; it gives the same gradients), or checkpoint only while training "
+                "(`if self.training`), as Hugging Face models do.") from err
+        raise
+
+
 def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[str, Tensor],
                    task: Task = CLASSIFICATION) -> dict[str, Tensor]:
     """The same gradients from one forward and one ``torch.autograd.grad`` per sample (any model, any task)."""
@@ -61,7 +75,7 @@ def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
     with _requiring_grad(tensors), buffers_kept(model), torch.enable_grad():
         for i in range(batch_size(inputs)):
             loss = task.loss(forward_logits(model, take(inputs, [i]), task), y[i: i + 1])
-            grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+            grads = parameter_gradients(loss, tensors)
             for row, g, p in zip(rows, grads, tensors):
                 row.append(torch.zeros_like(p) if g is None else g.detach())
     return {n: torch.stack(row) for n, row in zip(names, rows)}

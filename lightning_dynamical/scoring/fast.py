@@ -123,10 +123,11 @@ class FastEngine(Engine):
             probe = run_probe(model, inputs, params, expand, task) if batch_size(inputs) > 1 else None
             evidence = probe_evidence(watch, logits, probe)
         if probe is not None:
-            probe[0].release()
-        self._proofs[key] = (weakref.ref(model), evidence)
-        if len(self._proofs) > PROOFS_KEPT:
-            self._proofs.popitem(last=False)
+            probe.watch.release()
+        if evidence.conclusive:
+            self._proofs[key] = (weakref.ref(model), evidence)
+            if len(self._proofs) > PROOFS_KEPT:
+                self._proofs.popitem(last=False)
         return evidence
 
     def batch_statistics(
@@ -157,8 +158,12 @@ class FastEngine(Engine):
                 raise
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
             return self.batch_statistics(model, inputs, params, directions, task)
-        y = task.batch_pseudo_targets(logits, inputs)
         evidence = self._evidence(model, inputs, params, task, expand, watch, logits)
+        if evidence.logits_differ and watch.expanded:  # the expanded lookups may be what changed the logits
+            watch.release()
+            self._no_expand.add(id(model))
+            return self.batch_statistics(model, inputs, params, directions, task)
+        y = task.batch_pseudo_targets(logits, inputs)
         with phase("prove"):
             covered, reasons = prove(watch, logits, params, evidence)
         watch.drop_outputs()

@@ -10,6 +10,7 @@ per-sample gradients only for a loss that sums per-sample losses
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -64,7 +65,10 @@ class LastLayerEngine(Engine):
             logits = forward_logits(model, inputs, task)
         b = logits.shape[0]
         probe = run_probe(model, inputs, params, expand=False, task=task) if b > 1 else None
-        covered, reasons = prove(watch, logits, params, probe_evidence(watch, logits, probe))
+        evidence = probe_evidence(watch, logits, probe)
+        if not evidence.conclusive and not evidence.logits_differ:  # the head's output rows are the logits' rows:
+            evidence = dataclasses.replace(evidence, forward=None)  # equal samples leave nothing to tell apart there
+        covered, reasons = prove(watch, logits, params, evidence)
         heads = [s for s in watch.sites if s.out is logits and s.call.op == "linear"]
         others = [n for n in params if len(heads) != 1 or n not in heads[0].names.values()]
         if others or reasons:
@@ -89,5 +93,5 @@ class LastLayerEngine(Engine):
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}
         watch.release()
         if probe is not None:
-            probe[0].release()
+            probe.watch.release()
         return sq, dots, y

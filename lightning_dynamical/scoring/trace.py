@@ -13,11 +13,12 @@ The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a p
 
 A :class:`Watch` (a ``TorchFunctionMode``) sees every torch function that receives a selected parameter
 during the forward and records the covered calls (1). The autograd graph is walked to count the nodes that
-consume each parameter, which catches uses the mode cannot see (1). A probe forward of two samples of the
-batch, in reverse order, must reproduce each covered call's input rows and the logits (2, 3); its
+consume each parameter, which catches uses the mode cannot see (1). A probe forward of fewer samples than the
+batch (:func:`probe_positions`) must reproduce each covered call's input rows and the logits (2, 3); its
 :class:`ProbeEvidence` holds for every later batch with the same :func:`proof_key` (same model version, inputs'
-shapes and forward signature), the rest is checked on every batch. Anything not proven goes to an exact path, with
-the reason.
+shapes and forward signature), the rest is checked on every batch. A batch whose samples all have the same inputs
+cannot show (2) or (3) by values: its covered calls go to the exact path and its evidence is not kept. Anything not
+proven goes to an exact path, with the reason.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
 from lightning_dynamical.tasks.base import Task
-from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, take
+from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, same_inputs, take
 from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
@@ -73,7 +74,8 @@ class Watch(TorchFunctionMode):
     ``x * gamma.reshape(1, -1, 1, 1)`` or ``cat([cls_token.expand(B, -1, -1), x], 1)`` is one covered call.
     With ``batch`` known, an embedding looked up with one row of indices for the whole batch (position ids
     ``(1, T)``) returns its output expanded to the batch (same values), so that each sample's gradient
-    arrives separately; ``expanded`` says whether that happened.
+    arrives separately; ``expanded`` says whether that happened. A model that reduces over that dim gets other
+    values: the probe's logits show it (another count of samples), and the fast engine scores it without expanding.
     """
 
     def __init__(self, params: Mapping[str, Tensor], hook: GradientHook | None = None, batch: int | None = None,
@@ -264,19 +266,42 @@ def _close(probe: Tensor, full: Tensor) -> bool:
     return bool(((probe.detach() - full.detach()).abs().max() <= tol * scale).item())
 
 
-def probe_positions(b: int) -> list[int]:
-    """The two samples the probe forward takes, in reverse order (a layout mix-up cannot pass unnoticed)."""
-    return [b - 1, 0]
+def probe_positions(inputs: Inputs) -> tuple[list[int], bool]:
+    """The samples the probe forward takes, and whether the batch has samples with different inputs.
+
+    Another count of samples than the batch, so that an input whose dim 0 is not the batch (a sequence-first
+    ``(T, B, E)``) has other shapes in the probe than the batch's rows, and an op that reduces over a lookup expanded
+    to the batch gives other logits; at least two, so that a parameter broadcast to the batch (``cls_token.expand(B,
+    -1, -1)``) is not taken for a sample's row; in reverse order, so that a layout mix-up cannot pass unnoticed. In
+    batches of three or more: the last sample and the first whose inputs differ from it; in a batch of two: both,
+    reversed, then the last again (a probe of the two alone has the batch's shapes, and symmetric data, such as a
+    sentence and its reversal, reproduce a sequence-first layout's rows). ``False`` when every sample has the same
+    inputs: then no probe can tell their rows apart."""
+    b = batch_size(inputs)
+    other = next((j for j in range(b - 1) if not same_inputs(inputs, j, b - 1)), None)
+    positions = [1, 0, 1] if b == 2 else [b - 1, 0 if other is None else other]
+    return positions, other is not None
+
+
+@dataclass
+class Probe:
+    """A no-grad forward of some samples of a batch: its watch, its logits, which samples, and whether they differ."""
+
+    watch: Watch
+    logits: Tensor
+    positions: list[int]
+    informative: bool
 
 
 def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: bool = True,
-              task: Task = CLASSIFICATION) -> tuple[Watch, Tensor]:
+              task: Task = CLASSIFICATION) -> Probe:
     """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch` (logits checked by
     ``task``)."""
-    watch = Watch(params, batch=2, expand=expand)
+    positions, informative = probe_positions(inputs)
+    watch = Watch(params, batch=len(positions), expand=expand)
     with torch.no_grad(), watch:
-        logits = forward_logits(model, take(inputs, probe_positions(batch_size(inputs))), task)
-    return watch, logits
+        logits = forward_logits(model, take(inputs, positions), task)
+    return Probe(watch, logits, positions, informative)
 
 
 def proof_key(model: Any, inputs: Inputs, params: Mapping[str, Tensor], task: Task, expand: bool,
@@ -299,22 +324,31 @@ def proof_key(model: Any, inputs: Inputs, params: Mapping[str, Tensor], task: Ta
 
 @dataclass(frozen=True)
 class ProbeEvidence:
-    """What the probe forward showed on one batch: a problem of the whole forward (samples not independent), and
-    the problem of each covered call (``None``: its input rows are the samples'), by call index."""
+    """What the probe forward showed on one batch: a problem of the whole forward (samples not independent, or
+    not told apart), the problem of each covered call (``None``: its input rows are the samples'), by call index,
+    whether the probe's logits differed from the batch's rows, and whether the evidence may stand for other batches
+    with the same :func:`proof_key` (not when every sample of this one had the same inputs)."""
 
     forward: str | None
     sites: tuple[str | None, ...]
+    logits_differ: bool = False
+    conclusive: bool = True
 
 
-def probe_evidence(watch: Watch, logits: Tensor, probe: tuple[Watch, Tensor] | None) -> ProbeEvidence:
-    """Compare the probe forward of two samples (``None`` for a batch of one) with the batch's forward."""
+def probe_evidence(watch: Watch, logits: Tensor, probe: Probe | None) -> ProbeEvidence:
+    """Compare the probe forward of some samples (``None`` for a batch of one) with the batch's forward."""
     if probe is None:
         return ProbeEvidence(None, (None,) * len(watch.sites))
     b = logits.shape[0]
+    differ = not _close(probe.logits, logits[probe.positions])
     forward = None
-    if not _close(probe[1], logits[probe_positions(b)]):
-        forward = "samples are not independent: the logits of two samples alone differ from the batch's"
-    return ProbeEvidence(forward, tuple(_probe_problem(site, b, probe[0].sites) for site in watch.sites))
+    if differ:
+        forward = (f"samples are not independent: the logits of {len(probe.positions)} of the batch's samples alone "
+                   "differ from the batch's")
+    elif not probe.informative:
+        forward = "every sample of this batch has the same inputs, so no probe can tell their rows apart"
+    sites = tuple(_probe_problem(site, b, probe) for site in watch.sites)
+    return ProbeEvidence(forward, sites, differ, probe.informative)
 
 
 def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], evidence: ProbeEvidence,
@@ -366,18 +400,19 @@ def _site_problem(site: Site, b: int) -> str | None:
     return None
 
 
-def _probe_problem(site: Site, b: int, twins: Sequence[Site]) -> str | None:
-    """Whether the probe's twin of a covered call took the same path and saw the two samples' input rows."""
+def _probe_problem(site: Site, b: int, probe: Probe) -> str | None:
+    """Whether the probe's twin of a covered call took the same path and saw its samples' input rows."""
     a, op = site.call.a, site.call.op
+    twins = probe.watch.sites
     twin = twins[site.index] if site.index < len(twins) else None
     if twin is None or twin.call.op != op or twin.names != site.names:
-        return f"{op} call {site.index}: the forward of two samples took another path (data-dependent)"
+        return f"{op} call {site.index}: the forward of some of the samples took another path (data-dependent)"
     rows = a.shape[0] if a.ndim else 0
     if rows == 0 or rows % b:
         return None  # _site_problem reports it
     per = rows // b
-    expected = a.reshape(b, per, *a.shape[1:])[probe_positions(b)].reshape(-1, *a.shape[1:])
+    expected = a.reshape(b, per, *a.shape[1:])[probe.positions].reshape(-1, *a.shape[1:])
     if not _close(twin.call.a, expected):
         return (f"{op} call {site.index}: dim 0 of its input {tuple(a.shape)} is not the samples (a probe of "
-                "two samples does not reproduce its rows; e.g. a sequence-first layout)")
+                f"{len(probe.positions)} of them does not reproduce its rows; e.g. a sequence-first layout)")
     return None

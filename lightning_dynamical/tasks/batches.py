@@ -114,6 +114,18 @@ def take(inputs: Inputs, positions: Tensor | Sequence[int]) -> Inputs:
     return {k: v[idx.to(v.device)] if _batched(v, b) else v for k, v in inputs.items()}
 
 
+def same_inputs(inputs: Inputs, i: int, j: int) -> bool:
+    """Whether samples ``i`` and ``j`` have equal inputs (each tensor batched on dim 0 compared; NaN differs)."""
+    b = batch_size(inputs)
+    if isinstance(inputs, Tensor):
+        tensors = [inputs]
+    elif isinstance(inputs, tuple):
+        tensors = list(inputs)
+    else:
+        tensors = [v for v in inputs.values() if _batched(v, b)]
+    return all(bool(torch.equal(t[i], t[j])) for t in tensors)
+
+
 def batched_mask(inputs: Inputs) -> Any:
     """``vmap`` ``in_dims`` for the inputs: 0 for every tensor whose dim 0 is the batch, else ``None``."""
     if isinstance(inputs, Tensor):

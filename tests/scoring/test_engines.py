@@ -14,6 +14,7 @@ from lightning_dynamical import DynamicAL
 from lightning_dynamical.scoring import (
     FastEngine,
     NotLastLayerError,
+    ScoringError,
     evaluation,
     make_engine,
     select_parameters,
@@ -313,6 +314,17 @@ def test_last_layer(name, engine):
     _score_and_check(model, pool, labeled, pool_x, lab_x, lab_y, GAMMAS, "last_layer", engine, 1e-8)
 
 
+@pytest.mark.parametrize("engine", ["fast", "last_layer"])
+def test_a_batch_of_equal_samples_scores_exactly(engine):
+    """Equal samples cannot show the probe anything: the fast engine takes the exact path for them, the last-layer
+    engine (whose head rows are the logits' rows) still scores them."""
+    model, _, labeled, pool_x, lab_x, lab_y = _problem("cnn", seed=4)
+    pool_x = torch.cat([pool_x[:1].expand(3, *pool_x.shape[1:]), pool_x[1:4]])
+    pool = DataLoader(TensorDataset(pool_x, torch.zeros(len(pool_x), dtype=torch.long)), batch_size=3)
+    _score_and_check(model, pool, labeled, pool_x, lab_x, lab_y, GAMMAS, "last_layer" if engine == "last_layer"
+                     else None, engine, 1e-8)
+
+
 def test_last_layer_engine_rejects_other_parameters():
     model, pool, labeled, *_ = _problem("cnn")
     with pytest.raises(NotLastLayerError, match=r"also has \['conv.weight"):
@@ -417,3 +429,35 @@ def test_make_engine_names():
         assert make_engine(name).name == name
     with pytest.raises(ValueError, match="Unknown engine"):
         make_engine("backpack")
+
+
+class Checkpointed(nn.Module):
+    """A dense block under ``torch.utils.checkpoint`` in the forward (both implementations), after a layer whose output
+    requires grad (reentrant checkpointing differentiates only through inputs that do)."""
+
+    def __init__(self, reentrant: bool) -> None:
+        super().__init__()
+        self.reentrant = reentrant
+        self.inp = nn.Linear(4, 4)
+        self.lin = nn.Linear(4, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.utils.checkpoint.checkpoint(lambda t: torch.tanh(self.lin(t)), self.inp(x),
+                                              use_reentrant=self.reentrant)
+        return self.fc(h)
+
+
+@pytest.mark.parametrize("gamma", [0.0, 2.0])
+def test_reentrant_checkpointing_is_refused_with_what_to_change_and_non_reentrant_scores_exactly(gamma):
+    torch.manual_seed(0)
+    x, lab_x, lab_y = torch.randn(6, 4, dtype=torch.float64), torch.randn(3, 4, dtype=torch.float64), \
+        torch.tensor([0, 1, 2])
+    pool = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=4)
+    labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=2)
+    model = Checkpointed(reentrant=True).double()
+    with pytest.raises(ScoringError, match="use_reentrant=False"):
+        DynamicAL(gamma=gamma).score(model, pool, labeled)
+    model.reentrant = False
+    ref = dynamical_scores(model, x, lab_x, lab_y, gamma)
+    assert torch.allclose(DynamicAL(gamma=gamma).score(model, pool, labeled), ref, rtol=1e-10, atol=0)

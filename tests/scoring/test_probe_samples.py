@@ -1,0 +1,138 @@
+"""Data that a probe of the batch's own samples cannot see through: a batch of two that is a sentence and its
+reversal, two identical padding-only samples, a batch whose samples are all equal, and a position lookup reduced over
+the dim the watch expands. Each case scores exactly against per-sample autograd on every batch, including the
+batches after the one that could have fooled the probe (its evidence would be remembered for them)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from lightning_dynamical import DynamicAL
+from lightning_dynamical.scoring import FastEngine, select_parameters
+from lightning_dynamical.scoring.trace import probe_positions
+from tests.helpers.brute_force import any_per_sample_grads
+
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
+
+VOCAB = 20
+
+
+class SequenceFirstMix(nn.Module):
+    """Embeddings, a dense layer fed ``(T, B, E)`` (dim 0 is not the batch), a head over the flattened sequence."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, 8)
+        self.mix = nn.Linear(8, 8)
+        self.fc = nn.Linear(length * 8, 3)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        h = torch.tanh(self.mix(self.embed(input_ids).transpose(0, 1)))
+        return self.fc(h.transpose(0, 1).flatten(1))
+
+
+class TimeMajorMix(SequenceFirstMix):
+    """The dense layer on the sequence-first embeddings flattened to ``(T * B, E)``: rows of time steps, not samples,
+    with the batch's shapes (only values can show it)."""
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        b, t = input_ids.shape
+        rows = self.embed(input_ids).transpose(0, 1).reshape(t * b, -1)
+        h = torch.tanh(self.mix(rows)).reshape(t, b, -1)
+        return self.fc(h.transpose(0, 1).flatten(1))
+
+
+class SummedPositions(nn.Module):
+    """Position embeddings looked up with ids ``(1, T)`` and summed over that leading dim: expanding the lookup to the
+    batch would multiply them by the batch size."""
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(VOCAB, 8)
+        self.pos = nn.Embedding(length, 8)
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        pos = self.pos(torch.arange(input_ids.shape[1])[None]).sum(0)
+        return self.fc(torch.tanh(self.emb(input_ids) + pos).mean(1))
+
+
+def _loader(ids: Tensor, labels: Tensor, batch: int) -> DataLoader:
+    return DataLoader([{"input_ids": ids[i], "labels": labels[i]} for i in range(len(ids))], batch_size=batch)
+
+
+def _assert_exact(model: nn.Module, pool: Tensor, batch: int) -> None:
+    torch.manual_seed(1)
+    model = model.double().eval()
+    labeled, targets = torch.randint(1, VOCAB, (3, pool.shape[1])), torch.tensor([0, 1, 2])
+    g = any_per_sample_grads(model, {"input_ids": pool})
+    g_s = any_per_sample_grads(model, {"input_ids": labeled}, targets).sum(0)
+    sq, dots = g.pow(2).sum(1), g @ g_s
+    for gamma in (0.0, 2.0, math.inf):
+        ref = sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
+        scores = DynamicAL(gamma=gamma, chunk_size=3).score(
+            model, _loader(pool, torch.zeros(len(pool), dtype=torch.long), batch), _loader(labeled, targets, 2))
+        err = float((scores - ref).abs().max() / ref.abs().max())
+        assert err <= 1e-8, (gamma, err)
+
+
+def test_a_sentence_and_its_reversal_in_a_batch_of_two_do_not_pass_a_sequence_first_layout() -> None:
+    torch.manual_seed(0)
+    pool = torch.randint(1, VOCAB, (6, 2))
+    pool[0], pool[1] = torch.tensor([3, 7]), torch.tensor([7, 3])  # the first batch: its two samples' rows swap
+    _assert_exact(SequenceFirstMix(2), pool, batch=2)
+    engine = FastEngine()
+    model = SequenceFirstMix(2).double().eval()
+    engine.batch_statistics(model, pool[:2], select_parameters(model, None), [])
+    assert "not the samples" in engine.paths["mix.weight"].reason
+
+
+def test_two_identical_padding_samples_go_exact_and_leave_no_evidence_for_later_batches() -> None:
+    torch.manual_seed(0)
+    pool = torch.randint(1, VOCAB, (6, 4))
+    pool[:2] = 0  # the first batch of two: padding only, the same inputs twice
+    _assert_exact(SequenceFirstMix(4), pool, batch=2)
+    model = SequenceFirstMix(4).double().eval()
+    engine, params = FastEngine(), select_parameters(model, None)
+    engine.batch_statistics(model, pool[:2], params, [])
+    assert all(p.path != "fast (linear)" and "same inputs" in p.reason for n, p in engine.paths.items()
+               if n.startswith("mix."))
+    engine.batch_statistics(model, pool[2:4], params, [])  # a batch of the same shapes probes for itself
+    assert "not the samples" in engine.paths["mix.weight"].reason
+
+
+def test_a_batch_of_equal_samples_goes_exact_where_only_values_could_show_the_layout() -> None:
+    torch.manual_seed(0)
+    pool = torch.cat([torch.full((4, 4), 4), torch.randint(1, VOCAB, (4, 4))])
+    _assert_exact(TimeMajorMix(4), pool, batch=4)
+    model = TimeMajorMix(4).double().eval()
+    engine, params = FastEngine(), select_parameters(model, None)
+    engine.batch_statistics(model, pool[:4], params, [])
+    assert "same inputs" in engine.paths["mix.weight"].reason
+    engine.batch_statistics(model, pool[4:], params, [])
+    assert "not the samples" in engine.paths["mix.weight"].reason
+
+
+def test_a_reduction_over_an_expanded_lookup_is_caught_and_rescored_without_expanding() -> None:
+    torch.manual_seed(0)
+    pool = torch.randint(0, VOCAB, (6, 5))
+    for batch in (2, 4):
+        _assert_exact(SummedPositions(5), pool, batch=batch)
+    model = SummedPositions(5).double().eval()
+    engine = FastEngine()
+    sq, _, y = engine.batch_statistics(model, pool[:2], select_parameters(model, None), [])
+    with torch.no_grad():
+        assert torch.equal(y, model(pool[:2]).argmax(1))  # pseudo labels of the model's own forward
+
+
+def test_probe_takes_fewer_or_more_samples_than_the_batch_and_one_that_differs_from_the_last() -> None:
+    x = torch.tensor([[1.0], [2.0], [1.0]])
+    assert probe_positions(x) == ([2, 1], True)  # sample 0 equals the last: the probe takes sample 1
+    assert probe_positions(x[:2]) == ([1, 0, 1], True)
+    assert probe_positions(torch.ones(3, 2)) == ([2, 0], False)
+    assert probe_positions({"input_ids": torch.ones(2, 4), "scale": torch.tensor(2.0)}) == ([1, 0, 1], False)
