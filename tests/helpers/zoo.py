@@ -177,6 +177,12 @@ def _timm(name: str, checkpointing: bool = False, **kwargs: object) -> Callable[
     return make
 
 
+def _mixer() -> nn.Module:
+    """timm's MLP-Mixer as initialised: its head is zeros, so every dense layer below receives a zero gradient."""
+    from timm.models.mlp_mixer import MlpMixer
+    return MlpMixer(num_classes=3, img_size=16, patch_size=4, num_blocks=2, embed_dim=32)
+
+
 def _mobilenet() -> nn.Module:
     from torchvision.models import mobilenet_v3_small
     return mobilenet_v3_small(num_classes=3)
@@ -200,6 +206,7 @@ CASES: dict[str, Case] = {
     "timm_vit_tiny": Case(_timm("vit_tiny_patch16_224", **VIT), images(16)),
     "timm_vit_checkpointing": Case(_timm("vit_tiny_patch16_224", checkpointing=True, **VIT), images(16)),
     "mobilenet_v3_small": Case(_mobilenet, images(32)),
+    "timm_mixer_zero_head": Case(_mixer, images(16)),
     "output_dict": Case(lambda: OutputKinds("dict"), lambda n: {"features": torch.randn(n, 5)}),
     "output_tuple": Case(lambda: OutputKinds("tuple"), lambda n: {"features": torch.randn(n, 5)}),
     "output_model_output": Case(lambda: OutputKinds("model_output"), lambda n: {"features": torch.randn(n, 5)}),

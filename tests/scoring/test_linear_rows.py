@@ -14,9 +14,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("rows", ["first only", "ragged lengths", "all live", "none live"])
-@pytest.mark.parametrize("ghost", [True, False])
-def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: str, ghost: bool) -> None:
-    monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: ghost)
+@pytest.mark.parametrize("ghost", [True, False, None])
+def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: str, ghost: bool | None) -> None:
+    """``ghost=None``: the rule's own choice (its cost model must take a zero gradient everywhere, as a
+    zero-initialised head gives, without dividing by zero rows)."""
+    if ghost is not None:
+        monkeypatch.setattr(matmul, "prefer_ghost", lambda *args: ghost)
     torch.manual_seed(0)
     layer = nn.Linear(6, 5).double()
     a = torch.randn(4, 12, 6, dtype=torch.float64)
@@ -30,7 +33,7 @@ def test_zero_rows_are_skipped_exactly(monkeypatch: pytest.MonkeyPatch, rows: st
         d.zero_()
     v = {"weight": torch.randn_like(layer.weight), "bias": torch.randn_like(layer.bias)}
     cols, dpos = matmul.live_rows(a.unsqueeze(1), d.unsqueeze(1))
-    expected_rows = {"first only": 1, "ragged lengths": 5, "all live": 12, "none live": 0}[rows]
+    expected_rows = {"first only": 1, "ragged lengths": 5, "all live": 12, "none live": 1}[rows]
     assert cols.shape[2] == dpos.shape[2] == expected_rows
     if rows in ("first only", "ragged lengths"):  # a non-finite gradient keeps its row: caught, never dropped
         bad = d.clone()

@@ -45,6 +45,7 @@ EXPECTED = {
     "timm_vit_tiny": (lambda n: False, ""),
     "timm_vit_checkpointing": (lambda n: False, ""),
     "mobilenet_v3_small": (lambda n: False, ""),
+    "timm_mixer_zero_head": (lambda n: False, ""),
     "output_dict": (lambda n: False, ""),
     "output_tuple": (lambda n: False, ""),
     "output_model_output": (lambda n: False, ""),

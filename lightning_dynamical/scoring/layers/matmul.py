@@ -132,7 +132,7 @@ def live_rows(cols: Tensor, dpos: Tensor) -> tuple[Tensor, Tensor]:
     if t < 4 or bool(dpos[:, :, -1].any()) or bool(dpos[:, :, t // 2].any()):
         return cols, dpos
     live = dpos.abs().amax(-1) != 0  # NaN and inf rows are live; one vectorised pass (6x `(dpos != 0).any(-1)`)
-    keep = int(live.sum(-1).max())
+    keep = max(1, int(live.sum(-1).max()))  # one zero row where every row is zero (a zero-initialised head)
     if 2 * keep > t:
         return cols, dpos
     order = torch.argsort((~live).to(torch.uint8), dim=-1, stable=True)[..., :keep].unsqueeze(-1)
