@@ -52,17 +52,32 @@ def vmap_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
     return vmap(grad(loss), in_dims=(None, mask, 0), chunk_size=chunk_size)(selected, inputs, y)
 
 
+def unscorable(err: BaseException) -> ScoringError | None:
+    """What to change, where a backward failed because of how the model runs rather than a limit of a path."""
+    text = str(err)
+    if "use_reentrant=True" in text:
+        return ScoringError(
+            "This model runs torch.utils.checkpoint with use_reentrant=True in the forward it is scored with, which "
+            "refuses torch.autograd.grad; the exact paths and G_S need it. Use use_reentrant=False (PyTorch's "
+            "recommendation; it gives the same gradients), or checkpoint only while training (`if self.training`), as "
+            "Hugging Face models do.")
+    if "backward through the graph a second time" in text:
+        return ScoringError(
+            "A tensor this model keeps from an earlier forward carries that forward's autograd graph, which a backward "
+            "already freed; scoring runs one backward per batch, in eval mode (timm's LeViT and EfficientFormer cache "
+            "their attention biases this way in eval mode). Compute such a cache under torch.no_grad() or not in the "
+            "forward that is scored.")
+    return None
+
+
 def parameter_gradients(loss: Tensor, tensors: Sequence[Tensor]) -> tuple[Tensor | None, ...]:
     """``torch.autograd.grad(loss, tensors, allow_unused=True)``, with what to change where the model refuses it."""
     try:
         return torch.autograd.grad(loss, tensors, allow_unused=True)
     except RuntimeError as err:
-        if "use_reentrant=True" in str(err):
-            raise ScoringError(
-                "This model runs torch.utils.checkpoint with use_reentrant=True in the forward it is scored with, "
-                "which refuses torch.autograd.grad; the exact paths and G_S need it. Use use_reentrant=False "
-                "(PyTorch's recommendation; it gives the same gradients), or checkpoint only while training "
-                "(`if self.training`), as Hugging Face models do.") from err
+        reason = unscorable(err)
+        if reason is not None:
+            raise reason from err
         raise
 
 

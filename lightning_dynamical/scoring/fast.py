@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, phase, unproven_task
-from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason
+from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason, unscorable
 from lightning_dynamical.scoring.layers import Directions, gradient_statistics
 from lightning_dynamical.scoring.trace import ProbeEvidence, Site, Watch, probe_evidence, proof_key, prove, run_probe
 from lightning_dynamical.tasks.base import Task
@@ -173,7 +173,11 @@ class FastEngine(Engine):
             try:
                 with phase("backward"):
                     torch.autograd.backward(loss, inputs=edges)
-            except RuntimeError as err:  # e.g. reentrant checkpointing refuses inputs=
+            except RuntimeError as err:
+                reason = unscorable(err)
+                if reason is not None:  # no other path would run this model's backward
+                    watch.release()
+                    raise reason from err
                 why = f"the restricted backward failed: {failure_reason(err)}"
                 reasons.update({n: why for n, p in covered.items() if p.startswith("fast")})
                 covered = {n: p for n, p in covered.items() if not p.startswith("fast")}

@@ -461,3 +461,29 @@ def test_reentrant_checkpointing_is_refused_with_what_to_change_and_non_reentran
     model.reentrant = False
     ref = dynamical_scores(model, x, lab_x, lab_y, gamma)
     assert torch.allclose(DynamicAL(gamma=gamma).score(model, pool, labeled), ref, rtol=1e-10, atol=0)
+
+
+class EvalCache(nn.Module):
+    """Keeps a tensor made from a parameter on its first eval forward, graph included (as timm's LeViT keeps its
+    attention biases)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+        self.table = nn.Parameter(torch.randn(3))
+        self.cache: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return self.lin(x) + self.table * 2
+        if self.cache is None:
+            self.cache = self.table * 2
+        return self.lin(x) + self.cache
+
+
+def test_a_graph_kept_across_forwards_is_refused_with_what_to_change():
+    torch.manual_seed(0)
+    pool = DataLoader(TensorDataset(torch.randn(6, 4), torch.zeros(6, dtype=torch.long)), batch_size=2)
+    labeled = DataLoader(TensorDataset(torch.randn(3, 4), torch.tensor([0, 1, 2])), batch_size=2)
+    with pytest.raises(ScoringError, match="earlier forward"):  # G_S's second labeled batch meets the freed graph
+        DynamicAL(gamma=2.0).score(EvalCache(), pool, labeled)
