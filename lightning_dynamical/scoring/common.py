@@ -12,6 +12,7 @@ from torch._dynamo.eval_frame import OptimizedModule
 
 from lightning_dynamical.scoring.engine import phase
 from lightning_dynamical.scoring.exact import parameter_gradients
+from lightning_dynamical.scoring.norm_gradients import DenseNormGradients
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -145,7 +146,8 @@ def summed_gradient(
         with phase("labeled_gradient"):
             inputs = to_model(batch_inputs(batch, label_key), model)
             with torch.enable_grad():
-                logits = forward_logits(model, inputs, task)
+                with DenseNormGradients():
+                    logits = forward_logits(model, inputs, task)
                 y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
                      else task.prepare_targets(batch_targets(batch, label_key), logits))
                 loss = task.loss(logits, y)

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from lightning_dynamical.errors import check_optional_positive_int
+from lightning_dynamical.scoring.norm_gradients import DenseNormGradients
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import (
     Inputs,
@@ -89,7 +90,9 @@ def loop_gradients(model: nn.Module, inputs: Inputs, y: Tensor, params: Mapping[
     rows: list[list[Tensor]] = [[] for _ in names]
     with _requiring_grad(tensors), buffers_kept(model), torch.enable_grad():
         for i in range(batch_size(inputs)):
-            loss = task.loss(forward_logits(model, take(inputs, [i]), task), y[i: i + 1])
+            with DenseNormGradients():
+                logits = forward_logits(model, take(inputs, [i]), task)
+            loss = task.loss(logits, y[i: i + 1])
             grads = parameter_gradients(loss, tensors)
             for row, g, p in zip(rows, grads, tensors):
                 row.append(torch.zeros_like(p) if g is None else g.detach())

@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_flatten, tree_leaves
 
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
+from lightning_dynamical.scoring.norm_gradients import guard
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits, same_inputs, take
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -101,6 +102,7 @@ class Watch(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
+        guard(func, out)
         leaves = _leaves(args, kwargs)
         self.trace.append((func, tuple(map(_signature, leaves))))
         ids, views = self.ids, self.views
