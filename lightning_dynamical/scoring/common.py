@@ -9,12 +9,23 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch._dynamo.eval_frame import OptimizedModule
+from torch.nn.modules.batchnorm import _BatchNorm
 
 from lightning_dynamical.scoring.engine import phase
-from lightning_dynamical.scoring.exact import parameter_gradients
+from lightning_dynamical.scoring.exact import buffers_kept, parameter_gradients
 from lightning_dynamical.scoring.norm_gradients import DenseNormGradients
+from lightning_dynamical.scoring.trace import samples_independent
 from lightning_dynamical.tasks.base import Task
-from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, batch_targets, forward_logits, to_model
+from lightning_dynamical.tasks.batches import (
+    LABEL_KEY,
+    Inputs,
+    batch_inputs,
+    batch_size,
+    batch_targets,
+    forward_logits,
+    take,
+    to_model,
+)
 from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 ParamSpec = str | Sequence[str] | None
@@ -132,7 +143,9 @@ def summed_gradient(
     task: Task = CLASSIFICATION,
 ) -> dict[str, Tensor]:
     """Sum over a loader of grad_theta of the task's loss summed over each batch (``CE_sum(model(x), y)`` for
-    classification), one batched backward per batch.
+    classification), one batched backward per batch; one backward per sample where the model couples the samples of
+    a batch (:func:`coupled_samples`, or a forward of some of them alone gives other logits), so that ``G_S`` sums the
+    gradients of samples taken alone, as the pool's are scored.
 
     With ``pseudo_labels`` the targets are the task's pseudo targets of each batch (``argmax model(x)`` for
     classification, at the real tokens only for token classification; for a set of queried pool samples), else the
@@ -142,17 +155,64 @@ def summed_gradient(
     names = list(params)
     tensors = [params[n] for n in names]
     total = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in tensors]
+    coupled = coupled_samples(model) is not None
     for batch in loader:
         with phase("labeled_gradient"):
             inputs = to_model(batch_inputs(batch, label_key), model)
-            with torch.enable_grad():
-                with DenseNormGradients():
-                    logits = forward_logits(model, inputs, task)
-                y = (task.batch_pseudo_targets(logits, inputs) if pseudo_labels
-                     else task.prepare_targets(batch_targets(batch, label_key), logits))
-                loss = task.loss(logits, y)
-                grads = parameter_gradients(loss, tensors)
-            for acc, g in zip(total, grads):
-                if g is not None:
-                    acc.add_(g)
+            targets = None if pseudo_labels else batch_targets(batch, label_key)
+            with torch.enable_grad(), DenseNormGradients():
+                logits = forward_logits(model, inputs, task)
+            alone = batch_size(inputs) > 1 and (coupled or not _independent(model, inputs, logits, task))
+            for part, part_targets in _parts(inputs, targets, alone):
+                with torch.enable_grad():
+                    if alone:
+                        with DenseNormGradients():
+                            logits = forward_logits(model, part, task)
+                    y = (task.batch_pseudo_targets(logits, part) if part_targets is None
+                         else task.prepare_targets(part_targets, logits))
+                    grads = parameter_gradients(task.loss(logits, y), tensors)
+                for acc, g in zip(total, grads):
+                    if g is not None:
+                        acc.add_(g)
     return dict(zip(names, total))
+
+
+def _independent(model: nn.Module, inputs: Inputs, logits: Tensor, task: Task) -> bool:
+    """Whether a forward of some of the batch's samples alone reproduces their logits (buffers left as they were)."""
+    with buffers_kept(model):
+        return samples_independent(model, inputs, logits.detach(), task)
+
+
+def uses_batch_statistics(model: nn.Module) -> bool:
+    """Whether some BatchNorm normalises with the batch's statistics (samples are then not independent)."""
+    return any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in model.modules())
+
+
+def coupled_samples(model: nn.Module) -> str | None:
+    """Why a batch's gradient is not the sum of its samples' gradients, each sample alone, or ``None``: a BatchNorm
+    that normalises with the batch's statistics, an embedding that scales its gradient by the batch's counts."""
+    if uses_batch_statistics(model):
+        return "a BatchNorm normalises with batch statistics"
+    if any(isinstance(m, nn.Embedding) and m.scale_grad_by_freq for m in model.modules()):
+        return "an embedding scales its gradient by the batch's token counts (scale_grad_by_freq)"
+    return None
+
+
+def alone_pseudo_targets(model: nn.Module, inputs: Inputs, task: Task) -> Tensor:
+    """Each sample's pseudo targets from a forward of that sample alone: where a batch's forward couples its
+    samples, the exact paths score each sample as a batch of its own, and its pseudo label is that forward's."""
+    parts = []
+    with torch.no_grad(), buffers_kept(model):
+        for i in range(batch_size(inputs)):
+            one = take(inputs, [i])
+            parts.append(task.batch_pseudo_targets(forward_logits(model, one, task), one))
+    return task.concat_targets(parts)
+
+
+def _parts(inputs: Inputs, targets: Tensor | None, alone: bool) -> Iterator[tuple[Inputs, Tensor | None]]:
+    """The batch whole, or one sample at a time (its targets too) where the model couples samples."""
+    if not alone:
+        yield inputs, targets
+        return
+    for i in range(batch_size(inputs)):
+        yield take(inputs, [i]), None if targets is None else targets[i: i + 1]

@@ -28,8 +28,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from lightning_dynamical.scoring.common import alone_pseudo_targets, uses_batch_statistics
 from lightning_dynamical.scoring.engine import Engine, ParameterPath, phase, unproven_task
 from lightning_dynamical.scoring.exact import ExactGradients, buffers_kept, failure_reason, unscorable
 from lightning_dynamical.scoring.layers import Directions, gradient_statistics
@@ -83,11 +83,6 @@ def _site_statistics(site: Site, d: Tensor, directions: Directions, chunk_size: 
     return torch.cat([s for s, _ in parts]), torch.cat([t for _, t in parts])
 
 
-def uses_batch_statistics(model: nn.Module) -> bool:
-    """Whether some BatchNorm normalises with the batch's statistics (samples are then not independent)."""
-    return any(isinstance(m, _BatchNorm) and (m.training or m.running_mean is None) for m in model.modules())
-
-
 #: Probe evidences an engine remembers (one per model version and batch signature in use; the pool's last,
 #: smaller batch has its own).
 PROOFS_KEPT = 8
@@ -139,11 +134,15 @@ class FastEngine(Engine):
         task: Task = CLASSIFICATION,
     ) -> tuple[Tensor, Tensor, Tensor]:
         b = batch_size(inputs)
+        coupled = uses_batch_statistics(model)
         why_exact = unproven_task(task) or (
-            "a BatchNorm normalises with batch statistics (train mode)" if uses_batch_statistics(model) else None)
+            "a BatchNorm normalises with batch statistics (train mode, or no running statistics)" if coupled else None)
         if why_exact:
-            with torch.no_grad(), buffers_kept(model):
-                y = task.batch_pseudo_targets(forward_logits(model, inputs, task), inputs)
+            if coupled:
+                y = alone_pseudo_targets(model, inputs, task)
+            else:
+                with torch.no_grad(), buffers_kept(model):
+                    y = task.batch_pseudo_targets(forward_logits(model, inputs, task), inputs)
             return self._finish(model, inputs, y, params, directions, None, {}, dict.fromkeys(params, why_exact),
                                 task)
         sums = _Sums(directions, self.chunk_size, b)
@@ -163,7 +162,8 @@ class FastEngine(Engine):
             watch.release()
             self._no_expand.add(id(model))
             return self.batch_statistics(model, inputs, params, directions, task)
-        y = task.batch_pseudo_targets(logits, inputs)
+        y = (alone_pseudo_targets(model, inputs, task) if evidence.logits_differ  # samples coupled: each alone
+             else task.batch_pseudo_targets(logits, inputs))
         with phase("prove"):
             covered, reasons = prove(watch, logits, params, evidence)
         watch.drop_outputs()

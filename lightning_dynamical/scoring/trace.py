@@ -285,6 +285,17 @@ def probe_positions(inputs: Inputs) -> tuple[list[int], bool]:
     return positions, other is not None
 
 
+def samples_independent(model: Any, inputs: Inputs, logits: Tensor, task: Task = CLASSIFICATION) -> bool:
+    """Whether the batch's ``logits`` are reproduced by a no-grad forward of :func:`probe_positions` alone (``False``
+    where every sample has the same inputs: nothing shows it then)."""
+    positions, informative = probe_positions(inputs)
+    if not informative:
+        return False
+    with torch.no_grad():
+        alone = forward_logits(model, take(inputs, positions), task)
+    return _close(alone, logits[positions])
+
+
 @dataclass
 class Probe:
     """A no-grad forward of some samples of a batch: its watch, its logits, which samples, and whether they differ."""
@@ -345,8 +356,7 @@ def probe_evidence(watch: Watch, logits: Tensor, probe: Probe | None) -> ProbeEv
     differ = not _close(probe.logits, logits[probe.positions])
     forward = None
     if differ:
-        forward = (f"samples are not independent: the logits of {len(probe.positions)} of the batch's samples alone "
-                   "differ from the batch's")
+        forward = "samples are not independent: the logits of some of the batch's samples alone differ from the batch's"
     elif not probe.informative:
         forward = "every sample of this batch has the same inputs, so no probe can tell their rows apart"
     sites = tuple(_probe_problem(site, b, probe) for site in watch.sites)
