@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.strategies import Entropy, LeastConfidence, Margin, Strategy
+from lightning_dynamical.strategies import DynamicAL, Entropy, LeastConfidence, Margin, Strategy
 
 
 def layer_statistics(layer: nn.Module, a: Tensor, d: Tensor, v: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
@@ -118,6 +118,17 @@ def scores_of(g: Tensor, g_s: Tensor, gamma: float) -> Tensor:
     """dynamicAL's ``||g||^2 + gamma g . G_S`` from per-sample gradient rows ``g`` (gamma inf: the dot term alone)."""
     sq, dots = g.pow(2).sum(1), g @ g_s
     return sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
+
+
+def assert_dynamical_exact(model: nn.Module, pool: object, labeled: object, g: Tensor, g_s: Tensor,
+                           rtol: float = 1e-8) -> None:
+    """``DynamicAL(gamma, chunk_size=3).score`` for gamma 0, 2 and inf within ``rtol`` of the largest reference score
+    from per-sample gradient rows ``g`` and ``G_S``."""
+    for gamma in (0.0, 2.0, math.inf):
+        ref = scores_of(g, g_s, gamma)
+        scores = DynamicAL(gamma=gamma, chunk_size=3).score(model, pool, labeled)
+        err = float((scores - ref).abs().max() / ref.abs().max())
+        assert err <= rtol, (gamma, err)
 
 
 def entropy_of(p: list[float]) -> float:

@@ -5,17 +5,14 @@ each pseudo label must be that of the sample's own forward; scores match per-sam
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamical import DynamicAL
 from lightning_dynamical.scoring import summed_gradient
 from lightning_dynamical.scoring.common import coupled_samples
-from tests.helpers.brute_force import any_per_sample_grads
+from tests.helpers.brute_force import any_per_sample_grads, assert_dynamical_exact
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -73,12 +70,7 @@ def test_coupled_batches_score_each_sample_alone(name: str) -> None:
     model.train()
     pool = DataLoader(TensorDataset(pool_x, torch.zeros(8, dtype=torch.long)), batch_size=4)
     labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=5)
-    sq, dots = g.pow(2).sum(1), g @ g_s
-    for gamma in (0.0, 2.0, math.inf):
-        ref = sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
-        scores = DynamicAL(gamma=gamma, chunk_size=3).score(model, pool, labeled)
-        err = float((scores - ref).abs().max() / ref.abs().max())
-        assert err <= 1e-8, (gamma, err)
+    assert_dynamical_exact(model, pool, labeled, g, g_s)
 
 
 def test_independent_batches_keep_one_backward_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:

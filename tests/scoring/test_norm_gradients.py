@@ -5,16 +5,14 @@ reference takes each sample's gradient from one forward of the whole pool, where
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from lightning_dynamical import DynamicAL
 from lightning_dynamical.scoring.norm_gradients import dense_gradient
+from tests.helpers.brute_force import assert_dynamical_exact
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -69,12 +67,7 @@ def test_batches_of_one_sample_score_as_in_a_larger_batch(three_d: bool, hooked:
     model.train()
     pool = DataLoader(TensorDataset(pool_x, torch.zeros(5, dtype=torch.long)), batch_size=4)  # last batch: one
     labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=2)  # last batch: one
-    sq, dots = g.pow(2).sum(1), g @ g_s
-    for gamma in (0.0, 2.0, math.inf):
-        ref = sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
-        scores = DynamicAL(gamma=gamma, chunk_size=3).score(model, pool, labeled)
-        err = float((scores - ref).abs().max() / ref.abs().max())
-        assert err <= 1e-8, (gamma, err)
+    assert_dynamical_exact(model, pool, labeled, g, g_s)
 
 
 def test_only_one_sample_gradients_with_strides_of_no_dense_layout_are_copied() -> None:

@@ -5,17 +5,14 @@ batches after the one that could have fooled the probe (its evidence would be re
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from lightning_dynamical import DynamicAL
 from lightning_dynamical.scoring import FastEngine, select_parameters
 from lightning_dynamical.scoring.trace import probe_positions
-from tests.helpers.brute_force import any_per_sample_grads
+from tests.helpers.brute_force import any_per_sample_grads, assert_dynamical_exact
 
 pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.filterwarnings("ignore::UserWarning")]
 
@@ -72,13 +69,8 @@ def _assert_exact(model: nn.Module, pool: Tensor, batch: int) -> None:
     labeled, targets = torch.randint(1, VOCAB, (3, pool.shape[1])), torch.tensor([0, 1, 2])
     g = any_per_sample_grads(model, {"input_ids": pool})
     g_s = any_per_sample_grads(model, {"input_ids": labeled}, targets).sum(0)
-    sq, dots = g.pow(2).sum(1), g @ g_s
-    for gamma in (0.0, 2.0, math.inf):
-        ref = sq if gamma == 0 else dots if math.isinf(gamma) else sq + gamma * dots
-        scores = DynamicAL(gamma=gamma, chunk_size=3).score(
-            model, _loader(pool, torch.zeros(len(pool), dtype=torch.long), batch), _loader(labeled, targets, 2))
-        err = float((scores - ref).abs().max() / ref.abs().max())
-        assert err <= 1e-8, (gamma, err)
+    assert_dynamical_exact(model, _loader(pool, torch.zeros(len(pool), dtype=torch.long), batch),
+                           _loader(labeled, targets, 2), g, g_s)
 
 
 def test_a_sentence_and_its_reversal_in_a_batch_of_two_do_not_pass_a_sequence_first_layout() -> None:
