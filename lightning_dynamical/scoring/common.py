@@ -160,24 +160,29 @@ def summed_gradient(
         with phase("labeled_gradient"):
             inputs = to_model(batch_inputs(batch, label_key), model)
             targets = None if pseudo_labels else batch_targets(batch, label_key)
-            with torch.enable_grad(), DenseNormGradients():
-                logits = forward_logits(model, inputs, task)
-            alone = batch_size(inputs) > 1 and (coupled or not _independent(model, inputs, logits, task))
-            for part, part_targets in _parts(inputs, targets, alone):
-                with torch.enable_grad():
-                    if alone:
-                        with DenseNormGradients():
-                            logits = forward_logits(model, part, task)
-                    y = (task.batch_pseudo_targets(logits, part) if part_targets is None
-                         else task.prepare_targets(part_targets, logits))
-                    grads = parameter_gradients(task.loss(logits, y), tensors)
-                for acc, g in zip(total, grads):
-                    if g is not None:
-                        acc.add_(g)
+            several = batch_size(inputs) > 1
+            logits = None if coupled and several else _differentiable_logits(model, inputs, task)
+            alone = logits is None or several and not independent_samples(model, inputs, logits, task)
+            with buffers_kept(model) if alone else contextlib.nullcontext():
+                for part, part_targets in _parts(inputs, targets, alone):
+                    out = _differentiable_logits(model, part, task) if alone or logits is None else logits
+                    with torch.enable_grad():
+                        y = (task.batch_pseudo_targets(out, part) if part_targets is None
+                             else task.prepare_targets(part_targets, out))
+                        grads = parameter_gradients(task.loss(out, y), tensors)
+                    for acc, g in zip(total, grads):
+                        if g is not None:
+                            acc.add_(g)
     return dict(zip(names, total))
 
 
-def _independent(model: nn.Module, inputs: Inputs, logits: Tensor, task: Task) -> bool:
+def _differentiable_logits(model: nn.Module, inputs: Inputs, task: Task) -> Tensor:
+    """The forward under autograd; over one sample, normalisations get dense output gradients (``norm_gradients``)."""
+    with torch.enable_grad(), DenseNormGradients() if batch_size(inputs) == 1 else contextlib.nullcontext():
+        return forward_logits(model, inputs, task)
+
+
+def independent_samples(model: nn.Module, inputs: Inputs, logits: Tensor, task: Task) -> bool:
     """Whether a forward of some of the batch's samples alone reproduces their logits (buffers left as they were)."""
     with buffers_kept(model):
         return samples_independent(model, inputs, logits.detach(), task)

@@ -157,9 +157,10 @@ class FastEngine(Engine):
                 raise
             self._no_expand.add(id(model))  # the model needs broadcast lookups as they were: never expand them
             return self.batch_statistics(model, inputs, params, directions, task)
-        evidence = self._evidence(model, inputs, params, task, expand, watch, logits)
-        if evidence.logits_differ and watch.expanded:  # the expanded lookups may be what changed the logits
-            watch.release()
+        evidence = None if watch.unsound_expansion else self._evidence(model, inputs, params, task, expand, watch,
+                                                                        logits)
+        if evidence is None or evidence.logits_differ and watch.expanded:  # expanded lookups may have changed the
+            watch.release()  # logits, or only which row each sample's gradient reaches: score without expanding
             self._no_expand.add(id(model))
             return self.batch_statistics(model, inputs, params, directions, task)
         y = (alone_pseudo_targets(model, inputs, task) if evidence.logits_differ  # samples coupled: each alone

@@ -23,6 +23,8 @@ proven goes to an exact path, with the reason.
 
 from __future__ import annotations
 
+import itertools
+import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -87,6 +89,8 @@ class Watch(TorchFunctionMode):
         self.batch = batch
         self.expand = expand
         self.expanded = False
+        self.unsound_expansion: str | None = None
+        self._copies: dict[int, Tensor] = {}  # lookups expanded to the batch and what only they make, by id
         self.sites: list[Site] = []
         self.uses: dict[str, list[tuple[str, Site | None]]] = defaultdict(list)
         self.views: dict[int, tuple[View, Tensor]] = {}
@@ -105,6 +109,8 @@ class Watch(TorchFunctionMode):
         guard(func, out)
         leaves = _leaves(args, kwargs)
         self.trace.append((func, tuple(map(_signature, leaves))))
+        if self._copies:
+            self._follow_copies(func, leaves, out)
         ids, views = self.ids, self.views
         found = [t for t in leaves if id(t) in ids or id(t) in views]
         if not found:
@@ -130,16 +136,39 @@ class Watch(TorchFunctionMode):
             for name in names_found:
                 self.uses[name].append((what, None))
             return out
-        if call.op == "embedding" and self.expand and self.batch and self.batch > 1 and call.a.ndim > 0 \
-                and call.a.shape[0] == 1 and isinstance(out, Tensor) and out.shape[:1] == (1,):
-            out = out.expand(self.batch, *out.shape[1:])
-            call.a = call.a.expand(self.batch, *call.a.shape[1:])
+        expanding = (call.op == "embedding" and self.expand and self.batch is not None and self.batch > 1
+                     and call.a.ndim > 0 and call.a.shape[0] == 1 and isinstance(out, Tensor)
+                     and out.shape[:1] == (1,))
+        if expanding:
+            size = int(self.batch or 0)
+            out = out.expand(size, *out.shape[1:])
+            call.a = call.a.expand(size, *call.a.shape[1:])
             self.expanded = True
         site = Site(len(self.sites), call, names, call.a._version)
         self.sites.append(site)
         for name in names.values():
             self.uses[name].append((f"{call.op} (call {site.index})", site))
-        return self._hook(site, out)
+        out = self._hook(site, out)
+        if expanding:
+            self._copies[id(out)] = out
+        return out
+
+    def _follow_copies(self, func: Any, leaves: list[Any], out: Any) -> None:
+        """An expanded lookup is one row per sample only while every op on it keeps dim 0 the batch: a reduction over
+        that dim, an index into it or a move of it (``pos[0]``, ``pos.mean(0)``) would hand each sample's gradient to
+        other rows, with the model's values unchanged (so the probe cannot see it); ``unsound_expansion`` says so.
+        Outputs of ops on copies alone are copies too."""
+        copies = self._copies
+        if not any(isinstance(t, Tensor) and id(t) in copies for t in leaves):
+            return
+        outs = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
+        if any(t.ndim == 0 or t.shape[0] != self.batch for t in outs):
+            self.unsound_expansion = (f"{function_name(func)} changes the batch dim of a lookup expanded to the batch "
+                                      "(e.g. reduces over it or indexes it)")
+            return
+        batched = [t for t in leaves if isinstance(t, Tensor) and t.ndim and t.shape[0] == self.batch]
+        if all(id(t) in copies for t in batched):
+            copies.update((id(t), t) for t in outs)
 
     def drop_outputs(self) -> None:
         """Forget the covered calls' outputs once :func:`prove` has read them (their hooks and gradient edges stay):
@@ -158,6 +187,7 @@ class Watch(TorchFunctionMode):
         self.views.clear()
         self.uses.clear()
         self.trace.clear()
+        self._copies.clear()
 
     def _hook(self, site: Site, out: Any) -> Any:
         """Keep the output and hook its gradient (registered now: before any in-place change downstream)."""
@@ -271,18 +301,21 @@ def _close(probe: Tensor, full: Tensor) -> bool:
 def probe_positions(inputs: Inputs) -> tuple[list[int], bool]:
     """The samples the probe forward takes, and whether the batch has samples with different inputs.
 
-    Another count of samples than the batch, so that an input whose dim 0 is not the batch (a sequence-first
-    ``(T, B, E)``) has other shapes in the probe than the batch's rows, and an op that reduces over a lookup expanded
-    to the batch gives other logits; at least two, so that a parameter broadcast to the batch (``cls_token.expand(B,
-    -1, -1)``) is not taken for a sample's row; in reverse order, so that a layout mix-up cannot pass unnoticed. In
-    batches of three or more: the last sample and the first whose inputs differ from it; in a batch of two: both,
-    reversed, then the last again (a probe of the two alone has the batch's shapes, and symmetric data, such as a
-    sentence and its reversal, reproduce a sequence-first layout's rows). ``False`` when every sample has the same
-    inputs: then no probe can tell their rows apart."""
+    The last sample and the first whose inputs differ from it, alternately, as many as the smallest count of two or
+    more that shares no factor with the batch size (3 for a batch of 32 or of 2, 2 for odd batches): another count
+    than the batch, so that an input whose dim 0 is not the batch (a sequence-first ``(T, B, E)``) has other shapes
+    in the probe than the batch's rows, and an op that reduces over a lookup expanded to the batch gives other
+    logits; with two distinct samples in proportions the batch's cannot have (a count prime to the batch size), so
+    that no statistic over the batch (a mean, a standard deviation) equals the probe's by the data's symmetry, as
+    a batch ``[A, B, A, B]`` would for a probe ``[B, A]``; at least two, so that a parameter broadcast to the batch
+    (``cls_token.expand(B, -1, -1)``) is not taken for a sample's row; the last sample first, so that a layout mix-up
+    cannot pass unnoticed. ``False`` when every sample has the same inputs: then no probe can tell their rows
+    apart."""
     b = batch_size(inputs)
     other = next((j for j in range(b - 1) if not same_inputs(inputs, j, b - 1)), None)
-    positions = [1, 0, 1] if b == 2 else [b - 1, 0 if other is None else other]
-    return positions, other is not None
+    count = next(n for n in itertools.count(2) if math.gcd(n, b) == 1)
+    pair = (b - 1, 0 if other is None else other)
+    return [pair[k % 2] for k in range(count)], other is not None
 
 
 def samples_independent(model: Any, inputs: Inputs, logits: Tensor, task: Task = CLASSIFICATION) -> bool:

@@ -121,12 +121,12 @@ def scores_of(g: Tensor, g_s: Tensor, gamma: float) -> Tensor:
 
 
 def assert_dynamical_exact(model: nn.Module, pool: object, labeled: object, g: Tensor, g_s: Tensor,
-                           rtol: float = 1e-8) -> None:
-    """``DynamicAL(gamma, chunk_size=3).score`` for gamma 0, 2 and inf within ``rtol`` of the largest reference score
-    from per-sample gradient rows ``g`` and ``G_S``."""
+                           rtol: float = 1e-8, engine: str = "auto") -> None:
+    """``DynamicAL(gamma, engine, chunk_size=3).score`` for gamma 0, 2 and inf within ``rtol`` of the largest
+    reference score from per-sample gradient rows ``g`` and ``G_S``."""
     for gamma in (0.0, 2.0, math.inf):
         ref = scores_of(g, g_s, gamma)
-        scores = DynamicAL(gamma=gamma, chunk_size=3).score(model, pool, labeled)
+        scores = DynamicAL(gamma=gamma, engine=engine, chunk_size=3).score(model, pool, labeled)
         err = float((scores - ref).abs().max() / ref.abs().max())
         assert err <= rtol, (gamma, err)
 

@@ -60,8 +60,9 @@ def _data(name: str, n: int) -> Tensor:
 MODELS = {"no_running_stats": NoRunningStats, "standardised": Standardised, "count_scaled": CountScaled}
 
 
+@pytest.mark.parametrize("engine", ["auto", "func"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_coupled_batches_score_each_sample_alone(name: str) -> None:
+def test_coupled_batches_score_each_sample_alone(name: str, engine: str) -> None:
     torch.manual_seed(0)
     model = MODELS[name]().double()
     pool_x, lab_x, lab_y = _data(name, 8), _data(name, 5), torch.tensor([0, 1, 2, 0, 1])
@@ -70,7 +71,7 @@ def test_coupled_batches_score_each_sample_alone(name: str) -> None:
     model.train()
     pool = DataLoader(TensorDataset(pool_x, torch.zeros(8, dtype=torch.long)), batch_size=4)
     labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=5)
-    assert_dynamical_exact(model, pool, labeled, g, g_s)
+    assert_dynamical_exact(model, pool, labeled, g, g_s, engine=engine)
 
 
 def test_independent_batches_keep_one_backward_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -90,3 +91,18 @@ def test_independent_batches_keep_one_backward_per_batch(monkeypatch: pytest.Mon
     assert coupled_samples(model) is None
     assert "scale_grad_by_freq" in coupled_samples(CountScaled())
     assert "batch statistics" in coupled_samples(NoRunningStats().eval())
+
+
+def test_a_batch_of_two_samples_repeated_in_equal_numbers_does_not_hide_batch_statistics() -> None:
+    """``[A, B, A, B]`` has the mean and spread of ``[B, A]``: a probe of that pair would see equal logits, and its
+    evidence would stand for the next batch of the same shapes."""
+    torch.manual_seed(0)
+    model = Standardised().double()
+    a, b = _data("standardised", 2)
+    pool_x = torch.cat([torch.stack([a, b, a, b]), _data("standardised", 4)])
+    lab_x, lab_y = torch.stack([a, b, a, b]), torch.tensor([0, 1, 2, 1])
+    g = any_per_sample_grads(model.eval(), pool_x)
+    g_s = any_per_sample_grads(model, lab_x, lab_y).sum(0)
+    pool = DataLoader(TensorDataset(pool_x, torch.zeros(8, dtype=torch.long)), batch_size=4)
+    labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=4)
+    assert_dynamical_exact(model.train(), pool, labeled, g, g_s)

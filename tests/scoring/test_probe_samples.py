@@ -44,18 +44,24 @@ class TimeMajorMix(SequenceFirstMix):
         return self.fc(h.transpose(0, 1).flatten(1))
 
 
-class SummedPositions(nn.Module):
-    """Position embeddings looked up with ids ``(1, T)`` and summed over that leading dim: expanding the lookup to the
-    batch would multiply them by the batch size."""
+REDUCTIONS = {"sum": lambda t: t.sum(0), "mean": lambda t: t.mean(0), "first": lambda t: t[0],
+              "max": lambda t: t.amax(0), "scaled first": lambda t: (t * 2)[0]}
 
-    def __init__(self, length: int) -> None:
+
+class SummedPositions(nn.Module):
+    """Position embeddings looked up with ids ``(1, T)`` and reduced over that leading dim: expanded to the batch, a
+    sum multiplies them by the batch size, the others keep their values but not which row each sample's gradient
+    reaches."""
+
+    def __init__(self, length: int, reduction: str = "sum") -> None:
         super().__init__()
+        self.reduction = REDUCTIONS[reduction]
         self.emb = nn.Embedding(VOCAB, 8)
         self.pos = nn.Embedding(length, 8)
         self.fc = nn.Linear(8, 3)
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        pos = self.pos(torch.arange(input_ids.shape[1])[None]).sum(0)
+        pos = self.reduction(self.pos(torch.arange(input_ids.shape[1])[None]))
         return self.fc(torch.tanh(self.emb(input_ids) + pos).mean(1))
 
 
@@ -110,11 +116,12 @@ def test_a_batch_of_equal_samples_goes_exact_where_only_values_could_show_the_la
     assert "not the samples" in engine.paths["mix.weight"].reason
 
 
-def test_a_reduction_over_an_expanded_lookup_is_caught_and_rescored_without_expanding() -> None:
+@pytest.mark.parametrize("reduction", sorted(REDUCTIONS))
+def test_a_reduction_over_an_expanded_lookup_is_caught_and_rescored_without_expanding(reduction: str) -> None:
     torch.manual_seed(0)
     pool = torch.randint(0, VOCAB, (6, 5))
-    for batch in (2, 4):
-        _assert_exact(SummedPositions(5), pool, batch=batch)
+    for batch in (2, 3, 4):
+        _assert_exact(SummedPositions(5, reduction), pool, batch=batch)
     model = SummedPositions(5).double().eval()
     engine = FastEngine()
     sq, _, y = engine.batch_statistics(model, pool[:2], select_parameters(model, None), [])
@@ -128,3 +135,5 @@ def test_probe_takes_fewer_or_more_samples_than_the_batch_and_one_that_differs_f
     assert probe_positions(x[:2]) == ([1, 0, 1], True)
     assert probe_positions(torch.ones(3, 2)) == ([2, 0], False)
     assert probe_positions({"input_ids": torch.ones(2, 4), "scale": torch.tensor(2.0)}) == ([1, 0, 1], False)
+    assert probe_positions(torch.arange(32.0)[:, None])[0] == [31, 0, 31]
+    assert probe_positions(torch.arange(6.0)[:, None])[0] == [5, 0, 5, 0, 5]
