@@ -305,12 +305,12 @@ def probe_positions(inputs: Inputs) -> tuple[list[int], bool]:
     more that shares no factor with the batch size (3 for a batch of 32 or of 2, 2 for odd batches): another count
     than the batch, so that an input whose dim 0 is not the batch (a sequence-first ``(T, B, E)``) has other shapes
     in the probe than the batch's rows, and an op that reduces over a lookup expanded to the batch gives other
-    logits; with two distinct samples in proportions the batch's cannot have (a count prime to the batch size), so
-    that no statistic over the batch (a mean, a standard deviation) equals the probe's by the data's symmetry, as
-    a batch ``[A, B, A, B]`` would for a probe ``[B, A]``; at least two, so that a parameter broadcast to the batch
-    (``cls_token.expand(B, -1, -1)``) is not taken for a sample's row; the last sample first, so that a layout mix-up
-    cannot pass unnoticed. ``False`` when every sample has the same inputs: then no probe can tell their rows
-    apart."""
+    logits; with its two inputs in proportions that a batch of those two inputs alone cannot have (a count prime to
+    the batch size), so that a statistic over the batch (a mean, a standard deviation) does not equal the probe's by
+    such symmetric data, as ``[A, B, A, B]`` would for a probe ``[B, A]``; at least two, so that a parameter
+    broadcast to the batch (``cls_token.expand(B, -1, -1)``) is not taken for a sample's row; the last sample first,
+    so that a layout mix-up cannot pass unnoticed. ``False`` when every sample has the same inputs: then no probe can
+    tell their rows apart."""
     b = batch_size(inputs)
     other = next((j for j in range(b - 1) if not same_inputs(inputs, j, b - 1)), None)
     count = next(n for n in itertools.count(2) if math.gcd(n, b) == 1)
