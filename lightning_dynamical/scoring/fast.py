@@ -117,8 +117,8 @@ class FastEngine(Engine):
         with phase("probe"):
             probe = run_probe(model, inputs, params, expand, task) if batch_size(inputs) > 1 else None
             evidence = probe_evidence(watch, logits, probe)
-        if probe is not None:
-            probe.watch.release()
+        for one in probe or ():
+            one.watch.release()
         if evidence.conclusive:
             self._proofs[key] = (weakref.ref(model), evidence)
             if len(self._proofs) > PROOFS_KEPT:

@@ -92,6 +92,6 @@ class LastLayerEngine(Engine):
             sq, dots = site.call.rule.statistics(site.call.spec, site.call.a.detach(), e, site.wanted, local)
         self.paths = {n: ParameterPath(n, "last_layer") for n in params}
         watch.release()
-        if probe is not None:
-            probe.watch.release()
+        for one in probe or ():
+            one.watch.release()
         return sq, dots, y

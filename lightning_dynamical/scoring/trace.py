@@ -162,9 +162,9 @@ class Watch(TorchFunctionMode):
         if not any(isinstance(t, Tensor) and id(t) in copies for t in leaves):
             return
         outs = [t for t in tree_leaves(out) if isinstance(t, Tensor)]
-        if any(t.ndim == 0 or t.shape[0] != self.batch for t in outs):
+        if any(t.ndim == 0 or t.shape[0] != self.batch for t in outs) or _moves_rows(func, leaves):
             self.unsound_expansion = (f"{function_name(func)} changes the batch dim of a lookup expanded to the batch "
-                                      "(e.g. reduces over it or indexes it)")
+                                      "(e.g. reduces over it, indexes it or reorders it)")
             return
         batched = [t for t in leaves if isinstance(t, Tensor) and t.ndim and t.shape[0] == self.batch]
         if all(id(t) in copies for t in batched):
@@ -208,6 +208,27 @@ class Watch(TorchFunctionMode):
         hook = self.hook
         replaced.register_hook(lambda d: hook(site, d))
         return replaced
+
+
+#: Ops that can move rows along dim 0 while keeping its size (``flip(0)``, ``pos[perm]``): on a lookup expanded to the
+#: batch they would hand a sample's gradient to another sample's row.
+ROW_MOVERS = frozenset({
+    "flip", "roll", "index_select", "gather", "take_along_dim", "sort", "argsort", "msort", "scatter", "scatter_add",
+    "scatter_reduce", "index_add", "index_copy", "index_put", "index_fill", "masked_scatter", "take", "put", "cumsum",
+    "cumprod", "cummax", "cummin", "logcumsumexp", "diff", "topk", "kthvalue", "unique", "unique_consecutive",
+})
+
+
+def _moves_rows(func: Any, leaves: list[Any]) -> bool:
+    """Whether a call may move rows along dim 0: an op of :data:`ROW_MOVERS`, or an index whose first entry is not a
+    full slice (``pos[idx]``; ``pos[:, :T]`` and ``pos[..., 0]`` keep the rows)."""
+    name = getattr(func, "__name__", "")
+    if name.rstrip("_") in ROW_MOVERS:
+        return True
+    if name != "__getitem__" or len(leaves) < 2:
+        return False
+    first = leaves[1]
+    return not (first is Ellipsis or isinstance(first, slice) and first == slice(None))
 
 
 _NESTED = (list, tuple, dict)
@@ -298,35 +319,42 @@ def _close(probe: Tensor, full: Tensor) -> bool:
     return bool(((probe.detach() - full.detach()).abs().max() <= tol * scale).item())
 
 
-def probe_positions(inputs: Inputs) -> tuple[list[int], bool]:
-    """The samples the probe forward takes, and whether the batch has samples with different inputs.
+def probe_positions(inputs: Inputs) -> tuple[list[list[int]], bool]:
+    """The samples of each probe forward, and whether the batch has samples with different inputs.
 
-    The last sample and the first whose inputs differ from it, alternately, as many as the smallest count of two or
-    more that shares no factor with the batch size (3 for a batch of 32 or of 2, 2 for odd batches): another count
-    than the batch, so that an input whose dim 0 is not the batch (a sequence-first ``(T, B, E)``) has other shapes
-    in the probe than the batch's rows, and an op that reduces over a lookup expanded to the batch gives other
-    logits; with its two inputs in proportions that a batch of those two inputs alone cannot have (a count prime to
-    the batch size), so that a statistic over the batch (a mean, a standard deviation) does not equal the probe's by
-    such symmetric data, as ``[A, B, A, B]`` would for a probe ``[B, A]``; at least two, so that a parameter
-    broadcast to the batch (``cls_token.expand(B, -1, -1)``) is not taken for a sample's row; the last sample first,
-    so that a layout mix-up cannot pass unnoticed. ``False`` when every sample has the same inputs: then no probe can
-    tell their rows apart."""
+    Two probes of the batch's last sample ``L`` and the first sample ``O`` whose inputs differ from it, taken
+    alternately: ``L, O, L, ...`` as many as the smallest count of two or more that shares no factor with the batch
+    size (3 for a batch of 32 or of 2, 2 for odd batches), then ``O, L, O, ...`` as many as the smallest odd such
+    count of three or more. Each has another count than the batch, so that an input whose dim 0 is not the batch
+    (a sequence-first ``(T, B, E)``) has other shapes in the probe than the batch's rows, and an op that reduces over
+    a lookup expanded to the batch gives other logits; the first has ``L`` at least as often as ``O``, the second
+    ``O`` more often than ``L``, so that their means differ and a mean over the batch (centring, standardising)
+    equals at most one of them, whatever the other samples are; counts prime to the batch size, so that a batch of
+    the two inputs alone (``[A, B, A, B]``) cannot have either probe's proportions; at least two samples, so that a
+    parameter broadcast to the batch (``cls_token.expand(B, -1, -1)``) is not taken for a sample's row; the last
+    sample first, so that a layout mix-up cannot pass unnoticed. ``False`` when every sample has the same inputs
+    (one probe then): no probe can tell their rows apart."""
     b = batch_size(inputs)
-    other = next((j for j in range(b - 1) if not same_inputs(inputs, j, b - 1)), None)
-    count = next(n for n in itertools.count(2) if math.gcd(n, b) == 1)
-    pair = (b - 1, 0 if other is None else other)
-    return [pair[k % 2] for k in range(count)], other is not None
+    last = b - 1
+    other = next((j for j in range(last) if not same_inputs(inputs, j, last)), None)
+    first = next(n for n in itertools.count(2) if math.gcd(n, b) == 1)
+    pair = (last, 0 if other is None else other)
+    probes = [[pair[k % 2] for k in range(first)]]
+    if other is not None:
+        second = next(n for n in itertools.count(3, 2) if math.gcd(n, b) == 1)
+        probes.append([pair[(k + 1) % 2] for k in range(second)])
+    return probes, other is not None
 
 
 def samples_independent(model: Any, inputs: Inputs, logits: Tensor, task: Task = CLASSIFICATION) -> bool:
-    """Whether the batch's ``logits`` are reproduced by a no-grad forward of :func:`probe_positions` alone (``False``
-    where every sample has the same inputs: nothing shows it then)."""
-    positions, informative = probe_positions(inputs)
+    """Whether the batch's ``logits`` are reproduced by no-grad forwards of each of :func:`probe_positions`' probes
+    alone (``False`` where every sample has the same inputs: nothing shows it then)."""
+    probes, informative = probe_positions(inputs)
     if not informative:
         return False
     with torch.no_grad():
-        alone = forward_logits(model, take(inputs, positions), task)
-    return _close(alone, logits[positions])
+        return all(_close(forward_logits(model, take(inputs, positions), task), logits[positions])
+                   for positions in probes)
 
 
 @dataclass
@@ -340,14 +368,17 @@ class Probe:
 
 
 def run_probe(model: Any, inputs: Inputs, params: Mapping[str, Tensor], expand: bool = True,
-              task: Task = CLASSIFICATION) -> Probe:
-    """A no-grad forward of :func:`probe_positions` of the batch under a :class:`Watch` (logits checked by
-    ``task``)."""
-    positions, informative = probe_positions(inputs)
-    watch = Watch(params, batch=len(positions), expand=expand)
-    with torch.no_grad(), watch:
-        logits = forward_logits(model, take(inputs, positions), task)
-    return Probe(watch, logits, positions, informative)
+              task: Task = CLASSIFICATION) -> list[Probe]:
+    """No-grad forwards of :func:`probe_positions`' probes of the batch, each under a :class:`Watch` (logits checked
+    by ``task``)."""
+    sets, informative = probe_positions(inputs)
+    probes = []
+    for positions in sets:
+        watch = Watch(params, batch=len(positions), expand=expand)
+        with torch.no_grad(), watch:
+            logits = forward_logits(model, take(inputs, positions), task)
+        probes.append(Probe(watch, logits, positions, informative))
+    return probes
 
 
 def proof_key(model: Any, inputs: Inputs, params: Mapping[str, Tensor], task: Task, expand: bool,
@@ -381,19 +412,20 @@ class ProbeEvidence:
     conclusive: bool = True
 
 
-def probe_evidence(watch: Watch, logits: Tensor, probe: Probe | None) -> ProbeEvidence:
-    """Compare the probe forward of some samples (``None`` for a batch of one) with the batch's forward."""
-    if probe is None:
+def probe_evidence(watch: Watch, logits: Tensor, probes: Sequence[Probe] | None) -> ProbeEvidence:
+    """Compare the probe forwards of some samples (``None`` for a batch of one) with the batch's forward."""
+    if not probes:
         return ProbeEvidence(None, (None,) * len(watch.sites))
     b = logits.shape[0]
-    differ = not _close(probe.logits, logits[probe.positions])
+    differ = any(not _close(p.logits, logits[p.positions]) for p in probes)
     forward = None
     if differ:
         forward = "samples are not independent: the logits of some of the batch's samples alone differ from the batch's"
-    elif not probe.informative:
+    elif not probes[0].informative:
         forward = "every sample of this batch has the same inputs, so no probe can tell their rows apart"
-    sites = tuple(_probe_problem(site, b, probe) for site in watch.sites)
-    return ProbeEvidence(forward, sites, differ, probe.informative)
+    sites = tuple(next((problem for p in probes if (problem := _probe_problem(site, b, p))), None)
+                  for site in watch.sites)
+    return ProbeEvidence(forward, sites, differ, probes[0].informative)
 
 
 def prove(watch: Watch, logits: Tensor, params: Mapping[str, Tensor], evidence: ProbeEvidence,

@@ -106,3 +106,29 @@ def test_a_batch_of_two_samples_repeated_in_equal_numbers_does_not_hide_batch_st
     pool = DataLoader(TensorDataset(pool_x, torch.zeros(8, dtype=torch.long)), batch_size=4)
     labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=4)
     assert_dynamical_exact(model.train(), pool, labeled, g, g_s)
+
+
+class Centred(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.Linear(10, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.l1(x)
+        return self.fc(torch.tanh(h - h.mean(0, keepdim=True)))
+
+
+@pytest.mark.parametrize("engine", ["auto", "func"])
+def test_a_blend_whose_batch_mean_equals_one_probe_is_caught_by_the_other(engine: str) -> None:
+    """``[B, A, (2A + B) / 3, A]`` has the mean of ``[A, B, A]``; ``[B, A, B]`` has another."""
+    torch.manual_seed(0)
+    model = Centred().double()
+    a, b = torch.randn(2, 10, dtype=torch.float64)
+    pool_x = torch.cat([torch.stack([b, a, (2 * a + b) / 3, a]), torch.randn(4, 10, dtype=torch.float64)])
+    lab_x, lab_y = torch.stack([b, a, (2 * a + b) / 3, a]), torch.tensor([0, 1, 2, 0])
+    g = any_per_sample_grads(model.eval(), pool_x)
+    g_s = any_per_sample_grads(model, lab_x, lab_y).sum(0)
+    pool = DataLoader(TensorDataset(pool_x, torch.zeros(8, dtype=torch.long)), batch_size=4)
+    labeled = DataLoader(TensorDataset(lab_x, lab_y), batch_size=4)
+    assert_dynamical_exact(model, pool, labeled, g, g_s, engine=engine)

@@ -44,14 +44,16 @@ class TimeMajorMix(SequenceFirstMix):
         return self.fc(h.transpose(0, 1).flatten(1))
 
 
-REDUCTIONS = {"sum": lambda t: t.sum(0), "mean": lambda t: t.mean(0), "first": lambda t: t[0],
-              "max": lambda t: t.amax(0), "scaled first": lambda t: (t * 2)[0]}
+REDUCTIONS = {"sum": lambda t, b: t.sum(0), "mean": lambda t, b: t.mean(0), "first": lambda t, b: t[0],
+              "max": lambda t, b: t.amax(0), "scaled first": lambda t, b: (t * 2)[0], "flip": lambda t, b: t.flip(0),
+              "roll": lambda t, b: t.roll(1, 0), "repeated by index": lambda t, b: t[torch.zeros(b, dtype=torch.long)],
+              "sliced": lambda t, b: t[:, : t.shape[1]] * 1.5}
 
 
 class SummedPositions(nn.Module):
-    """Position embeddings looked up with ids ``(1, T)`` and reduced over that leading dim: expanded to the batch, a
-    sum multiplies them by the batch size, the others keep their values but not which row each sample's gradient
-    reaches."""
+    """Position embeddings looked up with ids ``(1, T)`` and reduced, indexed or reordered over that leading dim:
+    expanded to the batch, a sum multiplies them by the batch size, the others keep their values but not which row
+    each sample's gradient reaches (a slice along another dim keeps both)."""
 
     def __init__(self, length: int, reduction: str = "sum") -> None:
         super().__init__()
@@ -61,7 +63,7 @@ class SummedPositions(nn.Module):
         self.fc = nn.Linear(8, 3)
 
     def forward(self, input_ids: Tensor) -> Tensor:
-        pos = self.reduction(self.pos(torch.arange(input_ids.shape[1])[None]))
+        pos = self.reduction(self.pos(torch.arange(input_ids.shape[1])[None]), input_ids.shape[0])
         return self.fc(torch.tanh(self.emb(input_ids) + pos).mean(1))
 
 
@@ -122,18 +124,19 @@ def test_a_reduction_over_an_expanded_lookup_is_caught_and_rescored_without_expa
     pool = torch.randint(0, VOCAB, (6, 5))
     for batch in (2, 3, 4):
         _assert_exact(SummedPositions(5, reduction), pool, batch=batch)
-    model = SummedPositions(5).double().eval()
+    model = SummedPositions(5, reduction).double().eval()
     engine = FastEngine()
-    sq, _, y = engine.batch_statistics(model, pool[:2], select_parameters(model, None), [])
+    sq, _, y = engine.batch_statistics(model, pool[:4], select_parameters(model, None), [])
     with torch.no_grad():
-        assert torch.equal(y, model(pool[:2]).argmax(1))  # pseudo labels of the model's own forward
+        assert torch.equal(y, model(pool[:4]).argmax(1))  # pseudo labels of the model's own forward
+    assert (engine.paths["pos.weight"].path == "fast (embedding)") == (reduction == "sliced")
 
 
 def test_probe_takes_fewer_or_more_samples_than_the_batch_and_one_that_differs_from_the_last() -> None:
     x = torch.tensor([[1.0], [2.0], [1.0]])
-    assert probe_positions(x) == ([2, 1], True)  # sample 0 equals the last: the probe takes sample 1
-    assert probe_positions(x[:2]) == ([1, 0, 1], True)
-    assert probe_positions(torch.ones(3, 2)) == ([2, 0], False)
-    assert probe_positions({"input_ids": torch.ones(2, 4), "scale": torch.tensor(2.0)}) == ([1, 0, 1], False)
-    assert probe_positions(torch.arange(32.0)[:, None])[0] == [31, 0, 31]
-    assert probe_positions(torch.arange(6.0)[:, None])[0] == [5, 0, 5, 0, 5]
+    assert probe_positions(x) == ([[2, 1], [1, 2, 1, 2, 1]], True)  # sample 0 equals the last: sample 1 instead
+    assert probe_positions(x[:2]) == ([[1, 0, 1], [0, 1, 0]], True)
+    assert probe_positions(torch.ones(3, 2)) == ([[2, 0]], False)
+    assert probe_positions({"input_ids": torch.ones(2, 4), "scale": torch.tensor(2.0)}) == ([[1, 0, 1]], False)
+    assert probe_positions(torch.arange(32.0)[:, None])[0] == [[31, 0, 31], [0, 31, 0]]
+    assert probe_positions(torch.arange(6.0)[:, None])[0] == [[5, 0, 5, 0, 5], [0, 5, 0, 5, 0]]
