@@ -6,7 +6,7 @@ convolutions. Where the two libraries reach different rates on a machine, so do 
 prints both in multiply-adds per second and their ratio, for the shapes of the paper's CNN (3x3 convolutions at
 32x32, 16x16 and 8x8 over a batch of 32) and square matmuls.
 
-    python benchmarks/kernels.py --threads 1
+    python benchmarks/kernel_rates.py --threads 1
 """
 
 from __future__ import annotations

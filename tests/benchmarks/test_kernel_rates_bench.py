@@ -1,15 +1,15 @@
-"""``benchmarks/kernels.py``: one row per kernel, rates positive, the ratio column relative to the fastest matmul."""
+"""``benchmarks/kernel_rates.py``: a row per kernel, rates positive, the ratio column relative to the fastest matmul."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "kernel_rates.py"
 
 
 def test_kernel_table_has_every_kernel_with_its_ratio_to_the_best_matmul(capsys, one_thread):
-    spec = importlib.util.spec_from_file_location("kernels_bench", SCRIPT)
+    spec = importlib.util.spec_from_file_location("kernel_rates_bench", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     module.main(["--repeats", "1"])
