@@ -162,7 +162,7 @@ def summed_gradient(
             targets = None if pseudo_labels else batch_targets(batch, label_key)
             several = batch_size(inputs) > 1
             logits = None if coupled and several else _differentiable_logits(model, inputs, task)
-            alone = logits is None or several and not independent_samples(model, inputs, logits, task)
+            alone = logits is None or several and not samples_independent(model, inputs, logits, task)
             with buffers_kept(model) if alone else contextlib.nullcontext():
                 for part, part_targets in _parts(inputs, targets, alone):
                     out = _differentiable_logits(model, part, task) if alone or logits is None else logits
@@ -180,12 +180,6 @@ def _differentiable_logits(model: nn.Module, inputs: Inputs, task: Task) -> Tens
     """The forward under autograd; over one sample, normalisations get dense output gradients (``norm_gradients``)."""
     with torch.enable_grad(), DenseNormGradients() if batch_size(inputs) == 1 else contextlib.nullcontext():
         return forward_logits(model, inputs, task)
-
-
-def independent_samples(model: nn.Module, inputs: Inputs, logits: Tensor, task: Task) -> bool:
-    """Whether a forward of some of the batch's samples alone reproduces their logits (buffers left as they were)."""
-    with buffers_kept(model):
-        return samples_independent(model, inputs, logits.detach(), task)
 
 
 def uses_batch_statistics(model: nn.Module) -> bool:

@@ -7,10 +7,11 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.common import alone_pseudo_targets, independent_samples, uses_batch_statistics
+from lightning_dynamical.scoring.common import alone_pseudo_targets, uses_batch_statistics
 from lightning_dynamical.scoring.engine import Engine, ParameterPath
 from lightning_dynamical.scoring.exact import ExactGradients
 from lightning_dynamical.scoring.layers import gradient_statistics
+from lightning_dynamical.scoring.trace import samples_independent
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import Inputs, batch_size, forward_logits
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -42,7 +43,7 @@ class FuncEngine(Engine):
         with torch.no_grad():
             logits = forward_logits(model, inputs, task)
         coupled = uses_batch_statistics(model) or (
-            batch_size(inputs) > 1 and not independent_samples(model, inputs, logits, task))
+            batch_size(inputs) > 1 and not samples_independent(model, inputs, logits, task))
         # vmap scores each sample alone: where the batch couples its samples, so are their pseudo labels taken
         y = alone_pseudo_targets(model, inputs, task) if coupled else task.batch_pseudo_targets(logits, inputs)
         grads, path, _ = self.exact.gradients(model, inputs, y, params, task)

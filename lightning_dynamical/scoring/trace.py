@@ -13,8 +13,8 @@ The closed forms in :mod:`~lightning_dynamical.scoring.layers` are exact for a p
 
 A :class:`Watch` (a ``TorchFunctionMode``) sees every torch function that receives a selected parameter
 during the forward and records the covered calls (1). The autograd graph is walked to count the nodes that
-consume each parameter, which catches uses the mode cannot see (1). A probe forward of fewer samples than the
-batch (:func:`probe_positions`) must reproduce each covered call's input rows and the logits (2, 3); its
+consume each parameter, which catches uses the mode cannot see (1). Two probe forwards of other counts of samples
+than the batch (:func:`probe_positions`) must reproduce each covered call's input rows and the logits (2, 3); their
 :class:`ProbeEvidence` holds for every later batch with the same :func:`proof_key` (same model version, inputs'
 shapes and forward signature), the rest is checked on every batch. A batch whose samples all have the same inputs
 cannot show (2) or (3) by values: its covered calls go to the exact path and its evidence is not kept. Anything not
@@ -36,6 +36,7 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_leaves
 
+from lightning_dynamical.scoring.exact import buffers_kept
 from lightning_dynamical.scoring.layers import OpCall, bind
 from lightning_dynamical.scoring.layers.broadcast import BROADCAST, VIEW_OPS, View, bind_broadcast
 from lightning_dynamical.scoring.norm_gradients import guard
@@ -78,7 +79,8 @@ class Watch(TorchFunctionMode):
     With ``batch`` known, an embedding looked up with one row of indices for the whole batch (position ids
     ``(1, T)``) returns its output expanded to the batch (same values), so that each sample's gradient
     arrives separately; ``expanded`` says whether that happened. A model that reduces over that dim gets other
-    values: the probe's logits show it (another count of samples), and the fast engine scores it without expanding.
+    values, which the probes' logits show (other counts of samples); one that indexes or reorders it keeps its values,
+    which ``unsound_expansion`` reports (:meth:`_follow_copies`); the fast engine then scores without expanding.
     """
 
     def __init__(self, params: Mapping[str, Tensor], hook: GradientHook | None = None, batch: int | None = None,
@@ -348,11 +350,11 @@ def probe_positions(inputs: Inputs) -> tuple[list[list[int]], bool]:
 
 def samples_independent(model: Any, inputs: Inputs, logits: Tensor, task: Task = CLASSIFICATION) -> bool:
     """Whether the batch's ``logits`` are reproduced by no-grad forwards of each of :func:`probe_positions`' probes
-    alone (``False`` where every sample has the same inputs: nothing shows it then)."""
+    alone (``False`` where every sample has the same inputs: nothing shows it then); buffers are left as they were."""
     probes, informative = probe_positions(inputs)
     if not informative:
         return False
-    with torch.no_grad():
+    with torch.no_grad(), buffers_kept(model):
         return all(_close(forward_logits(model, take(inputs, positions), task), logits[positions])
                    for positions in probes)
 
