@@ -78,17 +78,29 @@ class EpochShuffle(RandomSampler):
 
 
 def dataset_targets(dataset: Dataset, label_key: str = LABEL_KEY) -> torch.Tensor:
-    """Integer targets of a map-style dataset, read from a ``targets``-like attribute when there is one."""
+    """One class per sample of a map-style dataset (:func:`sample_classes`), read from a ``targets``-like attribute
+    when there is one."""
     if isinstance(dataset, Subset):
         return dataset_targets(dataset.dataset, label_key)[torch.as_tensor(dataset.indices, dtype=torch.long)]
+    n = dataset_size(dataset)
     if isinstance(dataset, torch.utils.data.TensorDataset) and len(dataset.tensors) >= 2:
-        return dataset.tensors[1].long().reshape(-1)
+        return sample_classes(dataset.tensors[1], n)
     for attr in ("targets", "labels", "y"):
         values = getattr(dataset, attr, None)
-        if values is not None and not callable(values) and len(values) == dataset_size(dataset):
-            return torch.as_tensor(list(values) if not hasattr(values, "__array__") else values).long()
-    targets = [int(batch_targets(dataset[i], label_key)) for i in range(dataset_size(dataset))]
-    return torch.tensor(targets, dtype=torch.long)
+        if values is not None and not callable(values) and len(values) == n:
+            return sample_classes(torch.as_tensor(list(values) if not hasattr(values, "__array__") else values), n)
+    return sample_classes(torch.stack([torch.as_tensor(batch_targets(dataset[i], label_key)) for i in range(n)]), n)
+
+
+def sample_classes(targets: torch.Tensor, n: int) -> torch.Tensor:
+    """The class of each of ``n`` samples: integer targets as they are, probability rows ``(n, C)`` by their most
+    likely class; a ``ConfigError`` for targets that hold no one class per sample."""
+    if targets.ndim == 2 and targets.shape[0] == n and targets.is_floating_point() and targets.shape[1] > 1:
+        return targets.argmax(1)
+    if targets.numel() == n and not targets.is_complex():
+        return targets.reshape(-1).long()
+    raise ConfigError(f"balanced=True draws the initial set per class, which needs one class per sample; the data "
+                      f"set's targets have shape {tuple(targets.shape)} ({targets.dtype}) for {n} samples")
 
 
 class ActiveLearningDataModule(LightningDataModule):
@@ -298,12 +310,13 @@ class ActiveLearningDataModule(LightningDataModule):
         bad, typed = [], []
         for i, y in pairs:
             shape, dtype = ((), torch.long) if isinstance(self.task, Classification) else self._target_like(i)
-            problem = self.task.label_problem(y, num_classes, shape)
-            if problem is not None:
-                scalar = y.ndim == 0 and not (y.is_floating_point() or y.is_complex())
-                bad.append(f"index {i}: {int(y) if scalar and shape == () else problem}")
             default = torch.float32 if isinstance(self.task, MultiLabel) else torch.long
-            typed.append(y.to(dtype if dtype is not None else default))
+            converted = y.to(dtype if dtype is not None else default)
+            problem = self.task.label_problem(y, num_classes, shape) or _unheld(y, converted)
+            if problem is not None:
+                scalar = y.ndim == 0 and not (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool)
+                bad.append(f"index {i}: {int(y) if scalar and shape == () else problem}")
+            typed.append(converted)
         if bad:
             scalar = isinstance(self.task, Classification)
             what_wrong = f"are not classes 0..{num_classes - 1}" if scalar and num_classes is not None \
@@ -501,16 +514,28 @@ class ActiveLearningDataModule(LightningDataModule):
         self._given_labels = dict(given)
 
 def _label_tensor(label: Any) -> torch.Tensor:
-    """One oracle label as a tensor: a class index (an int, or anything ``int()`` takes, as before tasks), or a
-    tensor, array or nested list (masks, label sets) as given."""
+    """One oracle label as a tensor: a class index (an int, or a string of one, as label files hold), or a tensor,
+    array or nested list (masks, label sets) as given. A float or a bool stays one (the task refuses it as a class
+    rather than have ``2.7`` read as class 2)."""
     if isinstance(label, torch.Tensor):
         return label.detach().cpu()
-    if isinstance(label, list | tuple) or hasattr(label, "__array__"):
+    if isinstance(label, list | tuple | bool | float) or hasattr(label, "__array__"):
         return torch.as_tensor(label)
     try:
         return torch.tensor(int(label))
     except (TypeError, ValueError) as err:
         raise LabelError(f"a label must be a class index, a tensor or an array; got {label!r}") from err
+
+
+def _unheld(label: torch.Tensor, converted: torch.Tensor) -> str | None:
+    """Why ``label`` changed on its way into the data set's target dtype (``-100`` in ``uint8`` masks wraps to
+    156; ``None``: it did not)."""
+    if torch.equal(converted.to(label.dtype), label) or (label.is_floating_point() and converted.is_floating_point()):
+        return None
+    changed = label[converted.to(label.dtype) != label] if label.ndim else label
+    dtype = str(converted.dtype).replace("torch.", "")
+    return (f"value {changed.reshape(-1)[0].item()!r} does not fit the data set's {dtype} targets (give labels in the "
+            f"data set's own encoding, or a task ignore_index that dtype holds)")
 
 
 def _first_tensor(inputs: Any) -> torch.Tensor:

@@ -19,7 +19,7 @@ def build_svhn(root: str | Path, download: bool = False, augment: bool = True) -
     4-pixel-padded random crop only: flipping would turn digits into other shapes. ``pool_eval`` and
     ``test`` only normalise. ``download=True`` fetches the .mat files (needs internet).
     """
-    with dataset_files("SVHN", root, "train_32x32.mat and test_32x32.mat"):
+    with dataset_files("SVHN", root, "train_32x32.mat and test_32x32.mat", ("train_32x32.mat", "test_32x32.mat")):
         train = SVHN(str(root), split="train", download=download)
         test = SVHN(str(root), split="test", download=download)
     evaluation = normalized(SVHN_STATS)

@@ -110,8 +110,10 @@ class Task(ABC):
 
     def encode_label(self, label: Tensor) -> int | str:
         """One label as it goes into ``al_state.json`` and ``al_queries.csv``: an int for a scalar class, else
-        :func:`encode_tensor`."""
-        return int(label) if label.ndim == 0 else encode_tensor(label)
+        :func:`encode_tensor` (exact for soft targets too)."""
+        if label.ndim == 0 and not (label.is_floating_point() and bool(label != label.round())):
+            return int(label)
+        return encode_tensor(label)
 
     def decode_label(self, value: int | str) -> Tensor:
         """The inverse of :meth:`encode_label` (an int is a class index, as in every older state file)."""
@@ -182,20 +184,32 @@ class Task(ABC):
 
 
 def encode_tensor(t: Tensor) -> str:
-    """An integer tensor as ``"<d0>x<d1>...:<base64 of zlib of int64 bytes>"`` (a 128x128 binary mask: ~100
-    bytes): one line of text for CSV and JSON, decoded exactly by :func:`decode_tensor`."""
-    data = t.detach().to("cpu", torch.int64).contiguous().numpy().tobytes()
+    """A tensor as ``"<d0>x<d1>...:<base64 of zlib of int64 bytes>"`` (a 128x128 binary mask: ~100 bytes): one line
+    of text for CSV and JSON, decoded exactly by :func:`decode_tensor`. Values that are not all integers (soft
+    targets) go as float64, tagged ``"<shape>:float64:<base64>"``."""
+    t = t.detach().to("cpu")
+    dtype = torch.float64 if t.is_floating_point() and not bool((t == t.round()).all()) else torch.int64
+    data = t.to(dtype).contiguous().numpy().tobytes()
     shape = "x".join(str(d) for d in t.shape)
-    return f"{shape}:{base64.b64encode(zlib.compress(data, 9)).decode('ascii')}"
+    tag = f"{FLOAT_TAG}:" if dtype == torch.float64 else ""
+    return f"{shape}:{tag}{base64.b64encode(zlib.compress(data, 9)).decode('ascii')}"
+
+
+#: The tag of :func:`encode_tensor`'s float64 payloads (``:`` is not in base64's alphabet, so untagged payloads, int64,
+#: stay as every older file has them).
+FLOAT_TAG = "float64"
 
 
 def decode_tensor(text: str) -> Tensor:
-    """The int64 tensor :func:`encode_tensor` wrote; a ``ValueError`` names what is malformed."""
+    """The tensor :func:`encode_tensor` wrote (int64, or float64 where tagged); a ``ValueError`` names what is
+    malformed."""
     shape_text, _, payload = text.partition(":")
+    tag, _, rest = payload.partition(":")
+    dtype, payload = (torch.float64, rest) if rest and tag == FLOAT_TAG else (torch.int64, payload)
     try:
         shape = [int(d) for d in shape_text.split("x")] if shape_text else []
         data = bytearray(zlib.decompress(base64.b64decode(payload.encode("ascii"), validate=True)))
-        flat = torch.frombuffer(data, dtype=torch.int64) if data else torch.zeros(0, dtype=torch.int64)
+        flat = torch.frombuffer(data, dtype=dtype) if data else torch.zeros(0, dtype=dtype)
         return flat.clone().reshape(shape)
     except (ValueError, RuntimeError, zlib.error) as err:
         raise ValueError(f"not an encoded label tensor (\"<shape>:<base64>\"): {text[:40]!r} ({err})") from err

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torchmetrics import Metric
 from torchmetrics.classification import MulticlassAccuracy
 
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.tasks.base import Task
 
 if TYPE_CHECKING:
@@ -39,6 +40,21 @@ class PerPosition(Task):
     class_dim: ClassVar[int] = 1
     """The logits' class dimension (1: ``(batch, classes, *positions)``; 2: ``(batch, tokens, classes)``)."""
     label_from_input = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.ignore_index, bool) or not isinstance(self.ignore_index, int):
+            raise ConfigError(f"{type(self).__name__} ignore_index must be an int, got {self.ignore_index!r}")
+
+    def check_output(self, logits: Tensor, batch: int | None = None) -> Tensor:
+        """Also refuses an ``ignore_index`` that is one of the model's classes: positions whose pseudo label is that
+        class would count as unlabeled and drop out of the scores."""
+        logits = super().check_output(logits, batch)
+        classes = logits.shape[self.class_dim]
+        if 0 <= self.ignore_index < classes:
+            raise ValueError(f"The {self.name} task's ignore_index={self.ignore_index} is one of the model's {classes} "
+                             f"classes (0..{classes - 1}): it marks unlabeled positions, so give a value outside "
+                             f"them (-100, the default, or 255 for uint8 masks)")
+        return logits
 
     def classes_first(self, logits: Tensor) -> Tensor:
         """The logits with :attr:`class_dim` moved to dim 1 (a view)."""

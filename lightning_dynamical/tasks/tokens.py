@@ -143,6 +143,7 @@ class TokenClassification(PerPosition):
     class_dim = 2
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.tags is not None:
             object.__setattr__(self, "tags", tuple(self.tags))  # lists from configs; hashable
             iob2(self.tags)

@@ -204,6 +204,40 @@ def test_missing_files_name_the_root(tmp_path: Path) -> None:
         build_image_folder(tmp_path / "x")
 
 
+def test_files_that_fail_torchvisions_check_are_called_corrupt_not_missing(tmp_path: Path) -> None:
+    write_cifar10(tmp_path)  # real format, but not the real files: their MD5 sums differ
+    with pytest.raises(ConfigError, match=r"CIFAR-10 under data root .* is incomplete or corrupt: "
+                                          r".*cifar-10-batches-py exist but were refused "
+                                          r".*copy the original cifar-10-batches-py/ into"):
+        build_cifar10(tmp_path)
+    write_svhn(tmp_path / "svhn")
+    with pytest.raises(ConfigError, match=r"SVHN under data root .* is incomplete or corrupt: .*train_32x32.mat, "
+                                          r".*test_32x32.mat exist"):
+        build_svhn(tmp_path / "svhn")
+
+
+def test_caltech101_refuses_what_torchvision_would_misread(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="Caltech101 not found: .* does not exist"):
+        build_caltech101(tmp_path / "typo")
+    assert not (tmp_path / "typo").exists()  # torchvision would have created <root>/caltech101
+    write_caltech101(tmp_path)
+    categories = tmp_path / "caltech101" / "101_ObjectCategories"
+    (categories / "Faces" / ".DS_Store").write_bytes(b"")
+    with pytest.raises(ConfigError, match=r"Faces must hold image_0001.jpg to image_0006.jpg only .*found .DS_Store"):
+        build_caltech101(tmp_path)
+    (categories / "Faces" / ".DS_Store").unlink()
+    (categories / "Thumbs.db").write_bytes(b"")
+    with pytest.raises(ConfigError, match="must hold only category folders; remove Thumbs.db"):
+        build_caltech101(tmp_path)
+    (categories / "Thumbs.db").unlink()
+    (categories / "BACKGROUND_Google" / "image_0001.jpg").unlink()
+    (categories / "BACKGROUND_Google").rmdir()
+    with pytest.raises(ConfigError, match="has no BACKGROUND_Google folder"):
+        build_caltech101(tmp_path)
+    (categories / "BACKGROUND_Google").mkdir()
+    assert build_caltech101(tmp_path, image_size=24).num_classes == 3
+
+
 def test_caltech101_split_and_grayscale(tmp_path: Path) -> None:
     write_caltech101(tmp_path)
     splits = build_caltech101(tmp_path, image_size=24, test_fraction=0.2, seed=0)

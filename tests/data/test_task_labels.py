@@ -121,3 +121,34 @@ def test_given_labels_take_the_data_sets_target_dtype():
     assert classes.labeled_dataset()[2][1].dtype == torch.int64
     with pytest.raises(LabelError, match=r"shape \(1,\), expected \(\)"):
         classes.label([classes.unlabeled_indices[0]], [[1]])
+
+
+def test_a_mask_value_the_data_sets_dtype_cannot_hold_is_refused():
+    """``-100`` (the default ignore_index) in a data set of ``uint8`` masks would wrap to class 156."""
+    x, y = torch.randn(8, 1, 2, 3), torch.randint(0, 2, (8, 2, 3), dtype=torch.uint8)
+    dm = ActiveLearningDataModule(TensorDataset(x, y), initial_size=2, task="segmentation")
+    before = dm.state_dict()
+    index = dm.unlabeled_indices[0]
+    with pytest.raises(LabelError, match="value -100 does not fit the data set's uint8 targets"):
+        dm.label([index], [torch.tensor([[0, -100, 1], [1, 1, -100]])])
+    assert dm.state_dict() == before
+    dm.label([index], [torch.tensor([[0, 1, 1], [1, 1, 0]])])
+    assert dm.labeled_dataset()[dm.labeled_indices.index(index)][1].dtype == torch.uint8
+
+
+@pytest.mark.parametrize(("label", "problem"), [(2.7, "dtype float"), (True, "dtype bool")])
+def test_a_python_float_or_bool_is_not_read_as_a_class(label, problem):
+    x, y = torch.randn(10, 2), torch.randint(0, 3, (10,))
+    dm = ActiveLearningDataModule(TensorDataset(x, y), initial_size=2, num_classes=3)
+    with pytest.raises(LabelError, match=problem):
+        dm.label([dm.unlabeled_indices[0]], [label])
+    assert dm.num_labeled == 2
+
+
+def test_balanced_draws_probability_targets_by_their_most_likely_class():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(30, 4, generator=gen), torch.softmax(3 * torch.randn(30, 3, generator=gen), 1)
+    dm = ActiveLearningDataModule(TensorDataset(x, y), initial_size=6, balanced=True)
+    assert sorted(y.argmax(1)[dm.labeled_indices].tolist()) == [0, 0, 1, 1, 2, 2]
+    with pytest.raises(ConfigError, match=r"one class per sample; the data set's targets have shape \(30, 3\)"):
+        ActiveLearningDataModule(TensorDataset(x, (y > 0.3).long()), initial_size=6, balanced=True)

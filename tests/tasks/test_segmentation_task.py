@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lightning_dynamical import ConfigError
-from lightning_dynamical.tasks import Segmentation, task_of
+from lightning_dynamical.tasks import Segmentation, TokenClassification, task_of
 from lightning_dynamical.tasks.base import decode_tensor, encode_tensor
 
 IGNORE = 255
@@ -126,3 +126,20 @@ def test_queries_with_masks_larger_than_the_csv_field_limit_read_back(tmp_path):
                                     "labeled_by": "dataset"}])
     write_round(str(tmp_path), 1, [])
     assert read_queries(str(tmp_path))[0]["label"] == big
+
+
+def test_soft_labels_encode_exactly():
+    for label in (torch.tensor([0.9, 0.1, 0.6]), torch.tensor(0.25), torch.tensor([[0.5, 1.0], [2.0, 0.0]])):
+        text = Segmentation().encode_label(label)
+        assert ":float64:" in text
+        assert torch.equal(Segmentation().decode_label(text), label.double())
+    assert Segmentation().encode_label(torch.tensor(3.0)) == 3  # integral: a class, as before
+
+
+@pytest.mark.parametrize("task", [Segmentation(ignore_index=0), TokenClassification(ignore_index=2)])
+def test_an_ignore_index_among_the_classes_is_refused(task):
+    shape = (2, 3, 4, 4) if isinstance(task, Segmentation) else (2, 4, 3)
+    with pytest.raises(ValueError, match=rf"ignore_index={task.ignore_index} is one of the model's 3 classes"):
+        task.check_output(torch.randn(*shape))
+    with pytest.raises(ConfigError, match="ignore_index must be an int, got 1.5"):
+        type(task)(ignore_index=1.5)
