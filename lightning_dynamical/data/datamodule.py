@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset, default_collate
 
 from lightning_dynamical.data.splits import DatasetSplits, dataset_size
 from lightning_dynamical.errors import ConfigError, check_optional_positive_int, check_positive_int
@@ -132,6 +132,9 @@ class ActiveLearningDataModule(LightningDataModule):
         batch_size: training batch size.
         eval_batch_size: batch size for scoring the pool and for evaluation.
         num_workers: DataLoader worker processes.
+        collate_fn: builds a batch from a list of samples in every loader (default: PyTorch's ``default_collate``),
+            e.g. to pad text or normalise.
+        drop_last: drop the last incomplete training batch (the pool and evaluation loaders never drop samples).
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
         label_key: the target's key in dict batches.
         num_classes: the classes (or labels) a label may name (default: the data set's, else the model's width).
@@ -164,6 +167,8 @@ class ActiveLearningDataModule(LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int = 256,
         num_workers: int = 0,
+        collate_fn: Callable[[list[Any]], Any] | None = None,
+        drop_last: bool = False,
         seed: int = 0,
         label_key: str = LABEL_KEY,
         num_classes: int | None = None,
@@ -187,6 +192,8 @@ class ActiveLearningDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.num_workers = num_workers
+        self.collate_fn = collate_fn
+        self.drop_last = drop_last
         self.seed = seed
         self.label_key = label_key
         self._num_classes = num_classes
@@ -204,13 +211,16 @@ class ActiveLearningDataModule(LightningDataModule):
     def from_datamodule(cls, datamodule: LightningDataModule, **kwargs: Any) -> ActiveLearningDataModule:
         """Wrap a user's DataModule: its train set becomes the pool, its val/test sets are kept.
 
-        Its ``batch_size`` is reused unless given. Pass ``pool_eval`` for a copy of the train set with the
-        evaluation transform if the train set augments.
+        Its train loader's ``batch_size``, ``collate_fn`` and ``drop_last`` are reused unless given. Pass
+        ``pool_eval`` for a copy of the train set with the evaluation transform if the train set augments.
         """
         datamodule.prepare_data()
         datamodule.setup("fit")
         train = datamodule.train_dataloader()
         kwargs.setdefault("batch_size", train.batch_size or 64)
+        if train.collate_fn is not default_collate:
+            kwargs.setdefault("collate_fn", train.collate_fn)
+        kwargs.setdefault("drop_last", train.drop_last)
         val = _dataset_or_none(datamodule, "val_dataloader")
         try:
             datamodule.setup("test")
@@ -404,7 +414,8 @@ class ActiveLearningDataModule(LightningDataModule):
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
         """A non-shuffled loader with the evaluation batch size."""
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers,
+                          collate_fn=self.collate_fn)
 
     def train_dataloader(self) -> DataLoader:
         """Labeled samples (training transform), shuffled by :class:`EpochShuffle`."""
@@ -412,7 +423,8 @@ class ActiveLearningDataModule(LightningDataModule):
         seed = rng.derive(self.seed, len(self._labeled))
         # The loader's own generator seeds its workers, so iterating it never draws from the global RNG.
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(cast(Sized, dataset), seed),
-                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed))
+                          num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
+                          collate_fn=self.collate_fn, drop_last=self.drop_last)
 
     def pool_dataloader(self) -> DataLoader:
         """The unlabeled pool (evaluation transform) in ascending index order, for scoring it outside the loop."""

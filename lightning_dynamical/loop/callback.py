@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import copy
+import functools
+import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 from typing_extensions import override
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
@@ -15,7 +19,7 @@ from lightning_dynamical.errors import ConfigError, check_choice, check_fraction
 from lightning_dynamical.errors import check_positive_int as check_positive
 from lightning_dynamical.loop.batch_check import check_batches
 from lightning_dynamical.loop.convergence import Convergence, EpochLoss
-from lightning_dynamical.loop.distributed import refuse_spawned_processes, sync_buffers
+from lightning_dynamical.loop.distributed import reduce_sum, refuse_spawned_processes, sync_buffers
 from lightning_dynamical.loop.evaluator import Evaluator
 from lightning_dynamical.loop.interrupts import announce_interrupt
 from lightning_dynamical.loop.labeling import Labeling
@@ -28,7 +32,7 @@ from lightning_dynamical.records.files import save_checkpoint
 from lightning_dynamical.records.migrate import migrate_loop_state
 from lightning_dynamical.records.rng import RngState
 from lightning_dynamical.records.run import RunRecords
-from lightning_dynamical.records.weights import clear_optimizers, reinitialise
+from lightning_dynamical.records.weights import clear_optimizers, reinitialise, unresettable
 from lightning_dynamical.reporting import wandb_runs
 from lightning_dynamical.reporting.charts import log_round
 from lightning_dynamical.reporting.console import say
@@ -132,6 +136,8 @@ class ActiveLearningLoop(Callback):
         self.labeling = Labeling(oracle if oracle is not None else DatasetOracle(), self.records)
         self.rng = RngState()
         self.loss = EpochLoss()
+        self.epoch_loss: float | None = None  # the epoch's, taken at its last batch and used at its end
+        self._reduce: Callable[[Tensor], Tensor] | None = None
         self._final_checkpoint: str | None = None
 
     @property
@@ -148,10 +154,20 @@ class ActiveLearningLoop(Callback):
         if stage != "fit":
             return
         refuse_spawned_processes(trainer)
+        for name, value in (("min_epochs", trainer.fit_loop.min_epochs), ("min_steps", trainer.fit_loop.min_steps)):
+            if value is not None and value > 1:
+                raise ConfigError(f"Trainer({name}={value}) would keep training after the loop's last round (Lightning "
+                                  f"does not stop before it), on the final labeled set and past al_final.ckpt; leave "
+                                  f"it unset (ActiveLearningLoop(min_epochs_per_round=...) sets a floor per round)")
         dm = getattr(trainer, "datamodule", None)
         if not isinstance(dm, ActiveLearningDataModule):
             raise TypeError("ActiveLearningLoop needs an ActiveLearningDataModule passed to trainer.fit(datamodule=...)"
                             f"; got {type(dm).__name__}")
+        if self.reset == "init" and (kept := unresettable(pl_module)):
+            raise ConfigError(f"reset='init' re-initialises parameters by their modules' reset_parameters(), which "
+                              f"these have none of and would keep trained: {', '.join(kept[:5])}"
+                              f"{f' and {len(kept) - 5} more' if len(kept) > 5 else ''}; give their module a "
+                              "reset_parameters() or use reset='optimizer' or 'none'")
         self._datamodule = dm
         self.labeling.oracle.check_task(dm.task)
         dm.setup("fit")
@@ -164,15 +180,23 @@ class ActiveLearningLoop(Callback):
         self.scorer.setup(trainer, dm)
         self.stopping.setup(self)
         self.convergence.check_max_epochs(trainer.max_epochs, self.rounds)
+        self._reduce = functools.partial(reduce_sum, trainer)
         _warn_monitored_checkpoints(trainer)
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.finished:  # fit again, or resumed from al_final.ckpt: nothing is left to train for
+            trainer.should_stop = True
+            say(f"[active learning] this loop has finished ({len(self.history)} round(s) recorded, "
+                f"{self.datamodule.num_labeled} labeled samples): nothing to train. Test the final model with "
+                "trainer.test(ckpt_path=...) on al_final.ckpt; for more rounds, start a new ActiveLearningLoop with "
+                "resume_from_state pointing at this run's al_state.json")
+            return
         dm = self.datamodule
+        self.loss.reset()
         check_batches(dm)
         self.evaluator.check_model(pl_module, dm)
         self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
-        self.loss.to(pl_module.device)
         self.rng.restore()
         self.records.cut_back(self.round)
         if (collected := self.labeling.collect(dm, self.round)) is not None:
@@ -190,16 +214,28 @@ class ActiveLearningLoop(Callback):
         # automatic optimization hands us loss / accumulate_grad_batches (what it backpropagates); manual, the loss
         accumulate = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
         self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)), accumulate)
+        if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end validation and its checkpoints
+            self.epoch_loss = self.loss.compute(self._reduce)
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.loss.reset()
+        self.epoch_loss = None
 
     @override
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:
             return
+        loss, self.epoch_loss = self.epoch_loss, None
+        if loss is None:
+            if math.isfinite(trainer.num_training_batches):  # its last batch did not run: max_steps, a timer, a stop
+                return self.loss.reset()
+            loss = self.loss.compute(self._reduce)  # a loader without a length: its end is the epoch's end
         sync_buffers(trainer, pl_module)
         dm, accuracy = self.datamodule, None
         if self.convergence.accuracy_threshold is not None:
             accuracy = self.evaluator.accuracy(trainer, pl_module, dm, dm.labeled_dataset(evaluation=True))
-        if self.convergence.update(self.loss.compute(), accuracy):
+        if self.convergence.update(loss, accuracy):
             self._end_round(trainer, pl_module)
 
     def _end_round(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -323,6 +359,7 @@ class ActiveLearningLoop(Callback):
     @override
     def state_dict(self) -> dict[str, Any]:
         return {"round": self.round, "finished": self.finished, "rescore": self.rescore,
+                "epoch_loss": self.epoch_loss, "dirpath": self.records.dirpath,
                 "history": [dict(r) for r in self.history],
                 "strategy": self.strategy.state_dict(), **{k: part.state_dict() for k, part in self._parts().items()}}
 
@@ -331,6 +368,10 @@ class ActiveLearningLoop(Callback):
         state_dict = migrate_loop_state(state_dict)  # checkpoints of earlier versions
         self.round, self.finished = int(state_dict["round"]), bool(state_dict["finished"])
         self.rescore = bool(state_dict.get("rescore", False))
+        loss = state_dict.get("epoch_loss")  # an epoch whose batches ran, saved before its end (at validation)
+        self.epoch_loss = None if loss is None else float(loss)
+        if (folder := self.records.continue_in(state_dict.get("dirpath"))) is not None:
+            say(f"[active learning] resuming the run whose records are in {folder}: its rounds continue there")
         self.history = [dict(r) for r in state_dict["history"]]
         for key, part in self._parts().items():
             part.load_state_dict(state_dict.get(key))
@@ -357,6 +398,8 @@ def _who_stopped(trainer: Trainer) -> str:
         remaining = callback.time_remaining() if isinstance(callback, Timer) else None
         if remaining is not None and remaining <= 0:
             return "Timer (max_time)"
+    if fast := getattr(trainer, "fast_dev_run", False):
+        return f"Trainer(fast_dev_run={fast}) (a smoke test of the training step: no round ends)"
     if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
         return f"Trainer(max_epochs={trainer.max_epochs})"
     if 0 <= trainer.max_steps <= trainer.global_step:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from lightning_dynamical.errors import (
     ConfigError,
@@ -245,27 +245,47 @@ def near_chance_warning(round_index: int, accuracy: float, num_classes: int, rea
 class EpochLoss:
     """The sample-weighted mean training loss of an epoch, from the outputs of ``training_step``.
 
-    A ``MeanMetric``, so under DDP ``compute`` reduces over ranks. Under automatic optimization Lightning hands
+    Sums stay on the loss's device in float64 (one transfer per epoch); :meth:`compute` sums them over ranks with the
+    ``reduce`` it is given (the trainer's strategy). Under automatic optimization Lightning hands
     ``on_train_batch_end`` the loss divided by ``accumulate_grad_batches`` (the scaling it backpropagates); pass that
     factor as ``accumulate`` to record the loss ``training_step`` returned.
     """
 
     def __init__(self) -> None:
-        self._mean = MeanMetric()
+        self.reset()
 
-    def to(self, device: torch.device) -> None:
-        self._mean = self._mean.to(device)
+    def reset(self) -> None:
+        """Start an epoch."""
+        self._total: Tensor | None = None
+        self._samples = 0
+        self.losses = 0
+        self.batches = 0
 
     def update(self, outputs: Any, samples: int, accumulate: int = 1) -> None:
-        """Add a batch's loss (``outputs`` or ``outputs["loss"]``, times ``accumulate``; other outputs are ignored)."""
+        """Add a batch's loss (``outputs`` or ``outputs["loss"]``, times ``accumulate``; other outputs are ignored, and
+        a step that returned no loss, as Lightning allows to skip a batch, adds none)."""
         if isinstance(accumulate, bool) or not isinstance(accumulate, int) or accumulate < 1:
             raise ValueError(f"accumulate must be the int accumulate_grad_batches (>= 1), got {accumulate!r}")
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self.batches += 1
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
-            self._mean.update(loss.detach().float().to(self._mean.device) * accumulate, samples)
+            value = loss.detach().to(torch.float64) * (accumulate * samples)
+            self._total = value if self._total is None else self._total + value
+            self._samples += samples
+            self.losses += 1
 
-    def compute(self) -> float:
-        """The epoch's mean loss (``inf`` without any batch), and start the next epoch."""
-        value = float(self._mean.compute()) if self._mean.update_count else math.inf
-        self._mean.reset()
-        return value
+    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> float:
+        """The epoch's mean loss over every rank (``reduce`` sums a tensor over them; ``inf`` without any batch), and
+        start the next epoch. A :class:`ConfigError` when batches ran but none returned a loss."""
+        total = self._total if self._total is not None else torch.zeros((), dtype=torch.float64)
+        sums = torch.stack([total.reshape(()), *(total.new_tensor(float(n)).reshape(())
+                                                 for n in (self._samples, self.losses, self.batches))])
+        total_value, samples, losses, batches = (reduce(sums) if reduce is not None else sums).tolist()
+        self.reset()
+        if not losses:
+            if batches:
+                raise ConfigError(f"training_step returned no loss in any of the epoch's {int(batches)} batches: "
+                                  "ActiveLearningLoop ends rounds by the training loss, so return it from "
+                                  "training_step (under manual optimization too: `return loss`)")
+            return math.inf
+        return total_value / samples

@@ -73,7 +73,9 @@ def migrate_loop_state(state: dict[str, Any]) -> dict[str, Any]:
     v0 -> today: ``history`` rows and ``pending["row"]`` by :func:`migrate_row`; ``convergence`` by
     :func:`migrate_convergence_state`; ``strategy: None`` (v0 saved None for a strategy without state) -> ``{}``
     (what such a strategy's ``state_dict`` returns today); ``stopping`` (no criteria in v0) -> ``{}``; ``rescore``
-    (v3: the checkpoint a run saves when its pool scores are not finite, to score that round again) -> ``False``.
+    (v3: the checkpoint a run saves when its pool scores are not finite, to score that round again) -> ``False``;
+    ``epoch_loss`` (an epoch's loss taken before its end, for a checkpoint saved at validation) and ``dirpath`` (the
+    run's records folder, where a resume continues them) -> ``None``.
     ``round``, ``finished``, ``rng`` and the rest of ``pending`` (``metrics, indices, scores, pseudo_labels``)
     are unchanged.
     """
@@ -87,6 +89,8 @@ def migrate_loop_state(state: dict[str, Any]) -> dict[str, Any]:
         migrated["strategy"] = {}
     migrated.setdefault("stopping", {})
     migrated.setdefault("rescore", False)
+    migrated.setdefault("epoch_loss", None)
+    migrated.setdefault("dirpath", None)
     return migrated
 
 

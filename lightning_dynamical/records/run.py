@@ -6,6 +6,8 @@ by every rank (``trainer.save_checkpoint`` is collective).
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from os import PathLike
 from typing import Any
 
@@ -31,6 +33,7 @@ class RunRecords:
         self.weights: str | None = None
         self.weights_in_state: str | None = None
         self._writer = True
+        self._broadcast: Callable[[Any], Any] = lambda value: value
 
     @property
     def ready(self) -> bool:
@@ -38,10 +41,24 @@ class RunRecords:
 
     def setup(self, trainer: Trainer) -> None:
         """Agree on the folder over ranks and remove temporary files a killed run left there."""
-        self.dirpath = trainer.strategy.broadcast(str(self.option or trainer.log_dir or trainer.default_root_dir))
+        self._broadcast = functools.partial(trainer.strategy.broadcast, src=0)
+        self.dirpath = self._broadcast(str(self.option or trainer.log_dir or trainer.default_root_dir))
         self._writer = trainer.is_global_zero
         if self._writer:
             records.remove_stale_temps(self.dirpath)
+
+    def continue_in(self, dirpath: str | None) -> str | None:
+        """On resuming from a checkpoint without an explicit ``dirpath``: keep writing where the checkpoint's run wrote
+        (while its ``al_state.json`` is there) rather than in this trainer's new log folder, so that one folder holds
+        every round's records; returns the folder when it changed."""
+        if self.option is not None or not dirpath or dirpath == self.dirpath:
+            return None
+        if not self._broadcast(records.exists(records.join(dirpath, "al_state.json"))):  # rank 0's view, for all
+            return None
+        self.dirpath = dirpath
+        if self._writer:
+            records.remove_stale_temps(dirpath)
+        return dirpath
 
     def resume_from(self, dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
         """Load the split of the ``al_state.json`` at ``path`` into ``dm`` (see :func:`load_split`), remember the

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 from fsspec.core import url_to_fs
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch import nn
 
 
 def reference(checkpoint: str | None, dirpath: str) -> str | None:
@@ -66,15 +69,46 @@ def _mismatch(current: dict[str, torch.Tensor], saved: dict[str, torch.Tensor] |
 
 
 def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> None:
-    """Reset every module's parameters under ``seed`` (the global RNG is left as it was) and clear the
-    optimizers' state."""
+    """Reset the trainable parameters under ``seed`` (the global RNG is left as it was) by their modules' own
+    ``reset_parameters`` (``_reset_parameters`` for ``nn.MultiheadAttention`` and ``nn.Transformer``), children
+    before parents as construction runs them, and clear the optimizers' state. Modules whose parameters are all
+    frozen (a pretrained backbone) keep them."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for module in pl_module.modules():
-            reset = getattr(module, "reset_parameters", None)
-            if callable(reset):
+        for module in _children_first(pl_module):
+            reset = _reset_method(module)
+            if reset is not None and any(p.requires_grad for p in module.parameters()):
                 reset()
     clear_optimizers(trainer)
+
+
+def unresettable(pl_module: nn.Module) -> list[str]:
+    """The trainable parameters :func:`reinitialise` cannot reset: held directly by a module without a reset method
+    (a bare ``nn.Parameter`` such as a class token)."""
+    covered: set[int] = set()
+    for module in pl_module.modules():
+        if _reset_method(module) is not None:
+            covered.update(id(p) for p in module.parameters(recurse=False))
+    return [name for name, p in pl_module.named_parameters() if p.requires_grad and id(p) not in covered]
+
+
+def _reset_method(module: nn.Module) -> Callable[[], None] | None:
+    for name in ("reset_parameters", "_reset_parameters"):
+        method = getattr(module, name, None)
+        if callable(method):
+            return method
+    return None
+
+
+def _children_first(module: nn.Module, seen: set[int] | None = None) -> Iterator[nn.Module]:
+    """Every submodule once, each after its children."""
+    seen = set() if seen is None else seen
+    for child in module.children():
+        if id(child) not in seen:
+            yield from _children_first(child, seen)
+    if id(module) not in seen:
+        seen.add(id(module))
+        yield module
 
 
 def clear_optimizers(trainer: Trainer) -> None:

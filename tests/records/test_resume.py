@@ -137,7 +137,7 @@ def test_loop_state_of_the_previous_version_still_loads():
     query, row, _ = loop.labeling.pending.query(loop.round)
     assert query.indices == [4, 7] and query.pseudo_labels.tolist() == [1, 0]
     assert row == completed_row({"round": 2})
-    assert set(loop.state_dict()) == {*old, "rescore"} and loop.state_dict()["strategy"] == {}
+    assert set(loop.state_dict()) == {*old, "rescore", "epoch_loss", "dirpath"} and loop.state_dict()["strategy"] == {}
 
 
 class SaveMidRound(L.Callback):
