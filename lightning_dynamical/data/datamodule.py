@@ -134,7 +134,8 @@ class ActiveLearningDataModule(LightningDataModule):
         num_workers: DataLoader worker processes.
         collate_fn: builds a batch from a list of samples in every loader (default: PyTorch's ``default_collate``),
             e.g. to pad text or normalise.
-        drop_last: drop the last incomplete training batch (the pool and evaluation loaders never drop samples).
+        drop_last: drop the last incomplete training batch, never the only one (a labeled set smaller than a batch
+            still trains); the pool and evaluation loaders never drop samples.
         seed: seeds the initial labeled set, the validation hold-out and the training shuffles.
         label_key: the target's key in dict batches.
         num_classes: the classes (or labels) a label may name (default: the data set's, else the model's width).
@@ -422,9 +423,10 @@ class ActiveLearningDataModule(LightningDataModule):
         dataset = self.labeled_dataset()
         seed = rng.derive(self.seed, len(self._labeled))
         # The loader's own generator seeds its workers, so iterating it never draws from the global RNG.
+        drop_last = self.drop_last and dataset_size(dataset) >= self.batch_size  # never the only batch
         return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochShuffle(cast(Sized, dataset), seed),
                           num_workers=self.num_workers, generator=torch.Generator().manual_seed(seed),
-                          collate_fn=self.collate_fn, drop_last=self.drop_last)
+                          collate_fn=self.collate_fn, drop_last=drop_last)
 
     def pool_dataloader(self) -> DataLoader:
         """The unlabeled pool (evaluation transform) in ascending index order, for scoring it outside the loop."""

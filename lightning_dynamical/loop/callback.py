@@ -138,6 +138,7 @@ class ActiveLearningLoop(Callback):
         self.loss = EpochLoss()
         self.epoch_loss: float | None = None  # the epoch's, taken at its last batch and used at its end
         self._reduce: Callable[[Tensor], Tensor] | None = None
+        self._resumed_dirpath: str | None = None  # the records folder of the checkpoint resumed from
         self._final_checkpoint: str | None = None
 
     @property
@@ -187,6 +188,7 @@ class ActiveLearningLoop(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.finished:  # fit again, or resumed from al_final.ckpt: nothing is left to train for
             trainer.should_stop = True
+            trainer.fit_loop.min_epochs = trainer.fit_loop.epoch_loop.min_steps = None  # Lightning trains up to them
             say(f"[active learning] this loop has finished ({len(self.history)} round(s) recorded, "
                 f"{self.datamodule.num_labeled} labeled samples): nothing to train. Test the final model with "
                 "trainer.test(ckpt_path=...) on al_final.ckpt; for more rounds, start a new ActiveLearningLoop with "
@@ -196,6 +198,9 @@ class ActiveLearningLoop(Callback):
         self.loss.reset()
         check_batches(dm)
         self.evaluator.check_model(pl_module, dm)
+        folder = self.records.continue_in(self._resumed_dirpath, trainer.ckpt_path, self.round, len(self.history))
+        if folder is not None:
+            say(f"[active learning] resuming the run whose records are in {folder}: its rounds continue there")
         self.records.start_weights(pl_module, trainer.ckpt_path, self.resume_from_state, self.round)
         self.rng.restore()
         self.records.cut_back(self.round)
@@ -215,7 +220,7 @@ class ActiveLearningLoop(Callback):
         accumulate = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
         self.loss.update(outputs, batch_size(batch_inputs(batch, self.datamodule.label_key)), accumulate)
         if batch_idx == trainer.num_training_batches - 1:  # before the epoch-end validation and its checkpoints
-            self.epoch_loss = self.loss.compute(self._reduce)
+            self.epoch_loss = self.loss.compute(self._reduce, pl_module.device)
 
     @override
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -227,10 +232,10 @@ class ActiveLearningLoop(Callback):
         if self.finished:
             return
         loss, self.epoch_loss = self.epoch_loss, None
-        if loss is None:
-            if math.isfinite(trainer.num_training_batches):  # its last batch did not run: max_steps, a timer, a stop
+        if loss is None:  # its last batch did not run: a loader without a length, a skipped rest, or the fit ends
+            if math.isfinite(trainer.num_training_batches) and _fit_ending(trainer):  # max_steps, a timer, a stop
                 return self.loss.reset()
-            loss = self.loss.compute(self._reduce)  # a loader without a length: its end is the epoch's end
+            loss = self.loss.compute(self._reduce, pl_module.device)
         sync_buffers(trainer, pl_module)
         dm, accuracy = self.datamodule, None
         if self.convergence.accuracy_threshold is not None:
@@ -370,8 +375,7 @@ class ActiveLearningLoop(Callback):
         self.rescore = bool(state_dict.get("rescore", False))
         loss = state_dict.get("epoch_loss")  # an epoch whose batches ran, saved before its end (at validation)
         self.epoch_loss = None if loss is None else float(loss)
-        if (folder := self.records.continue_in(state_dict.get("dirpath"))) is not None:
-            say(f"[active learning] resuming the run whose records are in {folder}: its rounds continue there")
+        self._resumed_dirpath = state_dict.get("dirpath")
         self.history = [dict(r) for r in state_dict["history"]]
         for key, part in self._parts().items():
             part.load_state_dict(state_dict.get(key))
@@ -389,6 +393,12 @@ def _warn_monitored_checkpoints(trainer: Trainer) -> None:
                            "trainer.test(ckpt_path=loop.final_checkpoint)")
 
 
+def _fit_ending(trainer: Trainer) -> bool:
+    """Whether the fit ends after this epoch: a stop was asked for (a timer, EarlyStopping) or ``max_steps`` is
+    reached."""
+    return trainer.should_stop or 0 <= trainer.max_steps <= trainer.global_step
+
+
 def _who_stopped(trainer: Trainer) -> str:
     """A name for what set ``trainer.should_stop`` (or ended the fit) other than the loop."""
     for callback in trainer.callbacks:  # type: ignore[attr-defined]
@@ -399,7 +409,7 @@ def _who_stopped(trainer: Trainer) -> str:
         if remaining is not None and remaining <= 0:
             return "Timer (max_time)"
     if fast := getattr(trainer, "fast_dev_run", False):
-        return f"Trainer(fast_dev_run={fast}) (a smoke test of the training step: no round ends)"
+        return f"Trainer(fast_dev_run={fast})"
     if trainer.max_epochs is not None and 0 <= trainer.max_epochs <= trainer.current_epoch:
         return f"Trainer(max_epochs={trainer.max_epochs})"
     if 0 <= trainer.max_steps <= trainer.global_step:

@@ -269,15 +269,18 @@ class EpochLoss:
         self.batches += 1
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
-            value = loss.detach().to(torch.float64) * (accumulate * samples)
+            wide = torch.float32 if loss.device.type == "mps" else torch.float64  # MPS has no float64
+            value = loss.detach().to(wide) * (accumulate * samples)
             self._total = value if self._total is None else self._total + value
             self._samples += samples
             self.losses += 1
 
-    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> float:
-        """The epoch's mean loss over every rank (``reduce`` sums a tensor over them; ``inf`` without any batch), and
-        start the next epoch. A :class:`ConfigError` when batches ran but none returned a loss."""
-        total = self._total if self._total is not None else torch.zeros((), dtype=torch.float64)
+    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None, device: torch.device | None = None) -> float:
+        """The epoch's mean loss over every rank (``reduce`` sums a tensor over them, on ``device`` where this rank
+        saw no loss; ``inf`` without any batch), and start the next epoch. A :class:`ConfigError` when batches ran
+        but none returned a loss."""
+        wide = torch.float32 if device is not None and device.type == "mps" else torch.float64
+        total = self._total if self._total is not None else torch.zeros((), dtype=wide, device=device)
         sums = torch.stack([total.reshape(()), *(total.new_tensor(float(n)).reshape(())
                                                  for n in (self._samples, self.losses, self.batches))])
         total_value, samples, losses, batches = (reduce(sums) if reduce is not None else sums).tolist()

@@ -14,6 +14,7 @@ from typing import Any
 from lightning.pytorch import LightningModule, Trainer
 
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule, LabelError
+from lightning_dynamical.errors import ConfigError
 from lightning_dynamical.records import files as records
 from lightning_dynamical.records import queries
 from lightning_dynamical.records.queries import Query
@@ -33,7 +34,7 @@ class RunRecords:
         self.weights: str | None = None
         self.weights_in_state: str | None = None
         self._writer = True
-        self._broadcast: Callable[[Any], Any] = lambda value: value
+        self._broadcast: Callable[[Any], Any] = _unchanged  # one process until setup (a function: spawn pickles it)
 
     @property
     def ready(self) -> bool:
@@ -47,14 +48,19 @@ class RunRecords:
         if self._writer:
             records.remove_stale_temps(self.dirpath)
 
-    def continue_in(self, dirpath: str | None) -> str | None:
+    def continue_in(self, dirpath: str | None, ckpt_path: str | PathLike[str] | None, round: int,
+                    rounds_recorded: int) -> str | None:
         """On resuming from a checkpoint without an explicit ``dirpath``: keep writing where the checkpoint's run wrote
-        (while its ``al_state.json`` is there) rather than in this trainer's new log folder, so that one folder holds
-        every round's records; returns the folder when it changed."""
-        if self.option is not None or not dirpath or dirpath == self.dirpath:
+        (``dirpath``, from its state) rather than in this trainer's new log folder, so that one folder holds every
+        round's records; returns the folder when it changed. Only when the checkpoint lies in that folder and the
+        folder's ``al_state.json`` is at the checkpoint's round with as many rounds recorded: a resume from an
+        earlier round (a branch) or from a copy of the folder writes a folder of its own, leaving that run's
+        records as they are."""
+        if self.option is not None or not dirpath or dirpath == self.dirpath or ckpt_path is None \
+                or not str(ckpt_path).startswith(dirpath.rstrip("/") + "/"):
             return None
-        if not self._broadcast(records.exists(records.join(dirpath, "al_state.json"))):  # rank 0's view, for all
-            return None
+        if not self._broadcast(_at_round(records.join(dirpath, "al_state.json"), round, rounds_recorded)):
+            return None  # rank 0's view, for all
         self.dirpath = dirpath
         if self._writer:
             records.remove_stale_temps(dirpath)
@@ -143,3 +149,16 @@ def load_split(dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
     except LabelError as err:
         raise LabelError(f"state file {path} does not fit this pool: {err}") from err
     return state
+
+
+def _at_round(state_path: str, round: int, rounds_recorded: int) -> bool:
+    """Whether the ``al_state.json`` at ``state_path`` exists and is at ``round`` with ``rounds_recorded`` rows."""
+    try:
+        state = records.read_state(state_path) if records.exists(state_path) else None
+    except ConfigError:  # not a state this version reads: not the run to continue
+        return False
+    return state is not None and int(state["round"]) == round and len(state.get("history", [])) == rounds_recorded
+
+
+def _unchanged(value: Any) -> Any:
+    return value

@@ -69,16 +69,21 @@ def _mismatch(current: dict[str, torch.Tensor], saved: dict[str, torch.Tensor] |
 
 
 def reinitialise(trainer: Trainer, pl_module: LightningModule, seed: int) -> None:
-    """Reset the trainable parameters under ``seed`` (the global RNG is left as it was) by their modules' own
-    ``reset_parameters`` (``_reset_parameters`` for ``nn.MultiheadAttention`` and ``nn.Transformer``), children
-    before parents as construction runs them, and clear the optimizers' state. Modules whose parameters are all
-    frozen (a pretrained backbone) keep them."""
-    with torch.random.fork_rng(devices=[]):
+    """Reset the model under ``seed`` (the global RNG is left as it was) by its modules' own ``reset_parameters``
+    (``_reset_parameters`` for ``nn.MultiheadAttention`` and ``nn.Transformer``), children before parents as
+    construction runs them, and clear the optimizers' state. Frozen parameters keep their values, and modules whose
+    parameters are all frozen (a pretrained backbone) their buffers too; modules without parameters (BatchNorm
+    without affine) reset their running statistics."""
+    frozen = [(p, p.detach().clone()) for p in pl_module.parameters() if not p.requires_grad]
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
         for module in _children_first(pl_module):
             reset = _reset_method(module)
-            if reset is not None and any(p.requires_grad for p in module.parameters()):
+            own = list(module.parameters())
+            if reset is not None and (not own or any(p.requires_grad for p in own)):
                 reset()
+        for p, value in frozen:  # a parent's reset (nn.Transformer's) reaches its frozen children's too
+            p.copy_(value)
     clear_optimizers(trainer)
 
 

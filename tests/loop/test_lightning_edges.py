@@ -42,10 +42,10 @@ def test_a_finished_loop_trains_nothing_again(tmp_path, caplog):
     loop, dm, model = _loop(tmp_path), toy_datamodule(batch_size=8), toy_classifier()
     fit_loop(model, dm, loop, tmp_path)
     assert loop.finished and dm.num_labeled == 20
-    for ckpt_path in (None, loop.final_checkpoint):
+    for ckpt_path, options in ((None, {}), (loop.final_checkpoint, {}), (None, {"min_epochs": 1})):
         epochs = _Epochs()
         with caplog.at_level("INFO", logger="lightning_dynamical"):
-            fit_loop(model, dm, loop, tmp_path, [epochs], ckpt_path=ckpt_path)
+            fit_loop(model, dm, loop, tmp_path, [epochs], ckpt_path=ckpt_path, **options)
         assert epochs.epochs == 0 and dm.num_labeled == 20 and len(loop.history) == 3
         assert "this loop has finished (3 round(s) recorded, 20 labeled samples): nothing to train" in caplog.text
 
@@ -88,6 +88,21 @@ class _SkipsOddBatches(Classifier):
 class _ReturnsNothing(Classifier):
     def training_step(self, batch, batch_idx):
         super().training_step(batch, batch_idx)
+
+
+class _SkipsTheRest(Classifier):
+    """Ends every epoch after its first batch, as Lightning allows (``on_train_batch_start`` returning -1)."""
+
+    def on_train_batch_start(self, batch, batch_idx):
+        return -1 if batch_idx >= 1 else None
+
+
+def test_an_epoch_whose_rest_is_skipped_still_counts(tmp_path):
+    L.seed_everything(0)
+    loop = _loop(tmp_path, max_epochs_per_round=2)
+    fit_loop(_SkipsTheRest(nn.Linear(4, 2), num_classes=2), toy_datamodule(batch_size=4), loop, tmp_path,
+             max_epochs=20)
+    assert loop.finished and [r["epochs"] for r in loop.history] == [2, 2, 2]
 
 
 def test_steps_returning_no_loss(tmp_path):
@@ -133,6 +148,19 @@ def test_reset_init_resets_attention_and_refuses_parameters_it_cannot_reset(tmp_
     assert "net.token" not in changed
 
 
+def test_reset_init_resets_running_statistics_and_keeps_frozen_parameters_a_parent_would_reset():
+    norm = nn.BatchNorm1d(4, affine=False)
+    transformer = nn.Transformer(8, 2, 1, 1, 16, dropout=0.0)
+    transformer.encoder.requires_grad_(False)
+    model = Classifier(nn.Sequential(nn.Linear(4, 4), norm, nn.Linear(4, 2)), num_classes=2)
+    model.extra = transformer
+    norm(torch.randn(16, 4) + 3)
+    frozen = {n: p.detach().clone() for n, p in transformer.encoder.named_parameters()}
+    reinitialise(quiet_trainer(None), model, seed=1)
+    assert torch.equal(norm.running_mean, torch.zeros(4)) and int(norm.num_batches_tracked) == 0
+    assert all(torch.equal(p, frozen[n]) for n, p in transformer.encoder.named_parameters())
+
+
 class _UserData(L.LightningDataModule):
     def train_dataloader(self):
         x = torch.arange(40.0).reshape(20, 2)
@@ -147,29 +175,48 @@ def test_from_datamodule_keeps_the_loaders_collate_fn_and_drop_last():
     batches = list(dm.train_dataloader())
     assert len(batches) == 1 and batches[0][0].max() < 1  # 8 labeled: one full batch of 6, scaled by the collate
     assert next(iter(dm.pool_dataloader()))[0].max() < 1 and sum(len(b[1]) for b in dm.pool_dataloader()) == 12
+    small = ActiveLearningDataModule.from_datamodule(_UserData(), initial_size=4)
+    assert [len(b[1]) for b in small.train_dataloader()] == [4]  # never the only batch
 
 
-def test_a_resumed_run_keeps_its_records_in_the_checkpoints_folder(tmp_path):
-    """Python API, default ``dirpath`` with a logger: the resumed trainer logs to ``version_1``, the rounds' records go
-    on in ``version_0`` beside the first rounds'."""
+class _CrashIn(L.Callback):
+    def __init__(self, loop: ActiveLearningLoop, round: int) -> None:
+        self.loop, self.round = loop, round
 
-    def run(ckpt_path=None):
+    def on_train_epoch_start(self, trainer, pl_module):
+        if self.loop.round == self.round:
+            raise RuntimeError("simulated crash")
+
+
+def test_a_resumed_run_keeps_its_records_in_the_checkpoints_folder_and_a_branch_gets_its_own(tmp_path):
+    """Python API, default ``dirpath`` with a logger: resuming the crashed run's latest checkpoint logs to
+    ``version_1`` while the rounds' records go on in ``version_0``; resuming an earlier round of it (a branch) writes
+    a folder of its own and leaves ``version_0`` as it is."""
+
+    def run(ckpt_path=None, crash=None):
         L.seed_everything(0)
         loop = _loop(None, rounds=3)
-        trainer = quiet_trainer(tmp_path, [loop], logger=CSVLogger(tmp_path))
-        trainer.fit(toy_classifier(), datamodule=toy_datamodule(batch_size=8), ckpt_path=ckpt_path)
+        callbacks = [loop] + ([_CrashIn(loop, crash)] if crash is not None else [])
+        trainer = quiet_trainer(tmp_path, callbacks, logger=CSVLogger(tmp_path))
+        try:
+            trainer.fit(toy_classifier(), datamodule=toy_datamodule(batch_size=8), ckpt_path=ckpt_path)
+        except RuntimeError:
+            pass
         return loop
 
     first = tmp_path / "lightning_logs" / "version_0"
-    run()
-    (first / "al_final.ckpt").unlink()
+    run(crash=2)
     loop = run(ckpt_path=str(first / "al_round_1.ckpt"))
-    assert loop.records.dirpath == str(first)
+    assert loop.records.dirpath == str(first) and loop.finished
     assert {r["round"] for r in read_csv(first / "al_queries.csv")} == {"0", "1", "2"}
     assert [r["round"] for r in read_csv(first / "al_rounds.csv")] == ["0", "1", "2", "3"]
+    before = (first / "al_rounds.csv").read_text()
+    branch = run(ckpt_path=str(first / "al_round_0.ckpt"))
+    assert branch.records.dirpath == str(tmp_path / "lightning_logs" / "version_2")
+    assert (first / "al_rounds.csv").read_text() == before
 
 
 def test_fast_dev_run_is_named(tmp_path, caplog):
     with caplog.at_level("INFO", logger="lightning_dynamical"):
         fit_loop(toy_classifier(), toy_datamodule(), _loop(tmp_path), tmp_path, fast_dev_run=True)
-    assert "Trainer(fast_dev_run=True) (a smoke test of the training step: no round ends)" in caplog.text
+    assert "Trainer(fast_dev_run=True) ended the fit" in caplog.text
