@@ -114,13 +114,15 @@ def last_linear_name(model: nn.Module) -> str:
     return names[-1]
 
 
-def select_parameters(model: nn.Module, params: ParamSpec = None) -> dict[str, nn.Parameter]:
-    """The named trainable parameters that form theta (shared parameters appear once)."""
+def select_parameters(model: nn.Module, params: ParamSpec = None, head: str | None = None) -> dict[str, nn.Parameter]:
+    """The named trainable parameters that form theta (shared parameters appear once); ``"last_layer"`` takes the
+    module named ``head`` (found by :func:`~lightning_dynamical.scoring.features.head_call`), else the last
+    registered ``nn.Linear``."""
     named = dict(model.named_parameters())
     if params is None:
         chosen = [n for n, p in named.items() if p.requires_grad]
     elif params == "last_layer":
-        prefix = last_linear_name(model) + "."
+        prefix = (head or last_linear_name(model)) + "."
         chosen = [n for n in named if n.startswith(prefix) and named[n].requires_grad]
     else:
         if isinstance(params, str):

@@ -1,32 +1,77 @@
-"""Penultimate features and logits in one forward: the inputs of the last ``nn.Linear`` head."""
+"""The classifier head, found by what it computes: the ``nn.Linear`` whose output is the model's logits; and the
+penultimate features (its input) with the logits in one forward."""
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
+import torch
 from torch import Tensor, nn
 
-from lightning_dynamical.scoring.common import last_linear_name
-from lightning_dynamical.tasks.batches import Inputs, forward_logits
+from lightning_dynamical.scoring.common import ParamSpec, last_linear_name, select_parameters
+from lightning_dynamical.tasks.base import Task
+from lightning_dynamical.tasks.batches import Inputs, batch_inputs, forward_logits, to_model
+from lightning_dynamical.tasks.classification import CLASSIFICATION
+from lightning_dynamical.tasks.segmentation import Segmentation
 
 
 def head_of(model: nn.Module) -> nn.Linear:
-    """The model's last registered ``nn.Linear`` (its classifier head)."""
+    """The model's last registered ``nn.Linear`` (a guess at its head, checked by the callers against the logits)."""
     return cast(nn.Linear, model.get_submodule(last_linear_name(model)))
 
 
-def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tensor]:
-    """``(h, logits)`` where ``h`` is the (flattened) input of the head and ``logits`` the model's.
+def head_call(model: nn.Module, inputs: Inputs, task: Task = CLASSIFICATION) -> tuple[str, nn.Linear, Tensor, Tensor]:
+    """``(name, head, its input, logits)`` of one forward, where the head is the ``nn.Linear`` whose output is the
+    logits (not the last one registered: a head defined before the body, or a layer after the head, would make that
+    another layer). A ``ValueError`` when no ``nn.Linear`` called once computes the logits (a cosine classifier, a
+    scaled head): the head's gradient and input are then not what last-layer methods and penultimate features
+    assume."""
+    calls: list[tuple[str, nn.Linear, Tensor, Tensor]] = []
+    handles = [m.register_forward_hook(lambda mod, args, out, name=name: calls.append((name, mod, args[0], out)))
+               for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    try:
+        logits = forward_logits(model, inputs, task)
+    finally:
+        for handle in handles:
+            handle.remove()
+    heads = [c for c in calls if c[3] is logits or (c[3].shape == logits.shape and torch.equal(c[3], logits))]
+    if len(heads) != 1 or sum(c[1] is heads[0][1] for c in calls) != 1:
+        why = ("no nn.Linear's output is them" if not heads
+               else f"the head {heads[0][0]!r} runs {sum(c[1] is heads[0][1] for c in calls)} times per forward"
+               if len(heads) == 1 else f"{len(heads)} nn.Linear outputs equal them")
+        raise ValueError(f"The logits {tuple(logits.shape)} must be the output of one nn.Linear head, run once per "
+                         f"forward with nothing after it (last-layer gradients and features assume it); {why}")
+    name, head, h, _ = heads[0]
+    return name, head, h, logits
+
+
+def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tensor, nn.Linear]:
+    """``(h, logits, head)`` where ``h`` is the input of the head (:func:`head_call`) and ``logits`` the model's.
 
     The caller chooses grad mode and model mode. The head must be applied to ``(batch, features)``.
     """
-    head = head_of(model)
-    seen: list[Tensor] = []
-    handle = head.register_forward_hook(lambda _m, args, _out: seen.append(args[0]))
-    try:
-        logits = forward_logits(model, inputs)
-    finally:
-        handle.remove()
-    if len(seen) != 1 or seen[-1].ndim != 2:
-        raise ValueError("The classifier head must be called once per forward on (batch, features) inputs")
-    return seen[-1], logits
+    _, head, h, logits = head_call(model, inputs)
+    if h.ndim != 2:
+        raise ValueError(f"The classifier head must be applied to (batch, features) inputs; its input has shape "
+                         f"{tuple(h.shape)}")
+    return h, logits, head
+
+
+def parameters_on(model: nn.Module, params: ParamSpec, inputs: Inputs | None,
+                  task: Task = CLASSIFICATION) -> dict[str, nn.Parameter]:
+    """:func:`~lightning_dynamical.scoring.common.select_parameters`, ``"last_layer"`` being the head
+    :func:`head_call` finds on ``inputs`` where there are inputs and the task's head is an ``nn.Linear``."""
+    head = None
+    if params == "last_layer" and inputs is not None and not isinstance(task, Segmentation):
+        with torch.no_grad():
+            head = head_call(model, inputs, task)[0]
+    return select_parameters(model, params, head)
+
+
+def first_inputs(loader: Any, label_key: str, model: nn.Module) -> Inputs | None:
+    """The first batch's inputs on the model's device, where reading it leaves the loader whole (not a one-shot
+    iterator) and it has one."""
+    if iter(loader) is loader:
+        return None
+    batch = next(iter(loader), None)
+    return None if batch is None else to_model(batch_inputs(batch, label_key), model)

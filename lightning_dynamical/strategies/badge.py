@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_dynamical.scoring.common import scoring_model
-from lightning_dynamical.scoring.features import features_and_logits, head_of
+from lightning_dynamical.scoring.features import features_and_logits
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity
 from lightning_dynamical.strategies.inference import collect, position_features_and_logits, position_head_of
 from lightning_dynamical.tasks.base import Task
@@ -36,10 +36,12 @@ def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress
     """
     dense = isinstance(task, PerPosition)
     with scoring_model(model) as model, evaluation(model):
-        bias = (position_head_of(model, task) if dense else head_of(model)).bias is not None
-
         def fn(x: Inputs) -> tuple[Tensor, Tensor]:
-            h, logits = position_features_and_logits(model, x, task) if dense else features_and_logits(model, x)
+            if dense:
+                (h, logits), head = position_features_and_logits(model, x, task), position_head_of(model, task)
+            else:
+                h, logits, head = features_and_logits(model, x)
+            bias = head.bias is not None
             z, h = logits.double(), h.double()
             a = task.output_gradient(z, task.batch_pseudo_targets(z, x))
             if dense:  # classes and features on dim 1: (N, C, *positions), (N, D, *positions)

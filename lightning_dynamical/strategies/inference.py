@@ -70,7 +70,7 @@ def features_and_probabilities(model: nn.Module, loader: Iterable[Any], progress
     """``(h (N, D), p (N, C))``: inputs of the classifier head and softmax outputs, in eval mode."""
 
     def fn(x: Inputs) -> tuple[Tensor, Tensor]:
-        h, logits = features_and_logits(model, x)
+        h, logits, _ = features_and_logits(model, x)
         return h, softmax(logits)
 
     with scoring_model(model) as model, evaluation(model):

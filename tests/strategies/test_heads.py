@@ -1,0 +1,76 @@
+"""The classifier head is the ``nn.Linear`` whose output is the logits, wherever it is registered: BADGE, Coreset and
+``DynamicAL(params="last_layer")`` on a model that defines its head before its body select what they select on the
+same weights registered head-last (they took the body's first layer before); a head whose output is not the logits
+is refused. Random draws anew every round under ``pool_subset`` (its pools all have one size)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from lightning_dynamical.strategies.badge import BADGE
+from lightning_dynamical.strategies.coreset import Coreset
+from lightning_dynamical.strategies.dynamical import DynamicAL
+from lightning_dynamical.strategies.random import Random
+from tests.helpers.brute_force import dynamical_scores
+
+
+class HeadFirst(nn.Module):
+    def __init__(self, scale: float | None = None) -> None:
+        super().__init__()
+        self.head = nn.Linear(8, 3)
+        self.body = nn.Sequential(nn.Linear(5, 8), nn.Tanh())
+        self.scale = scale
+
+    def forward(self, x):
+        logits = self.head(self.body(x))
+        return logits if self.scale is None else logits * self.scale
+
+
+class HeadLast(nn.Module):
+    def __init__(self, twin: HeadFirst) -> None:
+        super().__init__()
+        self.body = twin.body
+        self.head = twin.head
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _data():
+    gen = torch.Generator().manual_seed(0)
+    pool = TensorDataset(torch.randn(30, 5, generator=gen))
+    labeled = TensorDataset(torch.randn(6, 5, generator=gen), torch.randint(0, 3, (6,), generator=gen))
+    return DataLoader(pool, batch_size=7), DataLoader(labeled, batch_size=4)
+
+
+def test_strategies_find_the_head_by_its_output():
+    torch.manual_seed(0)
+    first = HeadFirst()
+    last = HeadLast(first)
+    pool, labeled = _data()
+    for strategy in (BADGE(seed=1), Coreset(seed=1)):
+        assert strategy.select(first, pool, labeled, 5).positions.tolist() == \
+            strategy.select(last, pool, labeled, 5).positions.tolist()
+    dynamical = DynamicAL(params="last_layer")
+    scores = dynamical.score(first, pool, labeled)
+    assert [p.name for p in dynamical.explain(first, next(iter(pool)))] == ["head.weight", "head.bias"]
+    x, (lab_x, lab_y) = pool.dataset.tensors[0], labeled.dataset.tensors
+    ref = dynamical_scores(last.double(), x.double(), lab_x.double(), lab_y, 2.0, ["head.weight", "head.bias"])
+    torch.testing.assert_close(scores.double(), ref, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("strategy", [BADGE(), Coreset()])
+def test_a_head_whose_output_is_not_the_logits_is_refused(strategy):
+    pool, labeled = _data()
+    with pytest.raises(ValueError, match=r"must be the output of one nn.Linear head.*no nn.Linear's output is them"):
+        strategy.select(HeadFirst(scale=2.0), pool, labeled, 5)
+
+
+def test_random_draws_anew_every_round_under_pool_subset():
+    pool = DataLoader(TensorDataset(torch.zeros(50, 1)))  # pool_subset: one size every round
+    draws = [Random(seed=0).score(None, pool, DataLoader(TensorDataset(torch.zeros(n, 1)))) for n in (10, 20, 30)]
+    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
+    assert torch.equal(draws[0], Random(seed=0).score(None, pool, DataLoader(TensorDataset(torch.zeros(10, 1)))))
