@@ -414,9 +414,10 @@ class ActiveLearningDataModule(LightningDataModule):
         return unlabeled if positions is None else [unlabeled[int(p)] for p in positions]
 
     def eval_loader(self, dataset: Dataset) -> DataLoader:
-        """A non-shuffled loader with the evaluation batch size."""
+        """A non-shuffled loader with the evaluation batch size. Its own generator seeds its workers, so iterating it
+        (scoring, evaluation, the charts a logger gets) never draws from the global RNG that training uses."""
         return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers,
-                          collate_fn=self.collate_fn)
+                          collate_fn=self.collate_fn, generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         """Labeled samples (training transform), shuffled by :class:`EpochShuffle`."""

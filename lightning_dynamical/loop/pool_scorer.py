@@ -142,11 +142,13 @@ class PoolScorer:
         return Selection.top(gather_shards(trainer, local.double(), len(positions)), b)
 
     def _positions(self, pool_size: int, round: int) -> list[int]:
-        """Positions of the unlabeled samples scored in ``round``: all, or a seeded subset."""
+        """Positions of the unlabeled samples scored in ``round``: all, or a seeded subset in its drawn order (sorted,
+        a strategy whose draw depends only on the pool's size, as ``Random``'s does, would pick the same ranks of
+        every round's subset: the low and high ends of the pool)."""
         if self.pool_subset is None or self.pool_subset >= pool_size:
             return list(range(pool_size))
         gen = rng.generator(self.seed, round)
-        return sorted(torch.randperm(pool_size, generator=gen)[: self.pool_subset].tolist())
+        return torch.randperm(pool_size, generator=gen)[: self.pool_subset].tolist()
 
 
 def predictions(model: nn.Module, loader: DataLoader, task: Task, label_key: str) -> Tensor:

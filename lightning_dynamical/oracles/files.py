@@ -54,13 +54,22 @@ def read_rows(path: str) -> list[dict[str, str]]:
     if not fs.exists(fs_path):
         raise FileNotFoundError(f"{path} does not exist")
     with fs.open(fs_path, "rb") as f:
-        text = f.read().decode("utf-8-sig")
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in ("index", "label") if c not in (reader.fieldnames or [])]
-    if missing:
-        raise LabelFileError(f"{path} refused, nothing was changed: no {' or '.join(missing)} column "
-                             f"(columns: {reader.fieldnames})")
-    return list(reader)
+        try:
+            text = f.read().decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise LabelFileError(f"{path} refused, nothing was changed: not UTF-8 text ({err}); save it as UTF-8 "
+                                 "CSV") from err
+    reader = csv.DictReader(io.StringIO(text, newline=""))  # CR-only, CRLF and quoted line breaks alike
+    try:
+        fields = reader.fieldnames or []
+        missing = [c for c in ("index", "label") if c not in fields]
+        repeated = sorted({c for c in fields if fields.count(c) > 1})
+        if missing or repeated:
+            what = f"no {' or '.join(missing)} column" if missing else f"repeated columns {repeated}"
+            raise LabelFileError(f"{path} refused, nothing was changed: {what} (columns: {fields})")
+        return list(reader)
+    except csv.Error as err:
+        raise LabelFileError(f"{path} refused, nothing was changed: not a readable CSV ({err})") from err
 
 
 def read_labels(path: str, indices: Sequence[int], num_classes: int, masks: int | None = None,

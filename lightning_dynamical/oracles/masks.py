@@ -31,8 +31,13 @@ def read_mask(path: str, ignore_index: int, num_classes: int) -> Tensor | str:
         return "no such file"
     try:
         with fs.open(fs_path, "rb") as f, Image.open(f) as picture:
+            if picture.format != "PNG":
+                return f"a {picture.format} image; a mask is a PNG (lossless: a lossy format changes classes)"
             if picture.mode not in ("L", "P", "1", "I", "I;16"):
                 return f"a {picture.mode} image; a mask is single-channel (class index per pixel)"
+            if picture.mode == "P" and not _grey_identity(picture):
+                return ("a palette image whose colours are not its indices; save it as greyscale (mode L), a class "
+                        "index per pixel")
             values = torch.from_numpy(np.array(picture, dtype=np.int64))
     except OSError as err:
         return f"not a readable image ({err})"
@@ -41,3 +46,10 @@ def read_mask(path: str, ignore_index: int, num_classes: int) -> Tensor | str:
         bad = sorted(set(values[labeled & ((values < 0) | (values >= num_classes))].unique().tolist()))[:5]
         return f"pixel values {bad} are not classes 0..{num_classes - 1} (or {UNLABELED} for unlabeled)"
     return values.where(labeled, ignore_index)
+
+
+def _grey_identity(picture: Image.Image) -> bool:
+    """Whether every palette index a pixel uses shows the grey of that index (what a viewer sees is what is read)."""
+    palette = picture.getpalette() or []
+    used = np.unique(np.array(picture))
+    return all(palette[3 * i: 3 * i + 3] == [i, i, i] for i in used.tolist())

@@ -14,10 +14,10 @@ from lightning_dynamical.tasks.base import Task
 
 
 class Random(Strategy):
-    """I.i.d. uniform scores from a generator seeded by ``seed``, the labeled set's size and the pool's.
+    """I.i.d. uniform scores from a generator seeded by ``seed`` and the pool size.
 
-    Stateless (the labeled set grows every round, so each round draws anew, with ``pool_subset``'s pools of one
-    size too), hence identical after a resume and on every rank. Applies to every task (it reads no output).
+    Stateless (the pool shrinks every round, so each round draws anew), hence identical after a resume
+    and on every rank. Applies to every task (it reads no output).
     """
 
     joint = True
@@ -29,6 +29,5 @@ class Random(Strategy):
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
-        labeled = len(getattr(labeled_loader, "dataset", ()))
-        gen = rng.generator(rng.derive(self.seed, labeled), len(pool_loader.dataset))
+        gen = rng.generator(self.seed, len(pool_loader.dataset))
         return torch.rand(len(pool_loader.dataset), generator=gen, dtype=torch.float64)

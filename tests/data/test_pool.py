@@ -8,6 +8,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_dynamical import ActiveLearningDataModule, LabelError
+from tests.helpers.tiny import toy_datamodule
 
 
 def _dm(n: int = 100, **kw) -> ActiveLearningDataModule:
@@ -126,3 +127,13 @@ def test_from_datamodule_wraps_train_and_keeps_test():
     assert dm.num_labeled == 5 and dm.num_unlabeled == 45
     assert dm.batch_size == 7
     assert len(dm.splits.test) == 10 and dm.splits.val is None
+
+
+def test_iterating_evaluation_loaders_leaves_the_global_rng_alone():
+    """Scoring, evaluation and a logger's charts iterate them: drawing from the global RNG there made a run with a
+    W&B logger train differently (its dropout) from the same run without."""
+    dm = toy_datamodule()
+    before = torch.get_rng_state()
+    for _ in range(3):
+        list(dm.eval_loader(dm.pool_dataset()))
+    assert torch.equal(before, torch.get_rng_state())

@@ -137,3 +137,36 @@ def test_masks_of_another_size_are_refused_in_process_and_by_label_import(tmp_pa
     _paint(tmp_path / "labels" / "transposed.png", np.full((6, 8), 1))  # fixed: now it imports
     import_labels(str(csv_path), str(state_path))
     assert query.indices[0] in json.loads(state_path.read_text())["labeled"]
+
+
+def test_masks_that_would_read_as_other_classes_are_refused(tmp_path):
+    """A palette whose colours are not its indices (an editor's indexed colour: classes 0 and 2 read swapped) and a
+    lossy JPEG are refused; an identity palette reads as it shows."""
+    from lightning_dynamical.oracles.masks import read_mask
+
+    grey = np.array([[0, 1], [2, 1]], dtype=np.uint8)
+    swapped = Image.fromarray(2 - grey, mode="L").convert("P")
+    swapped.putpalette([2, 2, 2, 1, 1, 1, 0, 0, 0] + [0] * 759)  # shows 2 - index: grey as drawn, indices swapped
+    swapped.save(tmp_path / "palette.png")
+    identity = Image.fromarray(grey, mode="L").convert("P")
+    identity.putpalette([v for i in range(256) for v in (i, i, i)])
+    identity.save(tmp_path / "identity.png")
+    Image.fromarray(grey, mode="L").save(tmp_path / "mask.jpg", quality=95)
+    assert "palette image whose colours are not its indices" in read_mask(str(tmp_path / "palette.png"), -100, 3)
+    assert torch.equal(read_mask(str(tmp_path / "identity.png"), -100, 3), torch.from_numpy(grey).long())
+    assert "a JPEG image; a mask is a PNG" in read_mask(str(tmp_path / "mask.jpg"), -100, 3)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    (b"index,label,label\r\n1,2,0\r\n", r"repeated columns \['label'\]"),
+    (b"index,label\r1,2\r3,0\r", None),  # CR-only line ends (Excel for Mac): read
+    ("index,label\n1,\u00e9\n".encode("latin-1"), "not UTF-8 text"),
+])
+def test_label_csvs_with_repeated_columns_or_odd_encodings(tmp_path, text, match):
+    path = tmp_path / "answers.csv"
+    path.write_bytes(text)
+    if match is None:
+        assert [(r["index"], r["label"]) for r in read_rows(str(path))] == [("1", "2"), ("3", "0")]
+    else:
+        with pytest.raises(LabelFileError, match=match):
+            read_rows(str(path))

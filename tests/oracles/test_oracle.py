@@ -11,7 +11,7 @@ import pytest
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 
-from lightning_dynamical import ActiveLearningLoop, Classifier
+from lightning_dynamical import ActiveLearningLoop, Classifier, ConfigError
 from lightning_dynamical.cli.app import main as cli_main
 from lightning_dynamical.data import DigitsDataModule
 from lightning_dynamical.data.datamodule import ActiveLearningDataModule
@@ -227,3 +227,14 @@ def test_non_image_data_get_no_files(tmp_path: Path) -> None:
                                                                                       ("3", "", "", "")]
     assert json.loads((tmp_path / "queries_round_0.json").read_text())["num_classes"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["queries_round_0.csv", "queries_round_0.json"]
+
+
+def test_resume_from_a_state_with_labels_pending_is_refused(paused: Path, tmp_path: Path) -> None:
+    """Without ``label import`` first, resuming would train the paused round again and drop its row."""
+    work = copy_of(paused, tmp_path)
+    state_path = work / "run" / "al_state.json"
+    before = digest(state_path)
+    trainer, _, model, dm = make_run(work, resume_from_state=str(state_path))
+    with pytest.raises(ConfigError, match=r"has labels pending for round 0: import them first"):
+        trainer.fit(model, datamodule=dm)
+    assert digest(state_path) == before

@@ -1,7 +1,7 @@
 """The classifier head is the ``nn.Linear`` whose output is the logits, wherever it is registered: BADGE, Coreset and
 ``DynamicAL(params="last_layer")`` on a model that defines its head before its body select what they select on the
 same weights registered head-last (they took the body's first layer before); a head whose output is not the logits
-is refused. Random draws anew every round under ``pool_subset`` (its pools all have one size)."""
+is refused. Random picks over the whole pool under ``pool_subset`` (its subsets all have one size)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from lightning_dynamical.loop.pool_scorer import PoolScorer
 from lightning_dynamical.strategies.badge import BADGE
 from lightning_dynamical.strategies.coreset import Coreset
 from lightning_dynamical.strategies.dynamical import DynamicAL
@@ -69,8 +70,16 @@ def test_a_head_whose_output_is_not_the_logits_is_refused(strategy):
         strategy.select(HeadFirst(scale=2.0), pool, labeled, 5)
 
 
-def test_random_draws_anew_every_round_under_pool_subset():
-    pool = DataLoader(TensorDataset(torch.zeros(50, 1)))  # pool_subset: one size every round
-    draws = [Random(seed=0).score(None, pool, DataLoader(TensorDataset(torch.zeros(n, 1)))) for n in (10, 20, 30)]
-    assert not torch.equal(draws[0], draws[1]) and not torch.equal(draws[1], draws[2])
-    assert torch.equal(draws[0], Random(seed=0).score(None, pool, DataLoader(TensorDataset(torch.zeros(10, 1)))))
+def test_random_under_pool_subset_picks_over_the_whole_pool():
+    """Thirty rounds of Random on a seeded subset of 200 out of 2000: every decile of the pool gets picks (with sorted
+    subsets, the same ranks of every round's subset fell in a few deciles: none in 800-1400)."""
+    scorer = PoolScorer(Random(seed=0), pool_subset=200, seed=0, query_size=10)
+    unlabeled, picked = list(range(2000)), []
+    for round in range(30):
+        positions = scorer._positions(len(unlabeled), round)
+        scores = Random(seed=0).score(None, DataLoader(TensorDataset(torch.zeros(len(positions), 1))), [])
+        chosen = [unlabeled[positions[p]] for p in torch.sort(scores, descending=True, stable=True).indices[:10]]
+        picked += chosen
+        unlabeled = [i for i in unlabeled if i not in set(chosen)]
+    per_decile = torch.histc(torch.tensor(picked, dtype=torch.float), bins=10, min=0, max=2000)
+    assert per_decile.min() >= 10  # 30 expected per decile
