@@ -56,7 +56,8 @@ def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: 
     samples vanish.
     """
     with scoring_model(model) as model, evaluation(model):
-        theta = parameters_on(model, params, first_inputs(query_loader, label_key, model), task)
+        inputs = first_inputs(query_loader, label_key, model) if params == "last_layer" else None
+        theta = parameters_on(model, params, inputs, task)
         g_s = summed_gradient(model, labeled_loader, theta, label_key=label_key, task=task)
         g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True, label_key=label_key, task=task)
         stats = make_engine("auto").pool_statistics(model, query_loader, theta, [g_s], label_key=label_key,

@@ -174,7 +174,8 @@ class DynamicAL(Strategy):
 
     def _score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], reduce: Reducer,
                progress: bool) -> tuple[Tensor, dict[str, nn.Parameter]]:
-        params = self._parameters(model, first_inputs(pool_loader, self.label_key, model))
+        inputs = first_inputs(pool_loader, self.label_key, model) if self.params == "last_layer" else None
+        params = self._parameters(model, inputs)
         directions = []
         if self.gamma != 0:
             g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key, task=self.task)
