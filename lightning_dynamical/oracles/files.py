@@ -63,7 +63,7 @@ def read_rows(path: str) -> list[dict[str, str]]:
     try:
         fields = reader.fieldnames or []
         missing = [c for c in ("index", "label") if c not in fields]
-        repeated = sorted({c for c in fields if fields.count(c) > 1})
+        repeated = sorted({c for c in ("index", "label") if fields.count(c) > 1})  # the columns read
         if missing or repeated:
             what = f"no {' or '.join(missing)} column" if missing else f"repeated columns {repeated}"
             raise LabelFileError(f"{path} refused, nothing was changed: {what} (columns: {fields})")

@@ -7,6 +7,7 @@ by every rank (``trainer.save_checkpoint`` is collective).
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from os import PathLike
 from typing import Any
@@ -57,7 +58,7 @@ class RunRecords:
         earlier round (a branch) or from a copy of the folder writes a folder of its own, leaving that run's
         records as they are."""
         if self.option is not None or not dirpath or dirpath == self.dirpath or ckpt_path is None \
-                or not str(ckpt_path).startswith(dirpath.rstrip("/") + "/"):
+                or not _inside(str(ckpt_path), dirpath):
             return None
         if not self._broadcast(_at_round(records.join(dirpath, "al_state.json"), round, rounds_recorded)):
             return None  # rank 0's view, for all
@@ -168,3 +169,10 @@ def _at_round(state_path: str, round: int, rounds_recorded: int) -> bool:
 
 def _unchanged(value: Any) -> Any:
     return value
+
+
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies in ``folder`` (local paths compared resolved: relative, ``./`` and symlinks alike)."""
+    if "://" not in path and "://" not in folder:
+        path, folder = os.path.realpath(path), os.path.realpath(folder)
+    return path.startswith(folder.rstrip("/") + "/")

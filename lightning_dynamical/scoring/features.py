@@ -60,11 +60,16 @@ def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tenso
 def parameters_on(model: nn.Module, params: ParamSpec, inputs: Inputs | None,
                   task: Task = CLASSIFICATION) -> dict[str, nn.Parameter]:
     """:func:`~lightning_dynamical.scoring.common.select_parameters`, ``"last_layer"`` being the head
-    :func:`head_call` finds on ``inputs`` where there are inputs and the task's head is an ``nn.Linear``."""
+    :func:`head_call` finds on ``inputs`` where there are inputs and the task's head is an ``nn.Linear``, else (logits
+    not one ``nn.Linear``'s output: a temperature, GPT-2's last-token pick) the last registered ``nn.Linear``: the
+    gradients of whichever parameters are chosen are exact."""
     head = None
     if params == "last_layer" and inputs is not None and not isinstance(task, Segmentation):
         with torch.no_grad():
-            head = head_call(model, inputs, task)[0]
+            try:
+                head = head_call(model, inputs, task)[0]
+            except ValueError:
+                head = None
     return select_parameters(model, params, head)
 
 

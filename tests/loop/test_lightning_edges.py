@@ -220,3 +220,13 @@ def test_fast_dev_run_is_named(tmp_path, caplog):
     with caplog.at_level("INFO", logger="lightning_dynamical"):
         fit_loop(toy_classifier(), toy_datamodule(), _loop(tmp_path), tmp_path, fast_dev_run=True)
     assert "Trainer(fast_dev_run=True) ended the fit" in caplog.text
+
+
+def test_a_checkpoint_in_the_records_folder_is_recognised_however_its_path_is_written(tmp_path, monkeypatch):
+    from lightning_dynamical.records.run import _inside
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "a").mkdir(parents=True)
+    for path in ("runs/a/al_round_1.ckpt", "./runs/a/al_round_1.ckpt", str(tmp_path / "runs/a/al_round_1.ckpt")):
+        assert _inside(path, "runs/a") and _inside(path, str(tmp_path / "runs" / "a"))
+    assert not _inside("runs/ab/al_round_1.ckpt", "runs/a")

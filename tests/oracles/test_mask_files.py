@@ -160,6 +160,7 @@ def test_masks_that_would_read_as_other_classes_are_refused(tmp_path):
 @pytest.mark.parametrize(("text", "match"), [
     (b"index,label,label\r\n1,2,0\r\n", r"repeated columns \['label'\]"),
     (b"index,label\r1,2\r3,0\r", None),  # CR-only line ends (Excel for Mac): read
+    (b"index,label,,,note,note\n1,2,,,a,b\n3,0,,,,\n", None),  # a spreadsheet's empty and repeated extra columns
     ("index,label\n1,\u00e9\n".encode("latin-1"), "not UTF-8 text"),
 ])
 def test_label_csvs_with_repeated_columns_or_odd_encodings(tmp_path, text, match):

@@ -63,6 +63,19 @@ def test_strategies_find_the_head_by_its_output():
     torch.testing.assert_close(scores.double(), ref, rtol=1e-5, atol=1e-7)
 
 
+def test_last_layer_params_of_a_head_whose_output_is_not_the_logits_are_the_last_linears():
+    """A temperature after the head (or GPT-2's last-token pick): params='last_layer' takes the last registered
+    nn.Linear, as before, and scores its parameters exactly."""
+    torch.manual_seed(0)
+    model = HeadFirst(scale=0.5)
+    pool, labeled = _data()
+    scores = DynamicAL(params="last_layer").score(model, pool, labeled)
+    x, (lab_x, lab_y) = pool.dataset.tensors[0], labeled.dataset.tensors
+    names = ["body.0.weight", "body.0.bias"]  # HeadFirst registers the head first: the last nn.Linear is body.0
+    ref = dynamical_scores(model.double(), x.double(), lab_x.double(), lab_y, 2.0, names)
+    torch.testing.assert_close(scores.double(), ref, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("strategy", [BADGE(), Coreset()])
 def test_a_head_whose_output_is_not_the_logits_is_refused(strategy):
     pool, labeled = _data()
