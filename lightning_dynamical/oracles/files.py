@@ -12,6 +12,7 @@ import argparse
 import csv
 import io
 import json
+import posixpath
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -109,6 +110,10 @@ def parse_labels(rows: Sequence[dict[str, str]], indices: Sequence[int], num_cla
         seen.add(index)
         if index not in wanted:
             problem("indices not in the query", index)
+            continue
+        shown = posixpath.basename((row.get("file") or "").strip())  # the image the row was written for
+        if shown.endswith(".png") and _as_int(shown[:-4]) not in (None, index):
+            problem("rows whose index and file disagree (a column sorted on its own?)", f"{index}: {shown}")
             continue
         label = _as_int(raw_label)
         if raw_label == "":

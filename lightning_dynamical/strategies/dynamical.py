@@ -240,5 +240,6 @@ def subset_loader(loader: Any, positions: Sequence[int]) -> DataLoader:
         raise TypeError("greedy_chunks > 1 needs a pool loader with a .dataset (e.g. a DataLoader)")
     return DataLoader(Subset(loader.dataset, list(positions)), batch_size=getattr(loader, "batch_size", None) or 64,
                       shuffle=False, collate_fn=getattr(loader, "collate_fn", None),
-                      num_workers=getattr(loader, "num_workers", 0))
+                      num_workers=getattr(loader, "num_workers", 0),
+                      generator=torch.Generator().manual_seed(0))  # iterating it leaves the global RNG alone
 

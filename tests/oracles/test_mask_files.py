@@ -171,3 +171,14 @@ def test_label_csvs_with_repeated_columns_or_odd_encodings(tmp_path, text, match
     else:
         with pytest.raises(LabelFileError, match=match):
             read_rows(str(path))
+
+
+def test_rows_whose_index_was_sorted_apart_from_their_file_are_refused():
+    from lightning_dynamical.oracles.files import parse_labels
+
+    rows = [{"index": "3", "file": "queries_round_0/5.png", "label": "1"},
+            {"index": "5", "file": "queries_round_0/3.png", "label": "0"}]
+    with pytest.raises(LabelFileError, match=r"rows whose index and file disagree .*3: 5.png, 5: 3.png"):
+        parse_labels(rows, [3, 5], 2)
+    rows = [{"index": "3", "file": "queries_round_0/3.png", "label": "1"}, {"index": "5", "file": "", "label": "0"}]
+    assert parse_labels(rows, [3, 5], 2) == [1, 0]
