@@ -269,8 +269,7 @@ class EpochLoss:
         self.batches += 1
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
         if isinstance(loss, Tensor):
-            wide = torch.float32 if loss.device.type == "mps" else torch.float64  # MPS has no float64
-            value = loss.detach().to(wide) * (accumulate * samples)
+            value = loss.detach().to(_accumulator(loss.device)) * (accumulate * samples)
             self._total = value if self._total is None else self._total + value
             self._samples += samples
             self.losses += 1
@@ -279,10 +278,8 @@ class EpochLoss:
         """The epoch's mean loss over every rank (``reduce`` sums a tensor over them, on ``device`` where this rank
         saw no loss; ``inf`` without any batch), and start the next epoch. A :class:`ConfigError` when batches ran
         but none returned a loss."""
-        wide = torch.float32 if device is not None and device.type == "mps" else torch.float64
-        total = self._total if self._total is not None else torch.zeros((), dtype=wide, device=device)
-        sums = torch.stack([total.reshape(()), *(total.new_tensor(float(n)).reshape(())
-                                                 for n in (self._samples, self.losses, self.batches))])
+        total = self._total if self._total is not None else torch.zeros((), dtype=_accumulator(device), device=device)
+        sums = torch.cat([total.reshape(1), total.new_tensor([self._samples, self.losses, self.batches])])
         total_value, samples, losses, batches = (reduce(sums) if reduce is not None else sums).tolist()
         self.reset()
         if not losses:
@@ -292,3 +289,8 @@ class EpochLoss:
                                   "training_step (under manual optimization too: `return loss`)")
             return math.inf
         return total_value / samples
+
+
+def _accumulator(device: torch.device | None) -> torch.dtype:
+    """The dtype of the epoch's loss sums: float64, float32 on MPS (which has no float64)."""
+    return torch.float32 if device is not None and device.type == "mps" else torch.float64

@@ -71,12 +71,6 @@ class RunRecords:
         """Load the split of the ``al_state.json`` at ``path`` into ``dm`` (see :func:`load_split`), remember the
         checkpoint it names for :meth:`start_weights`, and return what it holds of the loop's ``state_dict``:
         the round to run, the rounds finished before it and the stopping criteria's state."""
-        pending = records.read_state(path).get("pending_row")
-        if pending is not None:  # resuming would train that round again and drop its row
-            k = int(pending["round"])
-            raise ConfigError(f"{path} has labels pending for round {k}: import them first (lightning-dynamical "
-                              f"label import <its queries_round_{k}.csv> --state {path}), or resume from "
-                              f"al_pending_round_{k}.ckpt with ckpt_path; nothing was changed")
         state = load_split(dm, path)
         self.weights_in_state = state.get("weights")
         round = int(state["round"])
@@ -146,9 +140,15 @@ class RunRecords:
 def load_split(dm: ActiveLearningDataModule, path: str) -> dict[str, Any]:
     """Put the labeled split of the ``al_state.json`` at ``path`` into ``dm`` and return the state.
 
-    Raises (with ``dm`` unchanged) when the file is not a valid state or does not fit this pool.
+    Raises (with ``dm`` unchanged) when the file is not a valid state, does not fit this pool, or has labels pending
+    (resuming would train that round again and drop its row).
     """
     state = records.read_state(path)
+    if (pending := state.get("pending_row")) is not None:
+        k = int(pending["round"])
+        raise ConfigError(f"{path} has labels pending for round {k}: import them first (lightning-dynamical "
+                          f"label import <its queries_round_{k}.csv> --state {path}), or resume from "
+                          f"al_pending_round_{k}.ckpt with ckpt_path; nothing was changed")
     snapshot = dm.state_dict()
     try:
         dm.load_state_dict({**snapshot, "labeled": state["labeled"], "dataset_size": state["dataset_size"],

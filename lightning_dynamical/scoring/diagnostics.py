@@ -13,7 +13,7 @@ from torch import nn
 
 from lightning_dynamical.scoring import make_engine
 from lightning_dynamical.scoring.common import ParamSpec, scoring_model, summed_gradient
-from lightning_dynamical.scoring.features import first_inputs, parameters_on
+from lightning_dynamical.scoring.features import parameters_on
 from lightning_dynamical.tasks.base import Task
 from lightning_dynamical.tasks.batches import LABEL_KEY, evaluation
 from lightning_dynamical.tasks.classification import CLASSIFICATION
@@ -56,8 +56,7 @@ def query_regime(model: nn.Module, labeled_loader: Iterable[Any], query_loader: 
     samples vanish.
     """
     with scoring_model(model) as model, evaluation(model):
-        inputs = first_inputs(query_loader, label_key, model) if params == "last_layer" else None
-        theta = parameters_on(model, params, inputs, task)
+        theta = parameters_on(model, params, query_loader, label_key, task)
         g_s = summed_gradient(model, labeled_loader, theta, label_key=label_key, task=task)
         g_q = summed_gradient(model, query_loader, theta, pseudo_labels=True, label_key=label_key, task=task)
         stats = make_engine("auto").pool_statistics(model, query_loader, theta, [g_s], label_key=label_key,

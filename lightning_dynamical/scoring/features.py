@@ -35,9 +35,10 @@ def head_call(model: nn.Module, inputs: Inputs, task: Task = CLASSIFICATION) -> 
         for handle in handles:
             handle.remove()
     heads = [c for c in calls if c[3] is logits or (c[3].shape == logits.shape and torch.equal(c[3], logits))]
-    if len(heads) != 1 or sum(c[1] is heads[0][1] for c in calls) != 1:
+    runs = sum(c[1] is heads[0][1] for c in calls) if heads else 0
+    if len(heads) != 1 or runs != 1:
         why = ("no nn.Linear's output is them" if not heads
-               else f"the head {heads[0][0]!r} runs {sum(c[1] is heads[0][1] for c in calls)} times per forward"
+               else f"the head {heads[0][0]!r} runs {runs} times per forward"
                if len(heads) == 1 else f"{len(heads)} nn.Linear outputs equal them")
         raise ValueError(f"The logits {tuple(logits.shape)} must be the output of one nn.Linear head, run once per "
                          f"forward with nothing after it (last-layer gradients and features assume it); {why}")
@@ -57,26 +58,19 @@ def features_and_logits(model: nn.Module, inputs: Inputs) -> tuple[Tensor, Tenso
     return h, logits, head
 
 
-def parameters_on(model: nn.Module, params: ParamSpec, inputs: Inputs | None,
+def parameters_on(model: nn.Module, params: ParamSpec, loader: Any, label_key: str,
                   task: Task = CLASSIFICATION) -> dict[str, nn.Parameter]:
     """:func:`~lightning_dynamical.scoring.common.select_parameters`, ``"last_layer"`` being the head
-    :func:`head_call` finds on ``inputs`` where there are inputs and the task's head is an ``nn.Linear``, else (logits
-    not one ``nn.Linear``'s output: a temperature, GPT-2's last-token pick) the last registered ``nn.Linear``: the
-    gradients of whichever parameters are chosen are exact."""
+    :func:`head_call` finds on the first batch of ``loader`` (read only then, and only when that leaves it whole) where
+    the task's head is an ``nn.Linear``, else (logits not one ``nn.Linear``'s output: a temperature, GPT-2's
+    last-token pick) the last registered ``nn.Linear``: the gradients of whichever parameters are chosen are exact."""
     head = None
-    if params == "last_layer" and inputs is not None and not isinstance(task, Segmentation):
-        with torch.no_grad():
-            try:
-                head = head_call(model, inputs, task)[0]
-            except ValueError:
-                head = None
+    if params == "last_layer" and not isinstance(task, Segmentation) and iter(loader) is not loader:
+        batch = next(iter(loader), None)
+        if batch is not None:
+            with torch.no_grad():
+                try:
+                    head = head_call(model, to_model(batch_inputs(batch, label_key), model), task)[0]
+                except ValueError:
+                    head = None
     return select_parameters(model, params, head)
-
-
-def first_inputs(loader: Any, label_key: str, model: nn.Module) -> Inputs | None:
-    """The first batch's inputs on the model's device, where reading it leaves the loader whole (not a one-shot
-    iterator) and it has one."""
-    if iter(loader) is loader:
-        return None
-    batch = next(iter(loader), None)
-    return None if batch is None else to_model(batch_inputs(batch, label_key), model)

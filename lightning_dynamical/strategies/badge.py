@@ -36,9 +36,11 @@ def gradient_embedding_factors(model: nn.Module, loader: Iterable[Any], progress
     """
     dense = isinstance(task, PerPosition)
     with scoring_model(model) as model, evaluation(model):
+        position_head = position_head_of(model, task) if dense else None
+
         def fn(x: Inputs) -> tuple[Tensor, Tensor]:
-            if dense:
-                (h, logits), head = position_features_and_logits(model, x, task), position_head_of(model, task)
+            if position_head is not None:
+                (h, logits), head = position_features_and_logits(model, x, task), position_head
             else:
                 h, logits, head = features_and_logits(model, x)
             bias = head.bias is not None

@@ -20,10 +20,10 @@ from lightning_dynamical.scoring import (
     scoring_model,
     summed_gradient,
 )
-from lightning_dynamical.scoring.features import first_inputs, parameters_on
+from lightning_dynamical.scoring.features import parameters_on
 from lightning_dynamical.strategies.base import Reducer, Selection, Strategy, check_finite, identity, top_b
 from lightning_dynamical.tasks.base import Task
-from lightning_dynamical.tasks.batches import LABEL_KEY, Inputs, batch_inputs, to_model
+from lightning_dynamical.tasks.batches import LABEL_KEY, batch_inputs, to_model
 from lightning_dynamical.tasks.classification import CLASSIFICATION
 
 
@@ -145,8 +145,9 @@ class DynamicAL(Strategy):
         """How each selected parameter is scored on ``batch`` (a pool batch as the loader yields it): the
         fast closed form (and which op), ``unused``, ``last_layer``, or a slow exact path with the reason."""
         with scoring_model(model) as model, evaluation(model):
-            inputs = to_model(batch_inputs(batch, self.label_key), model)
-            return self._engine.explain(model, inputs, self._parameters(model, inputs), self.task)
+            params = parameters_on(model, self.params, [batch], self.label_key, self.task)
+            return self._engine.explain(model, to_model(batch_inputs(batch, self.label_key), model), params,
+                                        self.task)
 
     def score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], *,
               reduce: Reducer = identity, progress: bool = False) -> Tensor:
@@ -174,8 +175,7 @@ class DynamicAL(Strategy):
 
     def _score(self, model: nn.Module, pool_loader: Any, labeled_loader: Iterable[Any], reduce: Reducer,
                progress: bool) -> tuple[Tensor, dict[str, nn.Parameter]]:
-        inputs = first_inputs(pool_loader, self.label_key, model) if self.params == "last_layer" else None
-        params = self._parameters(model, inputs)
+        params = parameters_on(model, self.params, pool_loader, self.label_key, self.task)
         directions = []
         if self.gamma != 0:
             g_s = summed_gradient(model, labeled_loader, params, label_key=self.label_key, task=self.task)
@@ -184,9 +184,6 @@ class DynamicAL(Strategy):
                                              self.task)
         self._last_statistics = stats
         return self._combine(stats.sqnorm, stats.dots[:, 0] if directions else None), params
-
-    def _parameters(self, model: nn.Module, inputs: Inputs | None) -> dict[str, nn.Parameter]:
-        return parameters_on(model, self.params, inputs, self.task)
 
     def _combine(self, sqnorm: Tensor, dots: Tensor | None) -> Tensor:
         if dots is None:
